@@ -1,0 +1,105 @@
+"""Seconds per training epoch: mnist_lit's own training path against a plain PyTorch loop.
+
+Both run in this one process on the same data (MNIST, normalized and flattened), the same
+network and initialization, Adam with Keras's settings and batch size 32. The plain loop is
+what one writes by hand: whole data set in memory, a fresh permutation per epoch, one
+gather per mini-batch, no metrics, no validation. mnist_lit's time is its real `fit` path
+(progress bar, metrics, validation and checkpoints included) from the start of a training
+epoch to the start of that epoch's validation.
+
+    MNIST_LIT_DATA=../shared/data python benchmarks/epoch_speed.py [--epochs 2] [overrides ...]
+
+Timings on a shared machine are noisy: compare the ratio, and run it twice.
+"""
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_module
+from hydra.utils import instantiate
+from torchvision.datasets import MNIST
+
+import mnist_lit
+from mnist_lit.data import flatten, normalize
+
+MODELS = {"logreg": "model=logreg", "mlp": "model=mlp"}
+
+
+class EpochTimer(L.Callback):
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        self._started = time.perf_counter()
+
+    def on_validation_start(self, trainer, module) -> None:
+        if not trainer.sanity_checking:
+            self.seconds.append(time.perf_counter() - self._started)
+
+
+def plain_epochs(model_override: str, root: str, epochs: int) -> list[float]:
+    with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+        cfg = compose("config", overrides=[model_override])
+    torch.manual_seed(cfg.seed)
+    net = instantiate(cfg.model)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+    mnist = MNIST(root, train=True)
+    images, labels = flatten(normalize(mnist.data)), mnist.targets
+    loss_fn = torch.nn.CrossEntropyLoss()
+    seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        permutation = torch.randperm(len(images))
+        for i in range(0, len(images), 32):
+            batch = permutation[i : i + 32]
+            loss = loss_fn(net(images[batch]), labels[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def mnist_lit_epochs(model_override: str, epochs: int, overrides: list[str]) -> list[float]:
+    timer = EpochTimer()
+    with tempfile.TemporaryDirectory() as output_dir:
+        mnist_lit.fit(model_override, *overrides, f"trainer.max_epochs={epochs}", output_dir=output_dir, callbacks=[timer])
+    return timer.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=2, help="epochs timed per run, after one warm-up epoch")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each, alternating")
+    parser.add_argument("overrides", nargs="*", help="mnist_lit overrides, e.g. loss=sparse data.steps_per_execution=1")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    args = parser.parse_args()
+    root = os.environ.get("MNIST_LIT_DATA")
+    if not root:
+        raise SystemExit("Set MNIST_LIT_DATA to a directory holding MNIST/raw (e.g. ../shared/data).")
+
+    rows = []
+    for name in args.models:
+        plain, ours = [], []
+        # Alternate, and drop each run's first epoch: the first seconds of a process run slow
+        # (thread pools, page faults), which would otherwise favour whichever runs second.
+        for _ in range(args.rounds):
+            plain += plain_epochs(MODELS[name], root, args.epochs + 1)[1:]
+            ours += mnist_lit_epochs(MODELS[name], args.epochs + 1, args.overrides)[1:]
+        rows.append((name, statistics.median(plain), statistics.median(ours)))
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch 32, "
+        f"median of {args.rounds} x {args.epochs} epochs"
+    )
+    print(f"{'network':8} {'plain loop s/epoch':>18} {'mnist_lit s/epoch':>18} {'ratio':>6}")
+    for name, plain, ours in rows:
+        print(f"{name:8} {plain:18.3f} {ours:18.3f} {ours / plain:6.2f}")
+
+
+if __name__ == "__main__":
+    main()

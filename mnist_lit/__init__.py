@@ -1,0 +1,5 @@
+"""The classic Keras MNIST tutorial in PyTorch Lightning + Hydra."""
+
+from mnist_lit.train import fit
+
+__all__ = ["fit"]

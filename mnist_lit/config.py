@@ -1,0 +1,130 @@
+"""Typed configuration. Hydra checks types and keys while composing; `validate` checks values
+before any data is read, so a bad override ends in one line that names the key and the fix."""
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from hydra.errors import CompactHydraException
+from omegaconf import MISSING, SI, DictConfig, OmegaConf
+
+from mnist_lit.network import ACTIVATIONS, INITS
+
+# Gradient scaling (16-mixed) would need Lightning's manual_backward, which the fast
+# inner loop in module.py leaves out; bf16 and full precision need none.
+PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
+
+
+class ConfigError(CompactHydraException, ValueError):
+    """A bad value in the configuration; Hydra prints it as one line, without a traceback."""
+
+
+def _at_least(key: str, value: int | float, low: int | float, example: str) -> None:
+    if value < low:
+        raise ConfigError(f"{key}={value} is out of range: it must be ≥ {low}, e.g. {example}")
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = "mnist_lit.network.DenseNetwork"
+    hidden: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    init: str = "keras"
+
+    def __post_init__(self) -> None:
+        if any(width < 1 for width in self.hidden):
+            raise ConfigError(
+                f"model.hidden={list(self.hidden)}: every width must be ≥ 1, e.g. model.hidden=[100] or [256,128]"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.activation={self.activation} is unknown; choose one of: {', '.join(sorted(ACTIVATIONS))}"
+            )
+        if self.init not in INITS:
+            raise ConfigError(f"model.init={self.init} is unknown; choose one of: {', '.join(INITS)}")
+
+
+@dataclass
+class LossConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    # Adam with Keras's defaults; PyTorch's own eps is 1e-8.
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"optimizer.lr={self.lr} is out of range: it must be > 0, e.g. optimizer.lr=1e-3")
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "mnist_lit.data.MNISTDataModule"
+    root: str = MISSING
+    batch_size: int = 32
+    val_size: int = 0
+    steps_per_execution: int = 100
+    seed: int = SI("${seed}")
+
+    def __post_init__(self) -> None:
+        _at_least("data.batch_size", self.batch_size, 1, "data.batch_size=32")
+        _at_least("data.val_size", self.val_size, 0, "data.val_size=5000")
+        _at_least("data.steps_per_execution", self.steps_per_execution, 1, "data.steps_per_execution=100")
+
+
+@dataclass
+class TrainerConfig:
+    _target_: str = "lightning.pytorch.Trainer"
+    max_epochs: int = 10
+    accelerator: str = "auto"
+    devices: Any = 1
+    precision: str = "32-true"
+    enable_progress_bar: bool = True
+
+    def __post_init__(self) -> None:
+        _at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={self.precision} is not supported; choose one of: {', '.join(PRECISIONS)}")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    seed: int = 0
+
+
+def validate(cfg: DictConfig) -> Config:
+    """The composed config as dataclasses; their __post_init__ checks each value."""
+    return OmegaConf.to_object(cfg)
+
+
+def unique_dir(path: str) -> str:
+    """Create `path`, or `path-1`, `path-2`, ... if taken, and return it: two runs started in the
+    same second get two directories, and nothing a run wrote is written over."""
+    base = Path(path)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count():
+        candidate = base.with_name(f"{base.name}-{n}") if n else base
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            continue
+        return str(candidate)
+    raise AssertionError("unreachable")
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+# Cached per composed config, so each run creates its directory exactly once.
+OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)

@@ -1,0 +1,62 @@
+"""Keras's History: the epoch metrics of a run, printed, written to metrics.csv and plotted (exercise 4)."""
+
+import csv
+import time
+from pathlib import Path
+
+import lightning as L
+from matplotlib.figure import Figure
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class History(L.Callback):
+    """`history` maps each metric to its value per epoch, like `model.fit(...).history`.
+
+    It is part of the checkpoint, so a resumed run's metrics.csv holds every epoch.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+        self.history: dict[str, list[float]] = {name: [] for name in METRICS}
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._started
+        for name in METRICS:
+            self.history[name].append(trainer.callback_metrics[name].item())
+        values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
+        module.print(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
+        if trainer.is_global_zero:
+            write_csv(self.history, self.directory / "metrics.csv")
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            plot(self.history).savefig(self.directory / "history.png")
+
+    def state_dict(self) -> dict[str, dict[str, list[float]]]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, list[float]]]) -> None:
+        self.history = state_dict["history"]
+
+
+def write_csv(history: dict[str, list[float]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *history])
+        writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values()))
+
+
+def plot(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch, training and validation side by side."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    epochs = range(1, len(history["loss"]) + 1)
+    for ax, name in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+        ax.plot(epochs, history[name], "o-", label="train")
+        ax.plot(epochs, history[f"val_{name}"], "o-", label="validation")
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.legend()
+    return fig

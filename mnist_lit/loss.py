@@ -1,0 +1,19 @@
+"""The two Keras losses of the tutorial, on logits.
+
+`F.cross_entropy` takes softmax and cross-entropy in one numerically stable step; it
+accepts integer labels (sparse_categorical_crossentropy, exercise 3) as well as class
+probabilities such as one-hot vectors (categorical_crossentropy, the tutorial's default).
+The sparse loss is therefore torch.nn.CrossEntropyLoss itself (conf/loss/sparse.yaml).
+"""
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class CategoricalCrossentropy(nn.Module):
+    """Keras's categorical_crossentropy: labels are one-hot encoded, as `to_categorical` does."""
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, F.one_hot(labels, logits.shape[-1]).to(logits.dtype))
+

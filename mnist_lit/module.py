@@ -1,0 +1,91 @@
+"""The LightningModule: Keras's compile() + fit() for any network from network.py."""
+
+from collections.abc import Callable, Iterable
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from mnist_lit.network import CLASSES
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _metrics() -> nn.ModuleDict:
+    # Keras reports sample-weighted epoch means: the mean loss and the fraction of images right.
+    # nan_strategy="disable": a diverged run must show a NaN loss, not the mean of what is left.
+    # validate_args=False: the labels come from our own data; checking them costs more than counting.
+    return nn.ModuleDict({
+        "loss": MeanMetric(nan_strategy="disable"),
+        "accuracy": MulticlassAccuracy(CLASSES, average="micro", validate_args=False),
+    })
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.loss = loss
+        self.optimizer = optimizer
+        # Each training step runs several mini-batches (see data.py), one optimizer step each.
+        self.automatic_optimization = False
+        self.train_metrics, self.val_metrics, self.test_metrics = _metrics(), _metrics(), _metrics()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(images)
+
+    def setup(self, stage: str) -> None:
+        if self.trainer.world_size > 1:
+            raise RuntimeError(
+                "mnist_lit takes several optimizer steps per Lightning step, which Lightning's DDP "
+                "does not synchronise; train on one device (trainer.devices=1)"
+            )
+
+    def training_step(self, minibatches: list[Batch]) -> None:
+        # Lightning counts its optimizer's step() calls as global steps and runs its optimizer hooks
+        # there; as Keras's callbacks under steps_per_execution, it sees one per training step. The
+        # other mini-batches step the torch optimizer directly, and backward() is plain: Lightning's
+        # wrappers cost ~20% of a logistic-regression step on a CPU.
+        optimizer = self.optimizers()
+        last = len(minibatches) - 1
+        losses, logits = [], []
+        for i, (images, labels) in enumerate(minibatches):
+            output = self.net(images)
+            loss = self.loss(output, labels)
+            optimizer.zero_grad()
+            loss.backward()
+            (optimizer if i == last else optimizer.optimizer).step()
+            losses.append(loss.detach())
+            logits.append(output.detach())
+        sizes = torch.tensor([len(labels) for _, labels in minibatches], device=self.device)
+        labels = torch.cat([labels for _, labels in minibatches])
+        self._update("", self.train_metrics, torch.stack(losses), sizes, torch.cat(logits).argmax(-1), labels)
+
+    def validation_step(self, batch: Batch) -> None:
+        self._evaluate("val_", self.val_metrics, batch)
+
+    def test_step(self, batch: Batch) -> None:
+        self._evaluate("test_", self.test_metrics, batch)
+
+    def predict_step(self, batch: Batch) -> torch.Tensor:
+        return self.net(batch[0]).softmax(-1)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.net.parameters())
+
+    def _evaluate(self, prefix: str, metrics: nn.ModuleDict, batch: Batch) -> None:
+        images, labels = batch
+        logits = self.net(images)
+        self._update(prefix, metrics, self.loss(logits, labels), len(labels), logits.argmax(-1), labels)
+
+    def _update(self, prefix, metrics, loss, weight, predictions, labels) -> None:
+        metrics["loss"].update(loss, weight)
+        metrics["accuracy"].update(predictions, labels)
+        self.log_dict({prefix + name: metric for name, metric in metrics.items()}, on_step=False, on_epoch=True, prog_bar=True)
