@@ -1,0 +1,49 @@
+"""Tiny MNIST look-alikes written as real IDX files, so tests need neither network nor ../shared."""
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+REAL_DATA = os.environ.get("MNIST_LIT_DATA")
+
+
+def write_idx(path: Path, tensor: torch.Tensor) -> None:
+    """IDX: magic (0, 0, type 0x08 = uint8, number of dimensions), big-endian sizes, raw bytes."""
+    header = struct.pack(">HBB", 0, 0x08, tensor.dim()) + struct.pack(f">{tensor.dim()}I", *tensor.shape)
+    path.write_bytes(header + tensor.to(torch.uint8).numpy().tobytes())
+
+
+def learnable_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digit k lights up row band k, under noise: a linear model can learn it in an epoch or two."""
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 60, (n, 28, 28), generator=generator, dtype=torch.uint8)
+    for k in range(10):
+        images[labels == k, 2 * k + 4 : 2 * k + 6, 4:24] = 255
+    return images, labels
+
+
+def make_mnist(root: Path, train: int = 640, test: int = 160) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    for split, n in (("train", train), ("t10k", test)):
+        images, labels = learnable_images(n, generator)
+        write_idx(raw / f"{split}-images-idx3-ubyte", images)
+        write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory) -> Path:
+    return make_mnist(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture
+def tiny_env(tiny_mnist, monkeypatch, tmp_path) -> Path:
+    """MNIST_LIT_DATA at the tiny data, and the working directory (where outputs/ goes) in tmp_path."""
+    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

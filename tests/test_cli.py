@@ -1,0 +1,44 @@
+"""The command line as users run it: a subprocess, from a directory other than the repository."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TINY = ["trainer.max_epochs=1", "data.steps_per_execution=4"]
+
+
+def run(args, cwd, data):
+    env = {**os.environ, "MNIST_LIT_DATA": str(data)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("command", [[sys.executable, "-m", "mnist_lit"], ["mnist-lit"]])
+def test_a_run_from_any_directory_writes_one_run_directory(command, tiny_mnist, tmp_path):
+    if command[0] == "mnist-lit":
+        command = [shutil.which("mnist-lit") or pytest.fail("the mnist-lit console script is not installed")]
+    done = run([*command, "model=mlp", *TINY], tmp_path, tiny_mnist)
+    assert done.returncode == 0, done.stderr
+    runs = list((tmp_path / "outputs").glob("*/*"))
+    assert len(runs) == 1, runs
+    run_dir = runs[0]
+    for name in ("metrics.csv", "history.png", "summary.txt", "results.json", "checkpoints/last.ckpt", ".hydra/config.yaml"):
+        assert (run_dir / name).exists(), name
+    assert "Total params: 79,510" in done.stdout
+    assert "Epoch 1/1 - " in done.stdout and "val_accuracy: " in done.stdout
+    assert str(run_dir) in done.stdout.strip().splitlines()[-1]
+
+
+def test_a_bad_value_fails_before_any_work_in_one_line(tiny_mnist, tmp_path):
+    done = run([sys.executable, "-m", "mnist_lit", "model.activation=relux"], tmp_path, tiny_mnist)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    # Hydra frames it with the job's overrides and the HYDRA_FULL_ERROR hint; the error is one line.
+    (error,) = [line for line in done.stderr.splitlines() if line.startswith("model.activation")]
+    assert error.startswith("model.activation=relux is unknown; choose one of: ") and "relu, relu6" in error
+    assert not list(tmp_path.glob("outputs/*/*/*.csv"))

@@ -1,0 +1,63 @@
+import torch
+
+from mnist_lit.data import MNISTDataModule, flatten, normalize
+
+
+def test_normalize_and_flatten():
+    images = torch.tensor([[[0, 255], [128, 1]]], dtype=torch.uint8)
+    x = flatten(normalize(images))
+    assert x.dtype == torch.float32 and x.shape == (1, 4)
+    assert x.min() == 0.0 and x.max() == 1.0
+    assert torch.allclose(x, torch.tensor([[0.0, 1.0, 128 / 255, 1 / 255]]))
+
+
+def datamodule(root, **kwargs) -> MNISTDataModule:
+    dm = MNISTDataModule(str(root), **kwargs)
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+def test_whole_splits_are_normalized_and_flattened_once(tiny_mnist, caplog):
+    caplog.set_level("INFO")
+    dm = datamodule(tiny_mnist)
+    images, labels = dm.train.tensors
+    assert images.shape == (640, 784) and images.dtype == torch.float32
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert labels.shape == (640,) and labels.dtype == torch.int64
+    assert dm.val is dm.test and len(dm.test) == 160
+    assert "x_train shape (640, 28, 28), pixel range [0,255]" in caplog.text
+
+
+def test_training_step_gets_minibatches_covering_each_image_once(tiny_mnist):
+    dm = datamodule(tiny_mnist, batch_size=32, steps_per_execution=3)
+    steps = list(dm.train_dataloader())
+    assert [len(step) for step in steps] == [3] * 6 + [2]  # 640 images = 20 mini-batches of 32
+    minibatches = [batch for step in steps for batch in step]
+    assert all(len(images) == 32 and images.shape[1] == 784 for images, _ in minibatches)
+    seen = torch.cat([images for images, _ in minibatches])
+    # A permutation: every image exactly once.
+    assert torch.equal(seen.sum(1).sort().values, dm.train.tensors[0].sum(1).sort().values)
+
+
+def test_shuffle_depends_on_seed_and_epoch_only(tiny_mnist):
+    def first_labels(seed, epoch):
+        loader = datamodule(tiny_mnist, seed=seed).train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return next(iter(loader))[0][1]
+
+    assert torch.equal(first_labels(0, 1), first_labels(0, 1))
+    assert not torch.equal(first_labels(0, 0), first_labels(0, 1))
+    assert not torch.equal(first_labels(0, 0), first_labels(1, 0))
+
+
+def test_val_size_holds_out_seeded_training_images(tiny_mnist):
+    dm = datamodule(tiny_mnist, val_size=100, seed=3)
+    assert len(dm.train) == 540 and len(dm.val) == 100 and len(dm.test) == 160
+    again = datamodule(tiny_mnist, val_size=100, seed=3)
+    assert torch.equal(dm.val.tensors[0], again.val.tensors[0])
+
+
+def test_eval_batches_are_plain_tensors(tiny_mnist):
+    images, labels = next(iter(datamodule(tiny_mnist).val_dataloader()))
+    assert images.shape == (160, 784) and labels.shape == (160,)

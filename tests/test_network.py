@@ -1,0 +1,46 @@
+import pytest
+import torch
+
+from mnist_lit.network import ACTIVATIONS, DenseNetwork
+from mnist_lit.summary import count, summary
+
+
+@pytest.mark.parametrize(
+    ("hidden", "parameters"),
+    [([], 7_850), ([100], 79_510), ([256, 128], 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10)],
+)
+def test_parameter_counts_match_keras(hidden, parameters):
+    assert count(DenseNetwork(hidden)) == parameters
+
+
+def test_summary_lists_layers_output_shapes_and_parameters():
+    text = summary(DenseNetwork([100]))
+    assert "dense_1 (Linear)" in text and "(None, 100)" in text and "78,500" in text
+    assert "relu_1 (ReLU)" in text
+    assert "output (Linear)" in text and "(None, 10)" in text and "1,010" in text
+    assert "Total params: 79,510" in text
+
+
+def test_keras_init_is_glorot_uniform_with_zero_biases():
+    torch.manual_seed(0)
+    net = DenseNetwork([100], init="keras")
+    bound = (6 / (784 + 100)) ** 0.5
+    assert net.dense_1.weight.abs().max() <= bound
+    assert net.dense_1.weight.abs().max() > 0.9 * bound
+    assert torch.count_nonzero(net.dense_1.bias) == 0 and torch.count_nonzero(net.output.bias) == 0
+
+
+def test_torch_init_keeps_pytorch_defaults():
+    torch.manual_seed(0)
+    assert torch.count_nonzero(DenseNetwork([100], init="torch").dense_1.bias) > 0
+
+
+@pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "elu", "gelu", "silu", "leakyrelu", "softplus"])
+def test_activations_by_name(name):
+    net = DenseNetwork([8, 8], activation=name)
+    assert isinstance(net[1], ACTIVATIONS[name]) and isinstance(net[3], ACTIVATIONS[name])
+    assert net(torch.zeros(5, 784)).shape == (5, 10)
+
+
+def test_softmax_is_no_hidden_activation():
+    assert "softmax" not in ACTIVATIONS and "glu" not in ACTIVATIONS

@@ -1,0 +1,82 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from mnist_lit import fit
+
+TINY = ("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
+
+
+def read_metrics(run):
+    with open(run / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_run_leaves_metrics_history_summary_results_and_checkpoints(tiny_env):
+    history = fit(*TINY, output_dir="run")
+    run = tiny_env / "run"
+    rows = read_metrics(run)
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+    assert [float(row["val_accuracy"]) for row in rows] == history["val_accuracy"]
+    assert set(history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert (run / "history.png").read_bytes().startswith(b"\x89PNG")
+    assert "Total params: 7,850" in (run / "summary.txt").read_text()
+    results = json.loads((run / "results.json").read_text())
+    assert results["parameters"] == 7850 and results["epochs"] == 2 and results["train_seconds"] > 0
+    # Validation and test both use the official test split here, and the weights are the final ones.
+    assert results["test_accuracy"] == pytest.approx(history["val_accuracy"][-1])
+    checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
+    assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+
+
+def test_tiny_data_is_learned(tiny_env):
+    history = fit("trainer.max_epochs=3", "trainer.enable_progress_bar=false", output_dir="run")
+    assert history["loss"][-1] < history["loss"][0]
+    assert history["val_accuracy"][-1] > 0.9
+
+
+def test_same_seed_gives_identical_metrics(tiny_env):
+    first = fit(*TINY, "model=mlp", output_dir="a")
+    second = fit(*TINY, "model=mlp", output_dir="b")
+    other_seed = fit(*TINY, "model=mlp", "seed=1", output_dir="c")
+    assert first == second
+    assert first != other_seed
+    a, b = last_weights(tiny_env / "a"), last_weights(tiny_env / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def last_weights(run):
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_one_hot_and_integer_targets_follow_the_same_trajectory(tiny_env):
+    categorical = fit(*TINY, "model=mlp", "loss=categorical", output_dir="a")
+    sparse = fit(*TINY, "model=mlp", "loss=sparse", output_dir="b")
+    for name in ("loss", "accuracy", "val_accuracy"):
+        assert categorical[name] == sparse[name]
+    # One mean over a whole evaluation batch: the two kernels may sum it in another order.
+    assert categorical["val_loss"] == pytest.approx(sparse["val_loss"], rel=1e-6)
+    a, b = last_weights(tiny_env / "a"), last_weights(tiny_env / "b")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_exercises_change_the_network(tiny_env):
+    fit(*TINY, "model.hidden=[16,16]", "model.activation=tanh", output_dir="run")
+    text = (tiny_env / "run" / "summary.txt").read_text()
+    assert "dense_2 (Linear)" in text and "tanh_2 (Tanh)" in text
+
+
+def test_val_size_validates_on_held_out_training_images(tiny_env):
+    history = fit(*TINY, "data.val_size=100", output_dir="run")
+    results = json.loads((tiny_env / "run" / "results.json").read_text())
+    assert results["test_loss"] != pytest.approx(history["val_loss"][-1], rel=1e-3)
+
+
+def test_fit_without_output_dir_makes_a_new_one_under_outputs(tiny_env):
+    fit(*TINY)
+    fit(*TINY)
+    runs = list((tiny_env / "outputs").glob("*/*"))
+    assert len(runs) == 2 and all((run / "results.json").exists() for run in runs)
