@@ -5,7 +5,9 @@ import time
 from pathlib import Path
 
 import lightning as L
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -54,9 +56,17 @@ def plot(history: dict[str, list[float]]) -> Figure:
     """Loss and accuracy per epoch, training and validation side by side."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     epochs = range(1, len(history["loss"]) + 1)
-    for ax, name in zip(fig.subplots(1, 2), ("loss", "accuracy")):
+    for ax, name in zip(epoch_axes(fig, ("loss", "accuracy")), ("loss", "accuracy")):
         ax.plot(epochs, history[name], "o-", label="train")
         ax.plot(epochs, history[f"val_{name}"], "o-", label="validation")
-        ax.set(xlabel="epoch", ylabel=name, title=name)
         ax.legend()
     return fig
+
+
+def epoch_axes(fig: Figure, names: tuple[str, ...]) -> list[Axes]:
+    """One panel per metric, side by side, over whole epochs."""
+    axes = fig.subplots(1, len(names))
+    for ax, name in zip(axes, names):
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return list(axes)

@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra import compose, initialize_config_module
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
@@ -63,6 +64,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         "test_accuracy": test["test_accuracy"],
         "parameters": count(net),
         "train_seconds": timer.time_elapsed("train"),
+        "torch_threads": torch.get_num_threads(),
         "epochs": len(history.history["loss"]),
         "best_checkpoint": best.best_model_path,
     }

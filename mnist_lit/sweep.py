@@ -1,0 +1,142 @@
+"""Hydra multirun: each sweep ends with one table and one picture of all its jobs.
+
+`SweepSummary` is a Hydra callback (conf/config.yaml, hydra.callbacks), so every sweep gets
+summary.csv, summary.md and summary.png in its sweep directory, whichever launcher ran it.
+"""
+
+import csv
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.errors import CompactHydraException
+from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_lit.history import epoch_axes
+
+log = logging.getLogger(__name__)
+
+ERROR_FILE = "error.txt"
+COLUMNS = (
+    "job", "overrides", "status", "parameters", "val_accuracy", "best_val_accuracy", "val_loss",
+    "train_seconds", "directory", "error",
+)
+
+
+def record_failure(output_dir: Path, error: Exception) -> None:
+    """Keep a failed job's error for the summary, so that the sweep goes on with the next job."""
+    # A bad value is explained by its message; anything else needs its traceback in the job's log.
+    log.error("This job failed, the sweep goes on: %s", error, exc_info=not isinstance(error, CompactHydraException))
+    (output_dir / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n")
+
+
+def threads_per_job(n_jobs: int, cores: int) -> int:
+    """Torch threads for each of `n_jobs` parallel jobs (joblib's n_jobs: -1 is all cores)."""
+    if n_jobs < 0:
+        n_jobs = max(1, cores + 1 + n_jobs)
+    return max(1, cores // n_jobs)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class SweepSummary(Callback):
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Parallel jobs each take their share of the cores instead of all of them.
+        n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
+        if n_jobs:
+            torch.set_num_threads(threads_per_job(n_jobs, _cores()))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        jobs = read_jobs(sweep_dir)
+        if not jobs:
+            return
+        write_csv(jobs, sweep_dir / "summary.csv")
+        (sweep_dir / "summary.md").write_text(markdown(jobs))
+        plot(jobs).savefig(sweep_dir / "summary.png")
+        log.info("Sweep summary:\n%s", markdown(jobs))
+        log.info("Wrote summary.csv, summary.md and summary.png to %s", sweep_dir)
+        failed = [job["job"] for job in jobs if job["status"] != "ok"]
+        if failed:
+            # Hydra turns exceptions of end-callbacks into warnings; a sweep that lost jobs must
+            # still exit non-zero, as a single failed run does.
+            sys.exit(f"{len(failed)} of {len(jobs)} jobs failed (job {', '.join(failed)}): see {sweep_dir / 'summary.md'}")
+
+
+def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per job directory of the sweep, in job order; the overrides that every job
+    shares (experiment=..., say) are left out of the labels."""
+    dirs = sorted((p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")), key=lambda p: (len(p.name), p.name))
+    overrides = [OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml")) for d in dirs]
+    shared = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
+    return [_read_job(d, [o for o in job_overrides if o not in shared]) for d, job_overrides in zip(dirs, overrides)]
+
+
+def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
+    row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
+    row.update(job=job_dir.name, overrides=" ".join(overrides), directory=str(job_dir))
+    history = _read_metrics(job_dir / "metrics.csv")
+    row["history"] = history
+    if history["val_accuracy"]:
+        row.update(
+            val_accuracy=history["val_accuracy"][-1],
+            best_val_accuracy=max(history["val_accuracy"]),
+            val_loss=history["val_loss"][-1],
+        )
+    if (job_dir / ERROR_FILE).exists():
+        row.update(status="failed", error=(job_dir / ERROR_FILE).read_text().strip().splitlines()[0])
+    elif (job_dir / "results.json").exists():
+        results = json.loads((job_dir / "results.json").read_text())
+        row.update(status="ok", parameters=results["parameters"], train_seconds=round(results["train_seconds"], 2))
+    else:
+        row["status"] = "unfinished"
+    return row
+
+
+def _read_metrics(path: Path) -> dict[str, list[float]]:
+    history: dict[str, list[float]] = {"val_accuracy": [], "val_loss": []}
+    if path.exists():
+        with open(path) as f:
+            for record in csv.DictReader(f):
+                for name in history:
+                    history[name].append(float(record[name]))
+    return history
+
+
+def write_csv(jobs: list[dict[str, Any]], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(jobs)
+
+
+def markdown(jobs: list[dict[str, Any]]) -> str:
+    def cell(value: Any) -> str:
+        text = f"{value:.4g}" if isinstance(value, float) else f"{value:,}" if isinstance(value, int) else str(value)
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + " --- |" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell(job[c]) for c in COLUMNS) + " |" for job in jobs]
+    return "\n".join(lines) + "\n"
+
+
+def plot(jobs: list[dict[str, Any]]) -> Figure:
+    """Validation accuracy and loss per epoch, one line per job, labelled by its overrides."""
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    axes = epoch_axes(fig, ("val_accuracy", "val_loss"))
+    for job in jobs:
+        history = job["history"]
+        epochs = range(1, len(history["val_accuracy"]) + 1)
+        label = job["overrides"] or f"job {job['job']}"
+        for ax, name in zip(axes, ("val_accuracy", "val_loss")):
+            ax.plot(epochs, history[name], "o-", label=label if job["status"] == "ok" else f"{label} (failed)")
+    axes[0].legend(fontsize="small")
+    return fig

@@ -1,0 +1,112 @@
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from mnist_lit.config import validate
+from mnist_lit.sweep import threads_per_job
+
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+TINY = ["trainer.max_epochs=2", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
+
+
+@pytest.mark.parametrize(("n_jobs", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (-1, 2, 1), (4, 2, 1), (2, 16, 8), (-2, 16, 1)])
+def test_parallel_jobs_share_the_cores(n_jobs, cores, threads):
+    assert threads_per_job(n_jobs, cores) == threads
+
+
+def test_the_tutorials_exercises_have_experiments():
+    assert {"activations", "depth", "loss"} <= set(EXPERIMENTS)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_job_of_every_experiment_composes_and_validates(experiment):
+    with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+        sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        params = [f"{key}={value}" for key, value in sweep.hydra.sweeper.params.items()]
+        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+        assert len(jobs) >= 2
+        for job in jobs:
+            validate(compose("config", overrides=[f"experiment={experiment}", *job]))
+
+
+def multirun(args, cwd, data, **popen):
+    env = {**os.environ, "MNIST_LIT_DATA": str(data)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", "-m", *args], cwd=cwd, env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+    )
+
+
+def finish(process):
+    stdout, stderr = process.communicate(timeout=600)
+    return process.returncode, stdout, stderr
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def sweep_dirs(cwd):
+    return sorted((cwd / "outputs" / "multirun").glob("*/*"))
+
+
+@pytest.mark.slow
+def test_a_sweep_summarises_its_jobs(tiny_mnist, tmp_path):
+    code, _, stderr = finish(multirun(["model=mlp", "model.activation=relu,tanh", *TINY], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    rows = read_csv(sweep / "summary.csv")
+    assert [row["overrides"] for row in rows] == ["model.activation=relu", "model.activation=tanh"]
+    for row in rows:
+        job = read_csv(tmp_path / row["directory"] / "metrics.csv")
+        assert row["status"] == "ok" and row["parameters"] == "79510"
+        assert float(row["val_accuracy"]) == float(job[-1]["val_accuracy"])
+        assert float(row["best_val_accuracy"]) == max(float(r["val_accuracy"]) for r in job)
+        assert float(row["val_loss"]) == float(job[-1]["val_loss"])
+    assert "model.activation=tanh" in (sweep / "summary.md").read_text()
+    assert (sweep / "summary.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_a_failed_row_and_the_sweep_goes_on(tiny_mnist, tmp_path):
+    args = ["model.activation=relux,tanh", *TINY]
+    code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
+    assert code != 0
+    (sweep,) = sweep_dirs(tmp_path)
+    failed, ok = read_csv(sweep / "summary.csv")
+    assert failed["status"] == "failed" and "model.activation=relux is unknown" in failed["error"]
+    assert ok["status"] == "ok" and ok["val_accuracy"]
+    assert f"1 of 2 jobs failed (job 0): see {Path('outputs') / sweep.relative_to(tmp_path / 'outputs')}" in stderr
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_keep_all_their_jobs(tiny_mnist, tmp_path):
+    # The same sweep directory name for both, as two sweeps started in the same second get.
+    args = ["model.activation=relu,tanh", "hydra.sweep.dir=${unique_dir:outputs/sweep}", *TINY]
+    first, second = multirun(args, tmp_path, tiny_mnist), multirun(args, tmp_path, tiny_mnist)
+    assert finish(first)[0] == 0 and finish(second)[0] == 0
+    for sweep in ("sweep", "sweep-1"):
+        rows = read_csv(tmp_path / "outputs" / sweep / "summary.csv")
+        assert [row["status"] for row in rows] == ["ok", "ok"]
+        assert all((tmp_path / "outputs" / sweep / job / "results.json").exists() for job in ("0", "1"))
+
+
+@pytest.mark.slow
+def test_parallel_jobs_with_joblib_use_their_share_of_threads(tiny_mnist, tmp_path):
+    args = ["model.activation=relu,tanh", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY]
+    code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    cores = len(os.sched_getaffinity(0))
+    for job in ("0", "1"):
+        results = (sweep / job / "results.json").read_text()
+        assert f'"torch_threads": {max(1, cores // 2)}' in results
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
