@@ -1,15 +1,30 @@
 """MNIST as the tutorial prepares it: normalized to [0, 1] and flattened to 784-vectors, once per split."""
 
 import logging
+import math
+import os
+import shutil
+import struct
+import tempfile
 from functools import partial
+from pathlib import Path
 
 import lightning as L
 import torch
+from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_convert, random_split
 from torchvision.datasets import MNIST
 
+from mnist_lit.errors import DataError
+
 log = logging.getLogger(__name__)
+
+IMAGE_SHAPE = (28, 28)
+FILES = {  # split: (images, labels), as torchvision keeps them in <root>/MNIST/raw
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -59,9 +74,52 @@ class MNISTDataModule(L.LightningDataModule):
         self.seed = seed
         self.train: InMemory | None = None
 
+    @property
+    def raw(self) -> Path:
+        return Path(self.root) / "MNIST" / "raw"
+
     def prepare_data(self) -> None:
-        for train in (True, False):
-            MNIST(self.root, train=train, download=True)
+        """Download MNIST once, unless its four files are there (a read-only root is fine then).
+
+        Parallel jobs on one empty root take turns on a lock: the first downloads, the others
+        then find the files. Each file is completed elsewhere and renamed into place, so
+        a file that is there is whole."""
+        if self._complete():
+            return
+        try:
+            self.raw.mkdir(parents=True, exist_ok=True)
+            with FileLock(self.raw / ".download.lock"):
+                if not self._complete():
+                    self._download()
+        except OSError as error:
+            raise DataError(
+                f"data.root={self.root} is not writable ({error.strerror or error}), and MNIST must be downloaded "
+                f"into it: set data.root or MNIST_LIT_DATA to a writable directory, or put {_names()} into "
+                f"{self.raw} by hand"
+            ) from error
+
+    def _complete(self) -> bool:
+        return all((self.raw / name).exists() for pair in FILES.values() for name in pair)
+
+    def _download(self) -> None:
+        with tempfile.TemporaryDirectory(dir=self.raw.parent, prefix=".download-") as staging:
+            staged = Path(staging) / "MNIST" / "raw"
+            staged.mkdir(parents=True)
+            for archive in self.raw.glob("*.gz"):  # placed by hand: torchvision checks and uses them
+                shutil.copy(archive, staged)
+            try:
+                for train in (True, False):
+                    MNIST(staging, train=train, download=True)
+            except RuntimeError as error:
+                reason = str(error).strip().splitlines()[-1]
+                raise DataError(
+                    f"MNIST is not in {self.raw} and could not be downloaded ({reason}). Without network, put "
+                    f"{_names()} (uncompressed, or as the original .gz) into {self.raw}, or set MNIST_LIT_DATA "
+                    f"(or data.root) to a directory whose MNIST/raw holds them"
+                ) from error
+            for pair in FILES.values():
+                for name in pair:
+                    os.replace(staged / name, self.raw / name)
 
     def setup(self, stage: str) -> None:
         if self.train is not None:
@@ -84,6 +142,10 @@ class MNISTDataModule(L.LightningDataModule):
         self.train, self.val = InMemory(*train[kept.indices]), InMemory(*train[held_out.indices])
 
     def _load(self, train: bool, device: torch.device) -> InMemory:
+        images, labels = (self.raw / name for name in FILES["train" if train else "test"])
+        count, label_count = check_idx(images, IMAGE_SHAPE), check_idx(labels, ())
+        if label_count != count:
+            raise DataError(f"{images} holds {count} images but {labels} holds {label_count} labels; {_FIX}")
         mnist = MNIST(self.root, train=train)
         _describe("x_train" if train else "x_test", mnist.data)
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
@@ -112,6 +174,32 @@ class MNISTDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_dataloader(self.test)
+
+
+_FIX = "delete the damaged file to download it again, or replace it with a good copy"
+
+
+def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
+    """How many uint8 items of `item_shape` an IDX file holds; a DataError naming the file if it
+    is not such a file, or is truncated: training on garbage is worse than not training."""
+    dims = 1 + len(item_shape)
+    with open(path, "rb") as f:
+        header = f.read(4 + 4 * dims)
+    kind = "images" if item_shape else "labels"
+    if len(header) < 4 + 4 * dims or header[:4] != bytes([0, 0, 0x08, dims]):
+        raise DataError(f"{path} is not an IDX file of MNIST {kind} (its magic number is {header[:4].hex() or 'missing'}); {_FIX}")
+    count, *shape = struct.unpack(f">{dims}I", header[4:])
+    if tuple(shape) != item_shape:
+        raise DataError(f"{path} holds {kind} of shape {tuple(shape)}, not {item_shape}; {_FIX}")
+    size, expected = path.stat().st_size, len(header) + count * math.prod(item_shape)
+    if size != expected:
+        state = "truncated" if size < expected else "longer than its header says"
+        raise DataError(f"{path} is {state}: {size} bytes, where {count} {kind} take {expected}; {_FIX}")
+    return count
+
+
+def _names() -> str:
+    return ", ".join(name for pair in FILES.values() for name in pair)
 
 
 @rank_zero_only

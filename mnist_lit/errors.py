@@ -1,0 +1,46 @@
+"""Errors a user can fix, each told in one line that names the fix."""
+
+import dataclasses
+import difflib
+import re
+
+from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+
+class UserError(CompactHydraException):
+    """A problem with the user's input (config, data, checkpoint): Hydra prints the message alone."""
+
+
+class ConfigError(UserError, ValueError):
+    """A value out of range or unknown."""
+
+
+class DataError(UserError, RuntimeError):
+    """MNIST is missing, unreadable or damaged."""
+
+
+def explain(error: BaseException) -> str | None:
+    """One line for an error the user can fix, or None for anything else (a bug: show its traceback).
+
+    Hydra reports a bad override over several lines, and for a mistyped key suggests adding it
+    with `+key=...`, which a typed config then refuses: name the nearest real key instead."""
+    if isinstance(error, UserError):
+        return str(error)
+    if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
+        group, _, name = error.missing_cfg_file.rpartition("/")
+        return f"{group}={name} is not an option; choose one of: {', '.join(f'{group}={o}' for o in error.options)}"
+    if not isinstance(error, ConfigCompositionException):
+        return None
+    cause = error.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(cause.object_type):
+        keys = [f.name for f in dataclasses.fields(cause.object_type) if not f.name.startswith("_")]
+        parent = cause.full_key.rpartition(".")[0]
+        prefix = f"{parent}." if parent else ""
+        close = difflib.get_close_matches(str(cause.key), keys, n=1)
+        hint = f"did you mean {prefix}{close[0]}? " if close else ""
+        return f"{cause.full_key} is not a setting: {hint}Settings{' of ' + parent if parent else ''}: {', '.join(keys)}"
+    if isinstance(cause, ValidationError):
+        override = re.sub(r"^Error merging override ", "", str(error).splitlines()[0])
+        return f"{override}: {str(cause.msg).splitlines()[0]}"
+    return str(error).splitlines()[0]
