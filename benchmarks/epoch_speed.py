@@ -52,7 +52,7 @@ def plain_epochs(model_override: str, root: str, epochs: int) -> list[float]:
     images, labels = flatten(normalize(mnist.data)), mnist.targets
     loss_fn = torch.nn.CrossEntropyLoss()
     seconds = []
-    for epoch in range(epochs):
+    for _ in range(epochs):
         started = time.perf_counter()
         permutation = torch.randperm(len(images))
         for i in range(0, len(images), 32):

@@ -4,7 +4,7 @@ before any data is read, so a bad override ends in one line that names the key a
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
@@ -99,6 +99,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
+    resume: Optional[str] = None
 
 
 def validate(cfg: DictConfig) -> None:

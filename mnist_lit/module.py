@@ -8,9 +8,14 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from mnist_lit.errors import UserError
 from mnist_lit.network import CLASSES
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Diverged(UserError, ArithmeticError):
+    """The training loss is no longer a finite number."""
 
 
 def _metrics() -> nn.ModuleDict:
@@ -48,6 +53,9 @@ class Classifier(L.LightningModule):
                 "does not synchronise; train on one device (trainer.devices=1)"
             )
 
+    def on_train_epoch_start(self) -> None:
+        self.minibatches_done = 0
+
     def training_step(self, minibatches: list[Batch]) -> None:
         # Lightning counts its optimizer's step() calls as global steps and runs its optimizer hooks
         # there; as Keras's callbacks under steps_per_execution, it sees one per training step. The
@@ -64,9 +72,23 @@ class Classifier(L.LightningModule):
             (optimizer if i == last else optimizer.optimizer).step()
             losses.append(loss.detach())
             logits.append(output.detach())
+        losses = torch.stack(losses)
+        self._stop_if_diverged(losses)
+        self.minibatches_done += len(minibatches)
         sizes = torch.tensor([len(labels) for _, labels in minibatches], device=self.device)
         labels = torch.cat([labels for _, labels in minibatches])
-        self._update("", self.train_metrics, torch.stack(losses), sizes, torch.cat(logits).argmax(-1), labels)
+        self._update("", self.train_metrics, losses, sizes, torch.cat(logits).argmax(-1), labels)
+
+    def _stop_if_diverged(self, losses: torch.Tensor) -> None:
+        """Stop at once on a NaN or infinite loss: every later step and checkpoint would be garbage."""
+        bad = (~torch.isfinite(losses)).nonzero()
+        if len(bad):
+            i = int(bad[0])
+            lr = self.optimizers().optimizer.param_groups[0]["lr"]
+            raise Diverged(
+                f"The loss became {losses[i].item()} at epoch {self.current_epoch + 1}, mini-batch {self.minibatches_done + i + 1}: "
+                f"lower optimizer.lr (now {lr:g}) and start again"
+            )
 
     def validation_step(self, batch: Batch) -> None:
         self._evaluate("val_", self.val_metrics, batch)

@@ -13,6 +13,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit.checkpoint import AtomicCheckpointIO, check_fits, find
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
 from mnist_lit.module import Classifier
@@ -27,36 +28,41 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     `callbacks` are added to the run's own (history, timer, checkpoints).
     """
     validate(cfg)
+    checkpoint = find(cfg.resume) if cfg.resume else None
     output_dir = Path(output_dir)
     L.seed_everything(cfg.seed, verbose=False)
     # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
     net = instantiate(cfg.model, _convert_="all")
     module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"))
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+    if checkpoint:
+        check_fits(checkpoint, cfg.resume, net, cfg.model.hidden)
 
     model_summary = summary(net)
     log.info("\n%s", model_summary)
     (output_dir / "summary.txt").write_text(model_summary + "\n")
 
     history, timer = History(output_dir), Timer()
+    # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
+    # Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves.
     best = ModelCheckpoint(
         dirpath=output_dir / "checkpoints",
         filename="best-{epoch}-{val_accuracy:.4f}",
         monitor="val_accuracy",
         mode="max",
-        save_last=True,
-        # After History has recorded the epoch, so that the checkpoint holds it too.
         save_on_train_epoch_end=True,
     )
+    last = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
     trainer: L.Trainer = instantiate(
         cfg.trainer,
         default_root_dir=output_dir,
         logger=False,
         enable_model_summary=False,
-        callbacks=[history, timer, best, *callbacks],
+        callbacks=[history, timer, best, last, *callbacks],
+        plugins=[AtomicCheckpointIO()],
     )
     datamodule = instantiate(cfg.data)
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
 
     results = {

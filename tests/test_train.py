@@ -30,6 +30,7 @@ def test_a_run_leaves_metrics_history_summary_results_and_checkpoints(tiny_env):
     assert results["test_accuracy"] == pytest.approx(history["val_accuracy"][-1])
     checkpoints = {p.name for p in (run / "checkpoints").iterdir()}
     assert "last.ckpt" in checkpoints and any(name.startswith("best-") for name in checkpoints)
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1  # the last epoch's
 
 
 def test_tiny_data_is_learned(tiny_env):

@@ -1,0 +1,241 @@
+"""Bad input, crashes and concurrency: a clear message or a clean recovery, never a lost run."""
+
+import gzip
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+import torch
+from torchvision.datasets import MNIST
+
+from mnist_lit import fit
+from mnist_lit.data import FILES
+from mnist_lit.errors import ConfigError, DataError
+from mnist_lit.module import Diverged
+from tests.conftest import make_mnist
+
+QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
+
+
+def cli(args, cwd, data, timeout=300):
+    env = {**os.environ, "MNIST_LIT_DATA": str(data)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_lit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model=cnn", "model=cnn is not an option; choose one of: model=logreg, model=mlp"),
+        ("model.hiden=[10]", "model.hiden is not a setting: did you mean model.hidden? Settings of model: hidden, activation, init"),
+        ("trainer.max_epochs=ten", "trainer.max_epochs=ten: Value 'ten' of type 'str' could not be converted to Integer"),
+        ("optimizer.lr=0", "optimizer.lr=0.0 is out of range: it must be > 0, e.g. optimizer.lr=1e-3"),
+        ("model.hidden=[0]", "model.hidden=[0]: every width must be ≥ 1"),
+        ("model.hidden=[-5]", "model.hidden=[-5]: every width must be ≥ 1"),
+        ("data.batch_size=0", "data.batch_size=0 is out of range: it must be ≥ 1, e.g. data.batch_size=32"),
+        ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range: it must be ≥ 1, e.g. trainer.max_epochs=10"),
+        ("model.activation=relux", "model.activation=relux is unknown; choose one of: celu, elu, gelu"),
+    ],
+)
+def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mnist, tmp_path):
+    done = cli([override], tmp_path, tiny_mnist)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = [line for line in done.stderr.splitlines() if line and not line.startswith("Error executing job")]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr
+    assert not list(tmp_path.glob("outputs/*/*/metrics.csv"))
+
+
+@pytest.mark.slow
+def test_hydra_full_error_keeps_the_traceback(tiny_mnist, tmp_path):
+    env_done = subprocess.run(
+        [sys.executable, "-m", "mnist_lit", "optimizer.lr=0"], cwd=tmp_path, capture_output=True, text=True,
+        env={**os.environ, "MNIST_LIT_DATA": str(tiny_mnist), "HYDRA_FULL_ERROR": "1"}, timeout=300,
+    )
+    assert env_done.returncode != 0 and "Traceback" in env_done.stderr and "ConfigError" in env_done.stderr
+
+
+@pytest.fixture
+def refused_download(monkeypatch):
+    """No network: torchvision's mirrors point at a closed local port."""
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])
+
+
+def test_missing_data_without_network_says_where_to_put_which_files(tmp_path, refused_download):
+    root = tmp_path / "empty"
+    with pytest.raises(DataError) as error:
+        fit(*QUIET, f"data.root={root}", output_dir=tmp_path / "run")
+    message = str(error.value)
+    assert f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded" in message
+    assert all(name in message for pair in FILES.values() for name in pair)
+    assert "MNIST_LIT_DATA" in message and "\n" not in message
+
+
+def test_a_data_root_that_cannot_be_written_is_named(tmp_path, refused_download):
+    (tmp_path / "file").write_text("not a directory")
+    root = tmp_path / "file" / "data"
+    with pytest.raises(DataError, match=f"data.root={root} is not writable .* MNIST must be downloaded into it"):
+        fit(*QUIET, f"data.root={root}", output_dir=tmp_path / "run")
+
+
+def damaged_copy(tiny_mnist, tmp_path, name, damage):
+    root = tmp_path / "damaged"
+    shutil.copytree(tiny_mnist, root)
+    path = root / "MNIST" / "raw" / name
+    data = bytearray(path.read_bytes())
+    path.write_bytes(damage(data))
+    return root, path
+
+
+@pytest.mark.parametrize(
+    ("name", "damage", "message"),
+    [
+        ("train-images-idx3-ubyte", lambda d: d[: len(d) // 2], "is truncated"),
+        ("t10k-images-idx3-ubyte", lambda d: b"\x00\x00\x08\x01" + d[4:], "is not an IDX file of MNIST images"),
+        ("train-labels-idx1-ubyte", lambda d: b"\x12\x34\x56\x78" + d[4:], "is not an IDX file of MNIST labels"),
+        ("train-labels-idx1-ubyte", lambda d: d[:4] + (10**6).to_bytes(4, "big") + d[8:], "is truncated"),
+        ("train-labels-idx1-ubyte", lambda d: d[:4] + (600).to_bytes(4, "big") + d[8:608], "holds 640 images but"),
+    ],
+)
+def test_damaged_idx_files_are_named_before_training(tiny_mnist, tmp_path, name, damage, message):
+    root, path = damaged_copy(tiny_mnist, tmp_path, name, damage)
+    with pytest.raises(DataError, match=message) as error:
+        fit(*QUIET, f"data.root={root}", output_dir=tmp_path / "run")
+    assert str(path) in str(error.value) and "delete the damaged file" in str(error.value)
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def read(path):
+    return path.read_text()
+
+
+def weights(run):
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def test_resuming_gives_the_same_run_as_not_stopping(tiny_env):
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=3", output_dir="straight")
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="first")
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=3", "resume=first", output_dir="resumed")
+    assert read(tiny_env / "resumed" / "metrics.csv") == read(tiny_env / "straight" / "metrics.csv")
+    a, b = weights(tiny_env / "straight"), weights(tiny_env / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read(tiny_env / "first" / "metrics.csv").count("\n") == 2  # the first run is left as it was
+
+
+def test_resuming_another_architecture_names_the_shapes(tiny_env):
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="mlp")
+    with pytest.raises(ConfigError) as error:
+        fit(*QUIET, "model=mlp", "model.hidden=[64]", "resume=mlp", output_dir="other")
+    message = str(error.value)
+    assert message.startswith("resume=mlp holds a network with model.hidden=[100], this run builds model.hidden=[64]")
+    assert "dense_1.weight (100, 784) there, (64, 784) here" in message
+    assert message.endswith("Resume with model.hidden=[100]")
+
+
+@pytest.mark.parametrize("kind", ["missing", "not a checkpoint"])
+def test_resuming_from_something_that_is_no_checkpoint(tiny_env, kind):
+    path = tiny_env / "notes.txt"
+    if kind == "not a checkpoint":
+        path.write_text("hello")
+    with pytest.raises(ConfigError) as error:
+        fit(*QUIET, f"resume={path}", output_dir="run")
+    expected = "no such checkpoint" if kind == "missing" else "is not a mnist_lit checkpoint"
+    assert str(error.value).startswith(f"resume={path}") and expected in str(error.value)
+
+
+def test_a_diverging_run_stops_at_once_and_marks_no_nan_checkpoint_best(tiny_env):
+    with pytest.raises(Diverged, match=r"The loss became nan at epoch 1, mini-batch \d+: lower optimizer.lr \(now 1e\+30\)"):
+        fit(*QUIET, "model=mlp", "optimizer.lr=1e30", output_dir="run")
+    assert not list((tiny_env / "run").glob("checkpoints/best-*"))
+
+
+def test_checkpoints_hold_only_plain_data(tiny_env):
+    fit(*QUIET, "trainer.max_epochs=1", output_dir="run")
+    for checkpoint in (tiny_env / "run" / "checkpoints").iterdir():
+        loaded = torch.load(checkpoint, weights_only=True)  # refuses anything that could run code
+        assert loaded["hyper_parameters"]["model"]["hidden"] == []
+
+
+@pytest.mark.slow
+def test_kill_9_mid_epoch_leaves_a_whole_checkpoint_to_resume_from(tiny_mnist, tmp_path):
+    args = ["model=mlp", "trainer.max_epochs=1000", "data.steps_per_execution=1", "hydra.run.dir=run", QUIET[0]]
+    env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
+    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not last.exists() or len(read(tmp_path / "run" / "metrics.csv").splitlines()) < 4):
+        time.sleep(0.05)
+    time.sleep(0.13)  # somewhere in an epoch, perhaps in a checkpoint's write
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    epochs = torch.load(last, weights_only=True)["epoch"] + 1
+    done = cli(["model=mlp", f"trainer.max_epochs={epochs + 1}", "resume=run", *QUIET], tmp_path, tiny_mnist)
+    assert done.returncode == 0, done.stderr
+    assert f"Epoch {epochs + 1}/{epochs + 1}" in done.stdout
+
+
+class CountingHandler(http.server.SimpleHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_GET(self):
+        CountingHandler.requests.append(self.path)
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.slow
+def test_four_jobs_on_one_empty_root_download_once(tmp_path):
+    source = make_mnist(tmp_path / "source")
+    served = tmp_path / "served"
+    served.mkdir()
+    resources = []
+    for pair in FILES.values():
+        for name in pair:
+            archive = served / f"{name}.gz"
+            archive.write_bytes(gzip.compress((source / "MNIST" / "raw" / name).read_bytes()))
+            resources.append([archive.name, hashlib.md5(archive.read_bytes()).hexdigest()])
+    handler = lambda *a, **k: CountingHandler(*a, directory=str(served), **k)  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    job = (
+        "import json, sys\n"
+        "from torchvision.datasets import MNIST\n"
+        "MNIST.mirrors, MNIST.resources = [sys.argv[1]], [tuple(r) for r in json.loads(sys.argv[2])]\n"
+        "from mnist_lit.data import MNISTDataModule\n"
+        "dm = MNISTDataModule(sys.argv[3]); dm.prepare_data(); dm.setup('fit')\n"
+        "print(len(dm.train), len(dm.test), float(dm.train.tensors[0].sum()))\n"
+    )
+    root = tmp_path / "root"
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        jobs = [
+            subprocess.Popen([sys.executable, "-c", job, url, json.dumps(resources), str(root)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)
+        ]
+        outputs = [j.communicate(timeout=300) for j in jobs]
+    finally:
+        server.shutdown()
+    assert all(j.returncode == 0 for j in jobs), [err for _, err in outputs]
+    assert len({out for out, _ in outputs}) == 1 and outputs[0][0].startswith("640 160 ")
+    # One download in all: torchvision GETs each file twice (a redirect probe, then the file).
+    assert Counter(CountingHandler.requests) == {f"/{name}": 2 for name, _ in resources}
+    assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir() if not p.name.startswith(".")) == sorted(
+        name for pair in FILES.values() for name in pair
+    )
