@@ -16,7 +16,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_convert, random_split
 from torchvision.datasets import MNIST
 
-from mnist_lit.errors import DataError
+from mnist_lit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class MNISTDataModule(L.LightningDataModule):
             self.train, self.val = train, self.test
             return
         if self.val_size >= len(train):
-            raise ValueError(
+            raise ConfigError(
                 f"data.val_size={self.val_size} leaves nothing to train on: "
                 f"hold out fewer than the {len(train)} training images"
             )

@@ -8,7 +8,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.errors import UserError
+from mnist_lit.errors import ConfigError, UserError
 from mnist_lit.network import CLASSES
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -48,9 +48,9 @@ class Classifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         if self.trainer.world_size > 1:
-            raise RuntimeError(
-                "mnist_lit takes several optimizer steps per Lightning step, which Lightning's DDP "
-                "does not synchronise; train on one device (trainer.devices=1)"
+            raise ConfigError(
+                f"trainer.devices={self.trainer.num_devices}: mnist_lit takes several optimizer steps per Lightning "
+                "step, which Lightning's DDP does not synchronise yet; train on one device (trainer.devices=1)"
             )
 
     def on_train_epoch_start(self) -> None:
@@ -85,8 +85,9 @@ class Classifier(L.LightningModule):
         if len(bad):
             i = int(bad[0])
             lr = self.optimizers().optimizer.param_groups[0]["lr"]
+            step = self.minibatches_done + i + 1
             raise Diverged(
-                f"The loss became {losses[i].item()} at epoch {self.current_epoch + 1}, mini-batch {self.minibatches_done + i + 1}: "
+                f"The loss became {losses[i].item()} at epoch {self.current_epoch + 1}, mini-batch {step}: "
                 f"lower optimizer.lr (now {lr:g}) and start again"
             )
 
