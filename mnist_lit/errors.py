@@ -29,7 +29,8 @@ def explain(error: BaseException) -> str | None:
         return str(error)
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
         group, _, name = error.missing_cfg_file.rpartition("/")
-        return f"{group}={name} is not an option; choose one of: {', '.join(f'{group}={o}' for o in error.options)}"
+        plugin = f" (or install Hydra's {name} plugin: pip install hydra-{name}-launcher)" if group == "hydra/launcher" else ""
+        return f"{group}={name} is not an option; choose one of: {', '.join(f'{group}={o}' for o in error.options)}{plugin}"
     if not isinstance(error, ConfigCompositionException):
         return None
     cause = error.__cause__

@@ -39,6 +39,7 @@ def cli(args, cwd, data, timeout=300):
     ("override", "message"),
     [
         ("model=cnn", "model=cnn is not an option; choose one of: model=logreg, model=mlp"),
+        ("hydra/launcher=rq", "hydra/launcher=rq is not an option; choose one of: hydra/launcher=basic"),
         ("model.hiden=[10]", "model.hiden is not a setting: did you mean model.hidden? Settings of model: hidden, activation, init"),
         ("trainer.max_epochs=ten", "trainer.max_epochs=ten: Value 'ten' of type 'str' could not be converted to Integer"),
         ("optimizer.lr=0", "optimizer.lr=0.0 is out of range: it must be > 0, e.g. optimizer.lr=1e-3"),
