@@ -59,10 +59,11 @@ class SweepSummary(Callback):
         jobs = read_jobs(sweep_dir)
         if not jobs:
             return
+        table = markdown(jobs)
         write_csv(jobs, sweep_dir / "summary.csv")
-        (sweep_dir / "summary.md").write_text(markdown(jobs))
+        (sweep_dir / "summary.md").write_text(table)
         plot(jobs).savefig(sweep_dir / "summary.png")
-        log.info("Sweep summary:\n%s", markdown(jobs))
+        log.info("Sweep summary:\n%s", table)
         log.info("Wrote summary.csv, summary.md and summary.png to %s", sweep_dir)
         failed = [job["job"] for job in jobs if job["status"] != "ok"]
         if failed:
