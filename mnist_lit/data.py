@@ -155,16 +155,17 @@ class MNISTDataModule(L.LightningDataModule):
         # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
         # a resumed run sees the same batches as an uninterrupted one.
         sampler = DistributedSampler(self.train, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+        # Keywords only: Lightning re-creates loaders from their arguments (predict, DDP).
         return DataLoader(
             self.train,
-            self.batch_size * self.steps_per_execution,
+            batch_size=self.batch_size * self.steps_per_execution,
             sampler=sampler,
             collate_fn=partial(minibatches, size=self.batch_size),
         )
 
     def _eval_dataloader(self, split: InMemory) -> DataLoader:
         # Evaluation takes no optimizer steps, so it reads a whole training step's images at once.
-        return DataLoader(split, self.batch_size * self.steps_per_execution, collate_fn=default_convert)
+        return DataLoader(split, batch_size=self.batch_size * self.steps_per_execution, collate_fn=default_convert)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader(self.val)

@@ -240,3 +240,14 @@ def test_four_jobs_on_one_empty_root_download_once(tmp_path):
     assert sorted(p.name for p in (root / "MNIST" / "raw").iterdir() if not p.name.startswith(".")) == sorted(
         name for pair in FILES.values() for name in pair
     )
+
+
+@pytest.mark.slow
+def test_damaged_data_on_the_command_line_is_one_line_and_a_failure(tiny_mnist, tmp_path):
+    root, path = damaged_copy(tiny_mnist, tmp_path, "train-images-idx3-ubyte", lambda d: d[:1000])
+    done = cli([f"data.root={root}"], tmp_path, tiny_mnist)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"{path} is truncated: 1000 bytes, where 640 images take 501776; "
+        "delete the damaged file to download it again, or replace it with a good copy"
+    )

@@ -1,10 +1,15 @@
 import csv
 import json
 
+import lightning as L
 import pytest
 import torch
 
 from mnist_lit import fit
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.loss import CategoricalCrossentropy
+from mnist_lit.module import Classifier
+from mnist_lit.network import DenseNetwork
 
 TINY = ("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 
@@ -81,3 +86,12 @@ def test_fit_without_output_dir_makes_a_new_one_under_outputs(tiny_env):
     fit(*TINY)
     runs = list((tiny_env / "outputs").glob("*/*"))
     assert len(runs) == 2 and all((run / "results.json").exists() for run in runs)
+
+
+
+def test_predict_gives_class_probabilities(tiny_mnist):
+    module = Classifier(DenseNetwork([8]), CategoricalCrossentropy(), torch.optim.Adam)
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
+    probabilities = torch.cat(trainer.predict(module, datamodule=MNISTDataModule(str(tiny_mnist))))
+    assert probabilities.shape == (160, 10)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(160)) and (probabilities >= 0).all()
