@@ -19,8 +19,9 @@ class Diverged(UserError, ArithmeticError):
 
 
 def _metrics() -> nn.ModuleDict:
-    # Keras reports sample-weighted epoch means: the mean loss and the fraction of images right.
+    # Keras reports epoch means over images: the mean loss and the fraction of images right.
     # nan_strategy="disable": a diverged run must show a NaN loss, not the mean of what is left.
+    # It also drops update()'s weights (torchmetrics 1.9), so losses come in once per image.
     # validate_args=False: the labels come from our own data; checking them costs more than counting.
     return nn.ModuleDict({
         "loss": MeanMetric(nan_strategy="disable"),
@@ -77,7 +78,7 @@ class Classifier(L.LightningModule):
         self.minibatches_done += len(minibatches)
         sizes = torch.tensor([len(labels) for _, labels in minibatches], device=self.device)
         labels = torch.cat([labels for _, labels in minibatches])
-        self._update("", self.train_metrics, losses, sizes, torch.cat(logits).argmax(-1), labels)
+        self._update("", self.train_metrics, losses.repeat_interleave(sizes), torch.cat(logits).argmax(-1), labels)
 
     def _stop_if_diverged(self, losses: torch.Tensor) -> None:
         """Stop at once on a NaN or infinite loss: every later step and checkpoint would be garbage."""
@@ -106,9 +107,10 @@ class Classifier(L.LightningModule):
     def _evaluate(self, prefix: str, metrics: nn.ModuleDict, batch: Batch) -> None:
         images, labels = batch
         logits = self.net(images)
-        self._update(prefix, metrics, self.loss(logits, labels), len(labels), logits.argmax(-1), labels)
+        self._update(prefix, metrics, self.loss(logits, labels).expand(len(labels)), logits.argmax(-1), labels)
 
-    def _update(self, prefix, metrics, loss, weight, predictions, labels) -> None:
-        metrics["loss"].update(loss, weight)
+    def _update(self, prefix, metrics, losses, predictions, labels) -> None:
+        """`losses`: each image's mini-batch mean loss, so that the epoch mean weighs every image alike."""
+        metrics["loss"].update(losses)
         metrics["accuracy"].update(predictions, labels)
         self.log_dict({prefix + name: metric for name, metric in metrics.items()}, on_step=False, on_epoch=True, prog_bar=True)

@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import lightning as L
 import pytest
@@ -95,3 +96,19 @@ def test_predict_gives_class_probabilities(tiny_mnist):
     probabilities = torch.cat(trainer.predict(module, datamodule=MNISTDataModule(str(tiny_mnist))))
     assert probabilities.shape == (160, 10)
     assert torch.allclose(probabilities.sum(-1), torch.ones(160)) and (probabilities >= 0).all()
+
+
+def test_epoch_losses_are_means_over_images_whatever_the_batching(tiny_env):
+    """160 test images: one evaluation batch of 224, or two of 96 and 64, give the same val_loss."""
+    one = fit(*TINY, "data.steps_per_execution=7", output_dir="one")
+    two = fit(*TINY, "data.steps_per_execution=3", output_dir="two")
+    for name in one:
+        assert one[name] == pytest.approx(two[name], rel=1e-6)
+    net = DenseNetwork([])
+    net.load_state_dict({k.removeprefix("net."): v for k, v in last_weights(tiny_env / "two").items()})
+    datamodule = MNISTDataModule(os.environ["MNIST_LIT_DATA"])
+    datamodule.setup("fit")
+    images, labels = datamodule.test.tensors
+    with torch.no_grad():
+        expected = CategoricalCrossentropy()(net(images), labels).item()
+    assert two["val_loss"][-1] == pytest.approx(expected, rel=1e-6)
