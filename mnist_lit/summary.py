@@ -16,15 +16,15 @@ def summary(net: nn.Sequential) -> str:
     widths = [max(len(row[i]) for row in rows) + 4 for i in range(3)]
     rule = "=" * sum(widths)
     header, *layers = ["".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
-    trainable = count(net, trainable_only=True)
+    total, trainable = count(net), count(net, trainable_only=True)
     return "\n".join([
         header,
         rule,
         *layers,
         rule,
-        f"Total params: {count(net):,}",
+        f"Total params: {total:,}",
         f"Trainable params: {trainable:,}",
-        f"Non-trainable params: {count(net) - trainable:,}",
+        f"Non-trainable params: {total - trainable:,}",
     ])
 
 

@@ -2,6 +2,8 @@
 
 import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,14 @@ def tiny_env(tiny_mnist, monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def cli(args, cwd, data, command=(sys.executable, "-m", "mnist_lit")):
+    """The command line as a user runs it, in `cwd`, reading MNIST from `data`."""
+    env = {**os.environ, "MNIST_LIT_DATA": str(data)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def last_weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]

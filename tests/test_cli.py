@@ -1,28 +1,22 @@
 """The command line as users run it: a subprocess, from a directory other than the repository."""
 
-import os
 import shutil
-import subprocess
 import sys
 
 import pytest
+
+from tests.conftest import cli
 
 pytestmark = pytest.mark.slow
 
 TINY = ["trainer.max_epochs=1", "data.steps_per_execution=4"]
 
 
-def run(args, cwd, data):
-    env = {**os.environ, "MNIST_LIT_DATA": str(data)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 @pytest.mark.parametrize("command", [[sys.executable, "-m", "mnist_lit"], ["mnist-lit"]])
 def test_a_run_from_any_directory_writes_one_run_directory(command, tiny_mnist, tmp_path):
     if command[0] == "mnist-lit":
         command = [shutil.which("mnist-lit") or pytest.fail("the mnist-lit console script is not installed")]
-    done = run([*command, "model=mlp", *TINY], tmp_path, tiny_mnist)
+    done = cli(["model=mlp", *TINY], tmp_path, tiny_mnist, command=command)
     assert done.returncode == 0, done.stderr
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 1, runs
@@ -35,7 +29,7 @@ def test_a_run_from_any_directory_writes_one_run_directory(command, tiny_mnist, 
 
 
 def test_a_bad_value_fails_before_any_work_in_one_line(tiny_mnist, tmp_path):
-    done = run([sys.executable, "-m", "mnist_lit", "model.activation=relux"], tmp_path, tiny_mnist)
+    done = cli(["model.activation=relux"], tmp_path, tiny_mnist)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     # Hydra frames it with the job's overrides and the HYDRA_FULL_ERROR hint; the error is one line.

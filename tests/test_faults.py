@@ -21,17 +21,9 @@ from mnist_lit import fit
 from mnist_lit.data import FILES
 from mnist_lit.errors import ConfigError, DataError
 from mnist_lit.module import Diverged
-from tests.conftest import make_mnist
+from tests.conftest import cli, last_weights, make_mnist
 
 QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
-
-
-def cli(args, cwd, data, timeout=300):
-    env = {**os.environ, "MNIST_LIT_DATA": str(data)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.run(
-        [sys.executable, "-m", "mnist_lit", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
 
 
 @pytest.mark.slow
@@ -118,22 +110,14 @@ def test_damaged_idx_files_are_named_before_training(tiny_mnist, tmp_path, name,
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
 
-def read(path):
-    return path.read_text()
-
-
-def weights(run):
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-
-
 def test_resuming_gives_the_same_run_as_not_stopping(tiny_env):
     fit(*QUIET, "model=mlp", "trainer.max_epochs=3", output_dir="straight")
     fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="first")
     fit(*QUIET, "model=mlp", "trainer.max_epochs=3", "resume=first", output_dir="resumed")
-    assert read(tiny_env / "resumed" / "metrics.csv") == read(tiny_env / "straight" / "metrics.csv")
-    a, b = weights(tiny_env / "straight"), weights(tiny_env / "resumed")
+    assert (tiny_env / "resumed" / "metrics.csv").read_text() == (tiny_env / "straight" / "metrics.csv").read_text()
+    a, b = last_weights(tiny_env / "straight"), last_weights(tiny_env / "resumed")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert read(tiny_env / "first" / "metrics.csv").count("\n") == 2  # the first run is left as it was
+    assert (tiny_env / "first" / "metrics.csv").read_text().count("\n") == 2  # the first run is left as it was
 
 
 def test_resuming_another_architecture_names_the_shapes(tiny_env):
@@ -178,7 +162,7 @@ def test_kill_9_mid_epoch_leaves_a_whole_checkpoint_to_resume_from(tiny_mnist, t
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not last.exists() or len(read(tmp_path / "run" / "metrics.csv").splitlines()) < 4):
+    while time.monotonic() < deadline and (not last.exists() or len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) < 4):
         time.sleep(0.05)
     time.sleep(0.13)  # somewhere in an epoch, perhaps in a checkpoint's write
     process.send_signal(signal.SIGKILL)

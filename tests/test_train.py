@@ -11,6 +11,7 @@ from mnist_lit.data import MNISTDataModule
 from mnist_lit.loss import CategoricalCrossentropy
 from mnist_lit.module import Classifier
 from mnist_lit.network import DenseNetwork
+from tests.conftest import last_weights
 
 TINY = ("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 
@@ -53,10 +54,6 @@ def test_same_seed_gives_identical_metrics(tiny_env):
     assert first != other_seed
     a, b = last_weights(tiny_env / "a"), last_weights(tiny_env / "b")
     assert all(torch.equal(a[k], b[k]) for k in a)
-
-
-def last_weights(run):
-    return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 
 
 def test_one_hot_and_integer_targets_follow_the_same_trajectory(tiny_env):
