@@ -6,16 +6,16 @@ import os
 import shutil
 import struct
 import tempfile
-from functools import partial
 from pathlib import Path
 
 import lightning as L
 import torch
 from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset, default_convert, random_split
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset, default_convert, random_split
 from torchvision.datasets import MNIST
 
+from mnist_lit.engine import Execution
 from mnist_lit.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -45,18 +45,26 @@ class InMemory(TensorDataset):
         return self[torch.as_tensor(indices, device=self.tensors[0].device)]
 
 
-def minibatches(batch: tuple[torch.Tensor, torch.Tensor], size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Cut one fetched batch into the mini-batches that one training step runs through."""
-    images, labels = batch
-    return list(zip(images.split(size), labels.split(size)))
+class Orders(Dataset):
+    """A split as the training loader sees it: a batch of it is the order of one execution's
+    images, not the images, so that the training step gathers them on the device itself."""
+
+    def __init__(self, split: InMemory, batch_size: int) -> None:
+        self.split, self.batch_size = split, batch_size
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, indices: list[int]) -> Execution:
+        return Execution(self.split, torch.tensor(indices), self.batch_size)
 
 
 class MNISTDataModule(L.LightningDataModule):
     """The official split: 60,000 images to train on, the 10,000 test images to validate and test on.
 
-    Each training step receives `steps_per_execution` shuffled mini-batches of `batch_size`
-    images (Keras's `steps_per_execution`), so that Lightning's per-step bookkeeping is paid
-    once for many optimizer steps. The shuffle depends only on `seed` and the epoch, and a
+    Each training step receives the order of `steps_per_execution` shuffled mini-batches of
+    `batch_size` images (Keras's `steps_per_execution`, see engine.py), so that Lightning's
+    per-step bookkeeping is paid once for many optimizer steps. The shuffle depends only on `seed` and the epoch, and a
     DistributedSampler gives each rank its own shard when there are several.
 
     `val_size > 0` holds that many seeded training images out for validation instead, so that
@@ -156,11 +164,13 @@ class MNISTDataModule(L.LightningDataModule):
         # a resumed run sees the same batches as an uninterrupted one.
         sampler = DistributedSampler(self.train, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
         # Keywords only: Lightning re-creates loaders from their arguments (predict, DDP).
+        # Pinned orders reach a GPU without the host waiting for it.
         return DataLoader(
-            self.train,
+            Orders(self.train, self.batch_size),
             batch_size=self.batch_size * self.steps_per_execution,
             sampler=sampler,
-            collate_fn=partial(minibatches, size=self.batch_size),
+            collate_fn=_as_fetched,
+            pin_memory=self.train.tensors[0].is_cuda,
         )
 
     def _eval_dataloader(self, split: InMemory) -> DataLoader:
@@ -197,6 +207,10 @@ def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
         state = "truncated" if size < expected else "longer than its header says"
         raise DataError(f"{path} is {state}: {size} bytes, where {count} {kind} take {expected}; {_FIX}")
     return count
+
+
+def _as_fetched(execution: Execution) -> Execution:
+    return execution
 
 
 def _names() -> str:

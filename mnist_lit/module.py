@@ -1,14 +1,18 @@
 """The LightningModule: Keras's compile() + fit() for any network from network.py."""
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import lightning as L
 import torch
 from torch import nn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.errors import ConfigError, UserError
+from mnist_lit.engine import Captured, Eager, Execution
+from mnist_lit.errors import UserError
 from mnist_lit.network import CLASSES
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -16,6 +20,21 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 class Diverged(UserError, ArithmeticError):
     """The training loss is no longer a finite number."""
+
+
+# Adam's settings for a step that a CUDA graph can record, and the fused kernel that makes it fast.
+_CAPTURABLE = {"capturable": True, "fused": True}
+
+
+def _step_as(settings: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    for group in optimizer.param_groups:
+        group.update(settings)
+        on_device = group.get("capturable") or group.get("fused")
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            if "step" in state:
+                step = state["step"]
+                state["step"] = step.to(param.device, torch.float32) if on_device else step.to("cpu", torch.float32)
 
 
 def _metrics() -> nn.ModuleDict:
@@ -29,18 +48,27 @@ def _metrics() -> nn.ModuleDict:
     })
 
 
+# Hooks that an eager step without Lightning's backward and optimizer step would silently skip.
+_STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
 class Classifier(L.LightningModule):
+    """`capture`: on a GPU, record each execution as a CUDA graph (see engine.py); false runs
+    every mini-batch eagerly, for debugging."""
+
     def __init__(
         self,
         net: nn.Module,
         loss: nn.Module,
-        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        capture: bool = True,
     ) -> None:
         super().__init__()
         self.net = net
         self.loss = loss
         self.optimizer = optimizer
-        # Each training step runs several mini-batches (see data.py), one optimizer step each.
+        self.capture = capture
+        # Each training step runs an execution of many mini-batches (engine.py), one optimizer step each.
         self.automatic_optimization = False
         self.train_metrics, self.val_metrics, self.test_metrics = _metrics(), _metrics(), _metrics()
 
@@ -48,45 +76,82 @@ class Classifier(L.LightningModule):
         return self.net(images)
 
     def setup(self, stage: str) -> None:
-        if self.trainer.world_size > 1:
-            raise ConfigError(
-                f"trainer.devices={self.trainer.num_devices}: mnist_lit takes several optimizer steps per Lightning "
-                "step, which Lightning's DDP does not synchronise yet; train on one device (trainer.devices=1)"
-            )
+        """Decide once how executions run: through Lightning's backward and optimizer step where
+        anything listens (a callback's hooks, DDP, a gradient scaler), else plain torch calls,
+        captured as a CUDA graph on a GPU."""
+        if stage != "fit":
+            return
+        trainer = self.trainer
+        listening = (
+            trainer.world_size > 1
+            or getattr(trainer.precision_plugin, "scaler", None) is not None
+            or any(is_overridden(hook, callback, L.Callback) for callback in trainer.callbacks for hook in _STEP_HOOKS)
+            or any(is_overridden(hook, self, Classifier) for hook in _STEP_HOOKS)
+        )
+        device = trainer.strategy.root_device
+        self.form = "hooked" if listening else "captured" if self.capture and device.type == "cuda" else "plain"
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        captured = getattr(self, "form", None) == "captured"
+        optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if captured else {}))
+        # A checkpoint keeps how its run stepped (capturable, fused, on which device); resuming
+        # steps the way this run does, on a CPU or a GPU.
+        settings = {key: optimizer.param_groups[0][key] for key in _CAPTURABLE if key in optimizer.param_groups[0]}
+        optimizer.register_load_state_dict_post_hook(partial(_step_as, settings))
+        return optimizer
+
+    def on_train_start(self) -> None:
+        optimizer = self.optimizers()
+        context = self.trainer.precision_plugin.forward_context
+        if self.form == "hooked":
+            self.engine = Eager(self.net, self.loss, optimizer.optimizer, self.manual_backward, optimizer.step, context)
+            return
+        eager = Eager(self.net, self.loss, optimizer.optimizer, forward_context=context)
+        self.engine = Captured(eager) if self.form == "captured" else eager
 
     def on_train_epoch_start(self) -> None:
         self.minibatches_done = 0
+        self.unchecked: tuple[torch.Tensor, int] | None = None
 
-    def training_step(self, minibatches: list[Batch]) -> None:
-        # Lightning counts its optimizer's step() calls as global steps and runs its optimizer hooks
-        # there; as Keras's callbacks under steps_per_execution, it sees one per training step. The
-        # other mini-batches step the torch optimizer directly, and backward() is plain: Lightning's
-        # wrappers cost ~20% of a logistic-regression step on a CPU.
-        optimizer = self.optimizers()
-        last = len(minibatches) - 1
-        losses, logits = [], []
-        for i, (images, labels) in enumerate(minibatches):
-            output = self.net(images)
-            loss = self.loss(output, labels)
-            optimizer.zero_grad()
-            loss.backward()
-            (optimizer if i == last else optimizer.optimizer).step()
-            losses.append(loss.detach())
-            logits.append(output.detach())
-        losses = torch.stack(losses)
-        self._stop_if_diverged(losses)
-        self.minibatches_done += len(minibatches)
-        sizes = torch.tensor([len(labels) for _, labels in minibatches], device=self.device)
-        labels = torch.cat([labels for _, labels in minibatches])
-        self._update("", self.train_metrics, losses.repeat_interleave(sizes), torch.cat(logits).argmax(-1), labels)
+    def training_step(self, execution: Execution) -> None:
+        (images, labels), order, batch_size = execution.split.tensors, execution.order, execution.batch_size
+        order = order[: batch_size * self._steps_allowed(-(-len(order) // batch_size))]
+        outcome = self.engine(images, labels, order, batch_size)
+        steps = len(outcome.losses)
+        if self.form != "hooked":  # Lightning counted none of these optimizer steps
+            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+            for _ in range(steps):
+                progress.increment_ready()
+                progress.increment_completed()
+        # Check the previous execution while the device runs this one: the host never waits.
+        self._check_unchecked()
+        self.unchecked = (outcome.losses, self.minibatches_done)
+        self.minibatches_done += steps
+        # Each image weighs in with its mini-batch's mean loss; the last mini-batch may be short.
+        losses = outcome.losses.repeat_interleave(batch_size)[: len(order)]
+        self._update("", self.train_metrics, losses, outcome.predictions, outcome.labels)
 
-    def _stop_if_diverged(self, losses: torch.Tensor) -> None:
-        """Stop at once on a NaN or infinite loss: every later step and checkpoint would be garbage."""
+    def _steps_allowed(self, steps: int) -> int:
+        """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there."""
+        if self.trainer.max_steps < 0:
+            return steps
+        return max(0, min(steps, self.trainer.max_steps - self.trainer.global_step))
+
+    def on_train_epoch_end(self) -> None:
+        self._check_unchecked()
+
+    def _check_unchecked(self) -> None:
+        if self.unchecked is not None:
+            self._stop_if_diverged(*self.unchecked)
+            self.unchecked = None
+
+    def _stop_if_diverged(self, losses: torch.Tensor, minibatches_before: int) -> None:
+        """Stop on a NaN or infinite loss: every later step and checkpoint would be garbage."""
         bad = (~torch.isfinite(losses)).nonzero()
         if len(bad):
             i = int(bad[0])
             lr = self.optimizers().optimizer.param_groups[0]["lr"]
-            step = self.minibatches_done + i + 1
+            step = minibatches_before + i + 1
             raise Diverged(
                 f"The loss became {losses[i].item()} at epoch {self.current_epoch + 1}, mini-batch {step}: "
                 f"lower optimizer.lr (now {lr:g}) and start again"
@@ -100,9 +165,6 @@ class Classifier(L.LightningModule):
 
     def predict_step(self, batch: Batch) -> torch.Tensor:
         return self.net(batch[0]).softmax(-1)
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.net.parameters())
 
     def _evaluate(self, prefix: str, metrics: nn.ModuleDict, batch: Batch) -> None:
         images, labels = batch

@@ -29,22 +29,22 @@ def test_whole_splits_are_normalized_and_flattened_once(tiny_mnist, caplog):
     assert "x_train shape (640, 28, 28), pixel range [0,255]" in caplog.text
 
 
-def test_training_step_gets_minibatches_covering_each_image_once(tiny_mnist):
+def test_training_steps_get_executions_covering_each_image_once(tiny_mnist):
     dm = datamodule(tiny_mnist, batch_size=32, steps_per_execution=3)
-    steps = list(dm.train_dataloader())
-    assert [len(step) for step in steps] == [3] * 6 + [2]  # 640 images = 20 mini-batches of 32
-    minibatches = [batch for step in steps for batch in step]
-    assert all(len(images) == 32 and images.shape[1] == 784 for images, _ in minibatches)
-    seen = torch.cat([images for images, _ in minibatches])
-    # A permutation: every image exactly once.
-    assert torch.equal(seen.sum(1).sort().values, dm.train.tensors[0].sum(1).sort().values)
+    executions = list(dm.train_dataloader())
+    # 640 images = 20 mini-batches of 32, 3 per execution.
+    assert [len(e.order) for e in executions] == [96] * 6 + [64]
+    assert all(e.split is dm.train and e.batch_size == 32 for e in executions)
+    # A permutation: every image exactly once, and the order is shuffled.
+    seen = torch.cat([e.order for e in executions])
+    assert torch.equal(seen.sort().values, torch.arange(640)) and not torch.equal(seen, torch.arange(640))
 
 
 def test_shuffle_depends_on_seed_and_epoch_only(tiny_mnist):
     def first_labels(seed, epoch):
         loader = datamodule(tiny_mnist, seed=seed).train_dataloader()
         loader.sampler.set_epoch(epoch)
-        return next(iter(loader))[0][1]
+        return next(iter(loader)).order
 
     assert torch.equal(first_labels(0, 1), first_labels(0, 1))
     assert not torch.equal(first_labels(0, 0), first_labels(0, 1))

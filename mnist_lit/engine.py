@@ -1,0 +1,105 @@
+"""The training engine: an execution, Keras's `steps_per_execution`, runs many mini-batches, each a
+forward pass, a loss, a backward pass and an optimizer step, and reports their losses and predictions.
+
+One contract, two forms:
+
+- `Eager` runs the mini-batches one after another in Python. Given Lightning's `manual_backward` and
+  optimizer `step`, every backward and optimizer hook fires and DDP all-reduces every mini-batch's
+  gradients; given the plain torch calls, nothing else runs.
+- `Captured` records an `Eager` execution once as a CUDA graph and replays it: one launch per
+  execution instead of one per operation, and the host never waits for the device.
+
+Pure torch: the LightningModule (module.py) chooses the form and supplies the calls.
+"""
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+
+class Execution(NamedTuple):
+    """What a training step receives: the split, resident on the device, and the order of this
+    execution's images in it, `batch_size` after `batch_size`. Lightning moves `order` to the
+    device; `split` is no tensor, so Lightning leaves it (and its 60,000 images) alone."""
+
+    split: Any  # a TensorDataset of (images, labels)
+    order: torch.Tensor
+    batch_size: int
+
+
+class Outcome(NamedTuple):
+    losses: torch.Tensor  # one mean loss per mini-batch
+    predictions: torch.Tensor  # one class per image, in `order`
+    labels: torch.Tensor
+
+
+class Eager:
+    def __init__(
+        self,
+        net: nn.Module,
+        loss: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
+        step: Callable[[], Any] | None = None,
+        forward_context: Callable[[], AbstractContextManager] = nullcontext,
+    ) -> None:
+        self.net, self.loss, self.optimizer = net, loss, optimizer
+        self.backward = backward
+        self.step = step or optimizer.step
+        self.forward_context = forward_context
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
+        dtype = next(self.net.parameters()).dtype
+        losses, predictions = [], []
+        # Mixed precision covers the forward pass and the loss alone, not backward and the
+        # optimizer step (PyTorch's advice), whatever region the caller runs in.
+        with torch.autocast(images.device.type, enabled=False):
+            for index in order.split(batch_size):
+                with self.forward_context():
+                    logits = self.net(images[index].to(dtype))
+                    loss = self.loss(logits, labels[index])
+                self.optimizer.zero_grad()
+                self.backward(loss)
+                self.step()
+                losses.append(loss.detach().float())
+                predictions.append(logits.detach().argmax(-1))
+        return Outcome(torch.stack(losses), torch.cat(predictions), labels[order])
+
+
+class Captured:
+    """An `Eager` execution recorded as a CUDA graph, one graph per execution length (an epoch's
+    last execution is shorter), replayed with the order copied into the graph's own buffer.
+
+    The first execution of each length runs eagerly, as real training, and warms up what capture
+    needs (the optimizer's state, cuBLAS); the graph is recorded after it and replayed from the
+    next one on. The optimizer must be capturable (Adam's `capturable=True`)."""
+
+    def __init__(self, eager: Eager) -> None:
+        self.eager = eager
+        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Outcome]] = {}
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
+        key = (images.data_ptr(), labels.data_ptr(), len(order), batch_size)
+        if key in self.graphs:
+            graph, static_order, outcome = self.graphs[key]
+            static_order.copy_(order)
+            graph.replay()
+            # The next replay overwrites the graph's outputs; callers may keep these a while.
+            return Outcome(*(tensor.clone() for tensor in outcome))
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            outcome = self.eager(images, labels, order, batch_size)
+        torch.cuda.current_stream().wait_stream(side)
+        static_order = order.clone()
+        # Gradients set to None now are allocated from the graph's private memory during capture.
+        self.eager.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_outcome = self.eager(images, labels, static_order, batch_size)
+        self.graphs[key] = (graph, static_order, static_outcome)
+        return outcome
+
