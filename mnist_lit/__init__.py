@@ -1,5 +1,12 @@
 """The classic Keras MNIST tutorial in PyTorch Lightning + Hydra."""
 
-from mnist_lit.train import fit
-
 __all__ = ["fit"]
+
+
+def __getattr__(name: str):
+    # Lazily, so that the command line answers --help and bad overrides without importing torch.
+    if name == "fit":
+        from mnist_lit.train import fit
+
+        return fit
+    raise AttributeError(f"module 'mnist_lit' has no attribute {name!r}")

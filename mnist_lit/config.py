@@ -9,12 +9,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
 
+from mnist_lit.choices import ACTIVATIONS, INITS, PRECISIONS, STRATEGIES
 from mnist_lit.errors import ConfigError
-from mnist_lit.network import ACTIVATIONS, INITS
-
-# Gradient scaling (16-mixed) would need Lightning's manual_backward, which the fast
-# inner loop in module.py leaves out; bf16 and full precision need none.
-PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
 
 
 def _at_least(key: str, value: int | float, low: int | float, example: str) -> None:
@@ -80,15 +76,24 @@ class DataConfig:
 class TrainerConfig:
     _target_: str = "lightning.pytorch.Trainer"
     max_epochs: int = 10
+    max_steps: int = -1  # optimizer steps (mini-batches) in all; -1: no limit
     accelerator: str = "auto"
     devices: Any = 1
+    strategy: str = "auto"
     precision: str = "32-true"
     enable_progress_bar: bool = True
 
     def __post_init__(self) -> None:
         _at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
+        if self.max_steps != -1:
+            _at_least("trainer.max_steps", self.max_steps, 1, "trainer.max_steps=1000 (or -1: no limit)")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"trainer.precision={self.precision} is not supported; choose one of: {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"trainer.strategy={self.strategy} is not supported: mnist_lit's engine all-reduces each mini-batch's "
+                f"gradients with Lightning's DDP; choose one of: {', '.join(STRATEGIES)}"
+            )
 
 
 @dataclass
@@ -100,11 +105,18 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     seed: int = 0
     resume: Optional[str] = None
+    # torch threads: a number, or auto: this run's share of the cores (see share.py)
+    threads: Any = "auto"
+    # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.
+    capture: bool = True
 
 
 def validate(cfg: DictConfig) -> None:
     """Check every value: building the dataclasses runs their __post_init__."""
     OmegaConf.to_object(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]))
+    threads = cfg.threads
+    if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
 
 
 

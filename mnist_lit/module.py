@@ -132,10 +132,13 @@ class Classifier(L.LightningModule):
         self._update("", self.train_metrics, losses, outcome.predictions, outcome.labels)
 
     def _steps_allowed(self, steps: int) -> int:
-        """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there."""
-        if self.trainer.max_steps < 0:
+        """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there,
+        and the run stops as Keras's would, validating the epoch it cut short."""
+        left = self.trainer.max_steps - self.trainer.global_step
+        if self.trainer.max_steps < 0 or left > steps:
             return steps
-        return max(0, min(steps, self.trainer.max_steps - self.trainer.global_step))
+        self.trainer.should_stop = True
+        return max(0, left)
 
     def on_train_epoch_end(self) -> None:
         self._check_unchecked()

@@ -9,17 +9,10 @@ from collections import OrderedDict
 
 from torch import nn
 
+from mnist_lit.choices import ACTIVATIONS
+
 INPUTS = 28 * 28
 CLASSES = 10
-
-# Every elementwise torch.nn activation that needs no arguments, by lower-case name:
-# relu, tanh, sigmoid, elu, gelu, silu, leakyrelu, ... Softmax and friends mix units
-# and GLU halves them, so they are no hidden-layer activations.
-_NOT_ELEMENTWISE = {"Threshold", "GLU", "MultiheadAttention", "Softmin", "Softmax", "Softmax2d", "LogSoftmax"}
-ACTIVATIONS = {
-    name.lower(): getattr(nn, name) for name in nn.modules.activation.__all__ if name not in _NOT_ELEMENTWISE
-}
-INITS = ("keras", "torch")
 
 
 class DenseNetwork(nn.Sequential):
@@ -28,7 +21,7 @@ class DenseNetwork(nn.Sequential):
         width = INPUTS
         for i, units in enumerate(hidden, start=1):
             layers[f"dense_{i}"] = nn.Linear(width, units)
-            layers[f"{activation}_{i}"] = ACTIVATIONS[activation]()
+            layers[f"{activation}_{i}"] = getattr(nn, ACTIVATIONS[activation])()
             width = units
         layers["output"] = nn.Linear(width, CLASSES)
         super().__init__(layers)

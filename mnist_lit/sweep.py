@@ -7,18 +7,16 @@ summary.csv, summary.md and summary.png in its sweep directory, whichever launch
 import csv
 import json
 import logging
-import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
-from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit.history import epoch_axes
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -36,24 +34,7 @@ def record_failure(output_dir: Path, error: Exception) -> None:
     (output_dir / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n")
 
 
-def threads_per_job(n_jobs: int, cores: int) -> int:
-    """Torch threads for each of `n_jobs` parallel jobs (joblib's n_jobs: -1 is all cores)."""
-    if n_jobs < 0:
-        n_jobs = max(1, cores + 1 + n_jobs)
-    return max(1, cores // n_jobs)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 class SweepSummary(Callback):
-    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Parallel jobs each take their share of the cores instead of all of them.
-        n_jobs = OmegaConf.select(config, "hydra.launcher.n_jobs")
-        if n_jobs:
-            torch.set_num_threads(threads_per_job(n_jobs, _cores()))
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = read_jobs(sweep_dir)
@@ -129,8 +110,12 @@ def markdown(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(jobs: list[dict[str, Any]]) -> Figure:
+def plot(jobs: list[dict[str, Any]]) -> "Figure":
     """Validation accuracy and loss per epoch, one line per job, labelled by its overrides."""
+    from matplotlib.figure import Figure
+
+    from mnist_lit.history import epoch_axes
+
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     axes = epoch_axes(fig, ("val_accuracy", "val_loss"))
     for job in jobs:

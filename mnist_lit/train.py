@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -9,10 +10,13 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra import compose, initialize_config_module
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit import share
 from mnist_lit.checkpoint import AtomicCheckpointIO, check_fits, find
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
@@ -33,14 +37,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     L.seed_everything(cfg.seed, verbose=False)
     # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
     net = instantiate(cfg.model, _convert_="all")
-    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"))
+    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"), cfg.capture)
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
     if checkpoint:
         check_fits(checkpoint, cfg.resume, net, cfg.model.hidden)
-
-    model_summary = summary(net)
-    log.info("\n%s", model_summary)
-    (output_dir / "summary.txt").write_text(model_summary + "\n")
 
     history, timer = History(output_dir), Timer()
     # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
@@ -53,24 +53,45 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         save_on_train_epoch_end=True,
     )
     last = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
+    launcher, job = _sweep_job()
     trainer: L.Trainer = instantiate(
         cfg.trainer,
+        devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
         default_root_dir=output_dir,
         logger=False,
         enable_model_summary=False,
         callbacks=[history, timer, best, last, *callbacks],
         plugins=[AtomicCheckpointIO()],
     )
+    cpu_processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1
+    threads, why = share.threads(cfg.threads, launcher, cpu_processes)
+    torch.set_num_threads(threads)
+    # Lightning's DDP launchers set their own share unless this is set; its processes inherit it.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    log.info("%d torch thread%s (%s)", threads, "s"[: threads > 1], why)
+    if trainer.is_global_zero:
+        model_summary = summary(net)
+        log.info("\n%s", model_summary)
+        (output_dir / "summary.txt").write_text(model_summary + "\n")
+
     datamodule = instantiate(cfg.data)
     trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+    if not history.history["loss"]:
+        # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
+        recorded = torch.load(output_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+        for callback in (history, timer):
+            callback.load_state_dict(recorded["callbacks"][callback.state_key])
     test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+    if torch.distributed.is_initialized():
+        # Lightning leaves its process group behind; the next job of a sweep needs a new one.
+        torch.distributed.destroy_process_group()
 
     results = {
         "test_loss": test["test_loss"],
         "test_accuracy": test["test_accuracy"],
         "parameters": count(net),
         "train_seconds": timer.time_elapsed("train"),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": threads,
         "epochs": len(history.history["loss"]),
         "best_checkpoint": best.best_model_path,
     }
@@ -82,6 +103,18 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     )
     log.info("Wrote metrics.csv, history.png, summary.txt, results.json and checkpoints/ to %s", output_dir)
     return history.history
+
+
+def _sweep_job() -> tuple[dict, int]:
+    """The launcher config and job number of this Hydra sweep job; empty outside a sweep."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}, 0
+    hydra_cfg = HydraConfig.get()
+    return OmegaConf.to_container(hydra_cfg.launcher, resolve=True), hydra_cfg.job.num
+
+
+def _gpus() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def fit(

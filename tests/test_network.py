@@ -1,7 +1,10 @@
 import pytest
 import torch
 
-from mnist_lit.network import ACTIVATIONS, DenseNetwork
+from torch import nn
+
+from mnist_lit.choices import ACTIVATIONS
+from mnist_lit.network import DenseNetwork
 from mnist_lit.summary import count, summary
 
 
@@ -38,9 +41,17 @@ def test_torch_init_keeps_pytorch_defaults():
 @pytest.mark.parametrize("name", ["relu", "tanh", "sigmoid", "elu", "gelu", "silu", "leakyrelu", "softplus"])
 def test_activations_by_name(name):
     net = DenseNetwork([8, 8], activation=name)
-    assert isinstance(net[1], ACTIVATIONS[name]) and isinstance(net[3], ACTIVATIONS[name])
+    kind = getattr(nn, ACTIVATIONS[name])
+    assert isinstance(net[1], kind) and isinstance(net[3], kind)
     assert net(torch.zeros(5, 784)).shape == (5, 10)
 
 
 def test_softmax_is_no_hidden_activation():
     assert "softmax" not in ACTIVATIONS and "glu" not in ACTIVATIONS
+
+
+def test_the_activation_table_is_torchs_elementwise_activations():
+    """The table lets a bad name be refused without importing torch; it must not drift from torch.nn."""
+    not_elementwise = {"Threshold", "GLU", "MultiheadAttention", "Softmin", "Softmax", "Softmax2d", "LogSoftmax"}
+    torchs = {name.lower(): name for name in nn.modules.activation.__all__ if name not in not_elementwise}
+    assert ACTIVATIONS == torchs

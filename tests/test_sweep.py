@@ -10,15 +10,9 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from mnist_lit.config import validate
-from mnist_lit.sweep import threads_per_job
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
 TINY = ["trainer.max_epochs=2", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
-
-
-@pytest.mark.parametrize(("n_jobs", "cores", "threads"), [(1, 2, 2), (2, 2, 1), (-1, 2, 1), (4, 2, 1), (2, 16, 8), (-2, 16, 1)])
-def test_parallel_jobs_share_the_cores(n_jobs, cores, threads):
-    assert threads_per_job(n_jobs, cores) == threads
 
 
 def test_the_tutorials_exercises_have_experiments():

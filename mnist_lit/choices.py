@@ -1,0 +1,21 @@
+"""What a config may choose by name, known without importing torch or Lightning, so that a bad
+override is answered at once (config.py checks against these; network.py builds from them)."""
+
+# The elementwise torch.nn activations that take no arguments, by lower-case name. Softmax and its
+# kin mix units and GLU halves them, so they are no hidden-layer activations. tests/test_network.py
+# checks this table against torch.nn.
+ACTIVATIONS = {
+    "celu": "CELU", "elu": "ELU", "gelu": "GELU", "hardshrink": "Hardshrink", "hardsigmoid": "Hardsigmoid",
+    "hardswish": "Hardswish", "hardtanh": "Hardtanh", "leakyrelu": "LeakyReLU", "logsigmoid": "LogSigmoid",
+    "mish": "Mish", "prelu": "PReLU", "relu": "ReLU", "relu6": "ReLU6", "rrelu": "RReLU", "selu": "SELU",
+    "sigmoid": "Sigmoid", "silu": "SiLU", "softplus": "Softplus", "softshrink": "Softshrink",
+    "softsign": "Softsign", "tanh": "Tanh", "tanhshrink": "Tanhshrink",
+}
+INITS = ("keras", "torch")
+
+# Gradient scaling (16-mixed) is not wired into the engine's plain and captured forms; bf16 and full
+# precision need none.
+PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
+
+# Lightning's strategies that spread the engine's steps over processes, gradients all-reduced per mini-batch.
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
