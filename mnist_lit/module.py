@@ -111,7 +111,7 @@ class Classifier(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self.minibatches_done = 0
-        self.unchecked: tuple[torch.Tensor, int] | None = None
+        self.unchecked: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
 
     def training_step(self, execution: Execution) -> None:
         (images, labels), order, batch_size = execution.split.tensors, execution.order, execution.batch_size
@@ -123,9 +123,9 @@ class Classifier(L.LightningModule):
             for _ in range(steps):
                 progress.increment_ready()
                 progress.increment_completed()
-        # Check the previous execution while the device runs this one: the host never waits.
+        # Check the previous execution's losses while the device runs this one.
         self._check_unchecked()
-        self.unchecked = (outcome.losses, self.minibatches_done)
+        self._keep_for_checking(outcome.losses)
         self.minibatches_done += steps
         # Each image weighs in with its mini-batch's mean loss; the last mini-batch may be short.
         losses = outcome.losses.repeat_interleave(batch_size)[: len(order)]
@@ -143,9 +143,22 @@ class Classifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._check_unchecked()
 
+    def _keep_for_checking(self, losses: torch.Tensor) -> None:
+        """On a GPU, the losses are copied to the host behind this execution, and reading them
+        waits for that copy alone, not for the executions queued after it."""
+        copied = None
+        if losses.is_cuda:
+            losses = torch.empty(losses.shape, dtype=losses.dtype, pin_memory=True).copy_(losses, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
+        self.unchecked = (losses, copied, self.minibatches_done)
+
     def _check_unchecked(self) -> None:
         if self.unchecked is not None:
-            self._stop_if_diverged(*self.unchecked)
+            losses, copied, minibatches_before = self.unchecked
+            if copied is not None:
+                copied.synchronize()
+            self._stop_if_diverged(losses, minibatches_before)
             self.unchecked = None
 
     def _stop_if_diverged(self, losses: torch.Tensor, minibatches_before: int) -> None:

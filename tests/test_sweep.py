@@ -104,3 +104,14 @@ def test_parallel_jobs_with_joblib_use_their_share_of_threads(tiny_mnist, tmp_pa
         results = (sweep / job / "results.json").read_text()
         assert f'"torch_threads": {max(1, cores // 2)}' in results
     assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("budget", "threads"), [([], 1), (["hydra.launcher.cpus_per_task=2"], 2)])
+def test_submitit_local_jobs_take_their_budget_of_threads(tiny_mnist, tmp_path, budget, threads):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    code, _, stderr = finish(multirun(["seed=0,1", "hydra/launcher=submitit_local", *budget, *TINY], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    for job in ("0", "1"):
+        assert f'"torch_threads": {threads}' in (sweep / job / "results.json").read_text()

@@ -1,0 +1,84 @@
+"""DDP on two CPU processes (gloo): gradients all-reduced on every mini-batch, epoch metrics over
+the images of all ranks, rank 0 alone writing, resumable, and inside a sweep."""
+
+import os
+
+import lightning as L
+import pytest
+import torch
+
+from mnist_lit import fit
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.loss import CategoricalCrossentropy
+from mnist_lit.network import DenseNetwork
+from tests.conftest import cli, last_weights
+from tests.test_sweep import finish, multirun, read_csv, sweep_dirs
+
+pytestmark = pytest.mark.slow
+
+DDP = ["model=mlp", "trainer.devices=2", "trainer.accelerator=cpu", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
+RUN_FILES = {".hydra", "checkpoints", "history.png", "metrics.csv", "mnist_lit.log", "results.json", "summary.txt"}
+
+
+class RankWeights(L.Callback):
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def on_train_end(self, trainer, module):
+        torch.save(module.net.state_dict(), f"{self.directory}/rank{trainer.global_rank}.pt")
+
+
+def test_both_ranks_end_with_the_same_weights_and_metrics_count_every_image(tiny_env):
+    history = fit(*DDP, "trainer.strategy=ddp_spawn", "trainer.max_epochs=3", output_dir="run", callbacks=[RankWeights(str(tiny_env))])
+    # Each rank trained on its own half of the images: only per-mini-batch all-reduces keep them equal.
+    rank0, rank1 = (torch.load(tiny_env / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
+    assert len(history["loss"]) == 3 and history["val_accuracy"][-1] > 0.9  # the spawning process has rank 0's history
+    # val_loss is the mean over all 160 test images, not over one rank's 80.
+    net = DenseNetwork([100])
+    net.load_state_dict({k.removeprefix("net."): v for k, v in last_weights(tiny_env / "run").items()})
+    datamodule = MNISTDataModule(os.environ["MNIST_LIT_DATA"])
+    datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    with torch.no_grad():
+        expected = CategoricalCrossentropy()(net(images), labels).item()
+    assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
+
+
+def test_ddp_and_ddp_spawn_train_alike_resume_and_load_into_one_device(tiny_mnist, tmp_path):
+    def run(*args):
+        done = cli([*DDP, *args], tmp_path, tiny_mnist)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    run("trainer.strategy=ddp", "trainer.max_epochs=2", "hydra.run.dir=straight")
+    run("trainer.strategy=ddp_spawn", "trainer.max_epochs=2", "hydra.run.dir=spawned")
+    run("trainer.strategy=ddp", "trainer.max_epochs=1", "hydra.run.dir=first")
+    run("trainer.strategy=ddp", "trainer.max_epochs=2", "resume=first", "hydra.run.dir=resumed")
+    straight = (tmp_path / "straight" / "metrics.csv").read_text()
+    assert straight.count("\n") == 3
+    assert (tmp_path / "resumed" / "metrics.csv").read_text() == straight
+    # The two launchers sum the ranks' epoch means in another order.
+    spawned = read_csv(tmp_path / "spawned" / "metrics.csv")
+    for row, other in zip(read_csv(tmp_path / "straight" / "metrics.csv"), spawned, strict=True):
+        assert {k: float(v) for k, v in row.items()} == pytest.approx({k: float(v) for k, v in other.items()}, rel=1e-6)
+    for other in ("spawned", "resumed"):
+        a, b = last_weights(tmp_path / "straight"), last_weights(tmp_path / other)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    # Rank 1 writes its log and nothing else.
+    assert {p.name for p in (tmp_path / "straight").iterdir()} == RUN_FILES | {"train_ddp_process_1.log"}
+    assert not (tmp_path / "outputs").exists()  # and no run directory of its own
+    # A 2-process checkpoint goes on in a 1-process run.
+    one = cli(["model=mlp", "trainer.max_epochs=3", "resume=straight", "hydra.run.dir=one", *DDP[3:]], tmp_path, tiny_mnist)
+    assert one.returncode == 0, one.stderr
+    assert (tmp_path / "one" / "metrics.csv").read_text().startswith(straight)
+
+
+def test_ddp_inside_a_sweep(tiny_mnist, tmp_path):
+    code, _, stderr = finish(multirun([*DDP, "trainer.strategy=ddp", "model.activation=relu,tanh", "trainer.max_epochs=2"], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    (sweep,) = sweep_dirs(tmp_path)
+    assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
+    for job in ("0", "1"):
+        assert {p.name for p in (sweep / job).iterdir()} == RUN_FILES | {"train_ddp_process_1.log"}
+    assert {p.name for p in (tmp_path / "outputs").iterdir()} == {"multirun"}
