@@ -27,7 +27,7 @@ def run(cfg: DictConfig) -> None:
 
         train(cfg, output_dir)
         return
-    argv, environ = sys.argv[:], dict(os.environ)
+    argv = sys.argv[:]
     try:
         validate(cfg)
         from mnist_lit.train import train
@@ -37,11 +37,7 @@ def run(cfg: DictConfig) -> None:
     except Exception as error:
         record_failure(output_dir, error)
     finally:
-        # Lightning's DDP launcher leaves LOCAL_RANK and the like behind: the next job of the
-        # sweep would take itself for a rank started by someone else and start no ranks of its own.
         sys.argv[:] = argv
-        os.environ.clear()
-        os.environ.update(environ)
 
 
 def _further_ranks_run_this_job(output_dir: Path) -> None:

@@ -3,7 +3,8 @@
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -54,37 +55,30 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     )
     last = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
     launcher, job = _sweep_job()
-    trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
-        default_root_dir=output_dir,
-        logger=False,
-        enable_model_summary=False,
-        callbacks=[history, timer, best, last, *callbacks],
-        plugins=[AtomicCheckpointIO()],
-    )
-    cpu_processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1
-    threads, why = share.threads(cfg.threads, launcher, cpu_processes)
-    torch.set_num_threads(threads)
-    # Lightning's DDP launchers set their own share unless this is set; its processes inherit it.
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    log.info("%d torch thread%s (%s)", threads, "s"[: threads > 1], why)
-    if trainer.is_global_zero:
-        model_summary = summary(net)
-        log.info("\n%s", model_summary)
-        (output_dir / "summary.txt").write_text(model_summary + "\n")
+    with _ranks_cleaned_up():
+        trainer: L.Trainer = instantiate(
+            cfg.trainer,
+            devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
+            default_root_dir=output_dir,
+            logger=False,
+            enable_model_summary=False,
+            callbacks=[history, timer, best, last, *callbacks],
+            plugins=[AtomicCheckpointIO()],
+        )
+        threads = _take_threads(cfg.threads, launcher, trainer)
+        if trainer.is_global_zero:
+            model_summary = summary(net)
+            log.info("\n%s", model_summary)
+            (output_dir / "summary.txt").write_text(model_summary + "\n")
 
-    datamodule = instantiate(cfg.data)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
-    if not history.history["loss"]:
-        # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
-        recorded = torch.load(output_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-        for callback in (history, timer):
-            callback.load_state_dict(recorded["callbacks"][callback.state_key])
-    test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-    if torch.distributed.is_initialized():
-        # Lightning leaves its process group behind; the next job of a sweep needs a new one.
-        torch.distributed.destroy_process_group()
+        datamodule = instantiate(cfg.data)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+        if not history.history["loss"]:
+            # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
+            recorded = torch.load(output_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            for callback in (history, timer):
+                callback.load_state_dict(recorded["callbacks"][callback.state_key])
+        test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
 
     results = {
         "test_loss": test["test_loss"],
@@ -103,6 +97,31 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     )
     log.info("Wrote metrics.csv, history.png, summary.txt, results.json and checkpoints/ to %s", output_dir)
     return history.history
+
+
+def _take_threads(setting: int | str, launcher: dict, trainer: L.Trainer) -> int:
+    cpu_processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1
+    threads, why = share.threads(setting, launcher, cpu_processes)
+    torch.set_num_threads(threads)
+    # Lightning's DDP launchers set their own share unless this is set; its processes inherit it.
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    log.info("%d torch thread%s (%s)", threads, "s"[: threads > 1], why)
+    return threads
+
+
+@contextmanager
+def _ranks_cleaned_up() -> Iterator[None]:
+    """Lightning's DDP launchers leave their process group and environment (LOCAL_RANK,
+    MASTER_PORT, ...) behind: the next run in this process, a sweep's next job or a notebook's
+    next fit, would take itself for a rank that someone else started."""
+    environ = dict(os.environ)
+    try:
+        yield
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def _sweep_job() -> tuple[dict, int]:
