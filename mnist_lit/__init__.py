@@ -1,5 +1,7 @@
 """The classic Keras MNIST tutorial in PyTorch Lightning + Hydra."""
 
+from mnist_lit import config as _config  # noqa: F401  registers the typed schema that conf/ composes with
+
 __all__ = ["fit"]
 
 

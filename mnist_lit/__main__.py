@@ -12,7 +12,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
-from mnist_lit.config import validate
+from mnist_lit.config import validate, validate_launcher
 from mnist_lit.errors import explain
 from mnist_lit.sweep import record_failure
 
@@ -30,6 +30,7 @@ def run(cfg: DictConfig) -> None:
     argv = sys.argv[:]
     try:
         validate(cfg)
+        validate_launcher(cfg, hydra_cfg.launcher._target_)
         from mnist_lit.train import train
 
         _further_ranks_run_this_job(output_dir)

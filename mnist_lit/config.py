@@ -120,6 +120,19 @@ def validate(cfg: DictConfig) -> None:
 
 
 
+def validate_launcher(cfg: DictConfig, launcher: str) -> None:
+    """Lightning's DDP starts a job's further ranks by running its command line again (or by
+    spawning from it), which a job inside a joblib worker or a submitit process cannot do."""
+    devices = cfg.trainer.devices
+    several = devices == -1 or (isinstance(devices, int) and devices > 1) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    name = launcher.rpartition(".")[2]
+    if several and name != "BasicLauncher":
+        raise ConfigError(
+            f"trainer.devices={devices} inside a sweep run by {name}: Lightning's DDP cannot start ranks from its "
+            "workers; sweep with the basic launcher (each job on all its devices in turn), or give each job trainer.devices=1"
+        )
+
+
 def unique_dir(path: str) -> str:
     """Create `path`, or `path-1`, `path-2`, ... if taken, and return it: two runs started in the
     same second get two directories, and nothing a run wrote is written over."""

@@ -82,3 +82,14 @@ def test_ddp_inside_a_sweep(tiny_mnist, tmp_path):
     for job in ("0", "1"):
         assert {p.name for p in (sweep / job).iterdir()} == RUN_FILES | {"train_ddp_process_1.log"}
     assert {p.name for p in (tmp_path / "outputs").iterdir()} == {"multirun"}
+
+
+def test_several_devices_in_a_parallel_sweep_are_refused_before_any_process_starts(tiny_mnist, tmp_path):
+    args = ["trainer.devices=2", "model.activation=relu,tanh", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.max_epochs=1"]
+    code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
+    assert code != 0
+    (sweep,) = sweep_dirs(tmp_path)
+    for row in read_csv(sweep / "summary.csv"):
+        assert row["status"] == "failed"
+        assert row["error"].startswith("ConfigError: trainer.devices=2 inside a sweep run by JoblibLauncher: Lightning's DDP cannot")
+        assert not (tmp_path / row["directory"] / "checkpoints").exists()
