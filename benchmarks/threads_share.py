@@ -26,7 +26,7 @@ JOB = ["model=mlp", "trainer.enable_progress_bar=false"]
 def seconds_per_epoch(args: list[str], epochs: int) -> tuple[list[float], list[int]]:
     with tempfile.TemporaryDirectory() as cwd:
         subprocess.run(
-            [sys.executable, "-m", "mnist_lit", *JOB, f"trainer.max_epochs={epochs}", *args],
+            [sys.executable, "-m", "mnist_lit", *args, *JOB, f"trainer.max_epochs={epochs}"],
             cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         results = [json.loads(p.read_text()) for p in sorted(Path(cwd).glob("outputs/**/results.json"))]

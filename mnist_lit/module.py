@@ -6,8 +6,8 @@ from typing import Any
 
 import lightning as L
 import torch
-from torch import nn
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
@@ -27,6 +27,8 @@ _CAPTURABLE = {"capturable": True, "fused": True}
 
 
 def _step_as(settings: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """After loading a checkpoint's optimizer state: step as this run was set up to (capturable or
+    not, fused or not), with Adam's step counts where that needs them, not as the saving run did."""
     for group in optimizer.param_groups:
         group.update(settings)
         on_device = group.get("capturable") or group.get("fused")
@@ -68,6 +70,7 @@ class Classifier(L.LightningModule):
         self.loss = loss
         self.optimizer = optimizer
         self.capture = capture
+        self.form = "plain"  # decided in setup: "plain", "captured" or "hooked"
         # Each training step runs an execution of many mini-batches (engine.py), one optimizer step each.
         self.automatic_optimization = False
         self.train_metrics, self.val_metrics, self.test_metrics = _metrics(), _metrics(), _metrics()
@@ -92,10 +95,8 @@ class Classifier(L.LightningModule):
         self.form = "hooked" if listening else "captured" if self.capture and device.type == "cuda" else "plain"
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        captured = getattr(self, "form", None) == "captured"
-        optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if captured else {}))
-        # A checkpoint keeps how its run stepped (capturable, fused, on which device); resuming
-        # steps the way this run does, on a CPU or a GPU.
+        optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if self.form == "captured" else {}))
+        # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way.
         settings = {key: optimizer.param_groups[0][key] for key in _CAPTURABLE if key in optimizer.param_groups[0]}
         optimizer.register_load_state_dict_post_hook(partial(_step_as, settings))
         return optimizer
