@@ -1,17 +1,30 @@
 """The command line as users run it: a subprocess, from a directory other than the repository."""
 
 import shutil
+import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import cli
 
-pytestmark = pytest.mark.slow
-
 TINY = ["trainer.max_epochs=1", "data.steps_per_execution=4"]
 
 
+def test_help_and_bad_overrides_are_answered_without_importing_torch():
+    """--help, --cfg and a bad override are answered at once: torch and Lightning take seconds to import."""
+    code = "import sys, mnist_lit.__main__; print(sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_help_lists_the_accelerator_settings(tiny_mnist, tmp_path):
+    done = cli(["--help"], tmp_path, tiny_mnist)
+    assert done.returncode == 0
+    assert all(key in done.stdout for key in ("threads: auto", "capture: true", "strategy: auto", "max_steps: -1"))
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [[sys.executable, "-m", "mnist_lit"], ["mnist-lit"]])
 def test_a_run_from_any_directory_writes_one_run_directory(command, tiny_mnist, tmp_path):
     if command[0] == "mnist-lit":
@@ -28,6 +41,7 @@ def test_a_run_from_any_directory_writes_one_run_directory(command, tiny_mnist, 
     assert str(run_dir) in done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_a_bad_value_fails_before_any_work_in_one_line(tiny_mnist, tmp_path):
     done = cli(["model.activation=relux"], tmp_path, tiny_mnist)
     assert done.returncode != 0

@@ -40,6 +40,9 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
         ("data.batch_size=0", "data.batch_size=0 is out of range: it must be ≥ 1, e.g. data.batch_size=32"),
         ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range: it must be ≥ 1, e.g. trainer.max_epochs=10"),
         ("model.activation=relux", "model.activation=relux is unknown; choose one of: celu, elu, gelu"),
+        ("threads=two", "threads=two is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto"),
+        ("trainer.strategy=fsdp", "trainer.strategy=fsdp is not supported: mnist_lit's engine all-reduces each"),
+        ("trainer.max_steps=0", "trainer.max_steps=0 is out of range: it must be ≥ 1, e.g. trainer.max_steps=1000"),
     ],
 )
 def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mnist, tmp_path):
