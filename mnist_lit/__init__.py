@@ -2,7 +2,7 @@
 
 from mnist_lit import config as _config  # noqa: F401  registers the typed schema that conf/ composes with
 
-__all__ = ["fit"]
+__all__ = ["fit", "load"]
 
 
 def __getattr__(name: str):
@@ -11,4 +11,8 @@ def __getattr__(name: str):
         from mnist_lit.train import fit
 
         return fit
+    if name == "load":
+        from mnist_lit.model import load
+
+        return load
     raise AttributeError(f"module 'mnist_lit' has no attribute {name!r}")

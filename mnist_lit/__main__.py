@@ -3,7 +3,6 @@
 torch and Lightning are imported only once the config is known to be good, so that --help,
 --cfg and a bad override are answered at once."""
 
-import os
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.config import validate, validate_launcher
-from mnist_lit.errors import explain
+from mnist_lit.errors import command_line
 from mnist_lit.sweep import record_failure
 
 
@@ -51,19 +50,7 @@ def _further_ranks_run_this_job(output_dir: Path) -> None:
         hydra_cfg.run.dir = str(output_dir)
 
 
-def main() -> None:
-    """Hydra's command line, with the errors a user can fix told in one line each."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1":
-        return run()
-    # Hydra prints its errors over several lines; asked for full errors, it raises them to us.
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        run()
-    except Exception as error:
-        message = explain(error)
-        if message is None:
-            raise
-        sys.exit(message)
+main = command_line(run)
 
 
 if __name__ == "__main__":

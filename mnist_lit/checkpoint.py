@@ -27,27 +27,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         os.replace(partial, path)
 
 
-def find(resume: str) -> Path:
-    """The checkpoint that `resume=` names: a .ckpt file, or a run directory's last.ckpt."""
-    path = Path(resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last.ckpt"
-    if not path.is_file():
+def find(path: str | Path, key: str = "resume") -> Path:
+    """The checkpoint that `key=path` names: a .ckpt file, or a run directory's last.ckpt."""
+    found = Path(path)
+    if found.is_dir():
+        found = found / "checkpoints" / "last.ckpt"
+    if not found.is_file():
         raise ConfigError(
-            f"resume={resume}: no such checkpoint; give a run directory (with checkpoints/last.ckpt) or a .ckpt file"
+            f"{key}={path}: no such checkpoint; give a run directory (with checkpoints/last.ckpt) or a .ckpt file"
         )
-    return path
+    return found
 
 
-def check_fits(path: Path, resume: str, net: nn.Module, hidden: list[int]) -> None:
-    """Refuse, naming the differing shapes, a checkpoint that is not one or holds another network."""
+def read(path: str | Path, key: str = "resume", map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint that `key=path` names, loaded; one line naming it if it is none of ours."""
+    found = find(path, key)
     try:
         # weights_only: the checkpoint holds tensors and plain containers, and can run no code.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        saved = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()}
+        checkpoint = torch.load(found, map_location=map_location, weights_only=True)
+        checkpoint["state_dict"], checkpoint["hyper_parameters"]["model"]
     except Exception as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"resume={resume}: {path} is not a mnist_lit checkpoint ({reason})") from None
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise ConfigError(f"{key}={path}: {found} is not a mnist_lit checkpoint ({type(error).__name__}: {detail})") from None
+    return checkpoint
+
+
+def check_fits(resume: str, net: nn.Module, hidden: list[int]) -> None:
+    """Refuse, naming the differing shapes, a checkpoint that is not one or holds another network."""
+    checkpoint = read(resume)
+    saved = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()}
     ours = net.state_dict()
     differences = [
         f"{key} {tuple(saved[key].shape) if key in saved else 'absent'} there, {tuple(ours[key].shape) if key in ours else 'absent'} here"

@@ -111,6 +111,26 @@ class Config:
     capture: bool = True
 
 
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = MISSING  # a run directory or a .ckpt file
+    split: str = "test"  # test, or val: the images that the run's data.val_size held out
+    data: DataConfig = field(default_factory=DataConfig)  # data.root only: the rest is the run's
+
+
+@dataclass
+class PredictConfig:
+    checkpoint: str = MISSING  # a run directory or a .ckpt file
+    images: str = MISSING  # an image file, a folder of them, or a glob such as 'digits/*.png'
+
+
+def require(cfg: DictConfig, **keys: str) -> None:
+    """One line naming the mandatory keys (key=what it takes) that the command line left out."""
+    missing = [f"{key}=<{what}>" for key, what in keys.items() if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise ConfigError(f"missing: give {' and '.join(missing)}")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check every value: building the dataclasses runs their __post_init__."""
     OmegaConf.to_object(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]))
@@ -149,5 +169,7 @@ def unique_dir(path: str) -> str:
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 # Cached per composed config, so each run creates its directory exactly once.
 OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)

@@ -21,6 +21,7 @@ from mnist_lit.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SHAPE = (28, 28)
+NAMES = [str(digit) for digit in range(10)]  # the classes, as labels are shown
 FILES = {  # split: (images, labels), as torchvision keeps them in <root>/MNIST/raw
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),

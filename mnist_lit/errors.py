@@ -2,7 +2,11 @@
 
 import dataclasses
 import difflib
+import os
 import re
+import sys
+from collections.abc import Callable
+from typing import Any
 
 from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
@@ -45,3 +49,23 @@ def explain(error: BaseException) -> str | None:
         override = re.sub(r"^Error merging override ", "", str(error).splitlines()[0])
         return f"{override}: {str(cause.msg).splitlines()[0]}"
     return str(error).splitlines()[0]
+
+
+def command_line(app: Callable[[], Any]) -> Callable[[], None]:
+    """A Hydra app's command line, with the errors a user can fix told in one line each."""
+
+    def main() -> None:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            app()
+            return
+        # Hydra prints its errors over several lines; asked for full errors, it raises them to us.
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            app()
+        except Exception as error:
+            message = explain(error)
+            if message is None:
+                raise
+            sys.exit(message)
+
+    return main

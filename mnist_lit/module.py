@@ -78,6 +78,14 @@ class Classifier(L.LightningModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs) -> "Classifier":  # type: ignore[override]
+        """Lightning's way back from a checkpoint. Its hyper-parameters are the run's whole config,
+        from which the builder makes the network, loss and optimizer again."""
+        from mnist_lit.build import restore
+
+        return restore(checkpoint_path, map_location=map_location or "cpu")
+
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where
         anything listens (a callback's hooks, DDP, a gradient scaler), else plain torch calls,

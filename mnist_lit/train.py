@@ -17,11 +17,11 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import share
+from mnist_lit import build, mistakes, share
 from mnist_lit.checkpoint import AtomicCheckpointIO, check_fits, find
 from mnist_lit.config import unique_dir, validate
+from mnist_lit.data import NAMES
 from mnist_lit.history import History
-from mnist_lit.module import Classifier
 from mnist_lit.summary import count, summary
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     checkpoint = find(cfg.resume) if cfg.resume else None
     output_dir = Path(output_dir)
     L.seed_everything(cfg.seed, verbose=False)
-    # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
-    net = instantiate(cfg.model, _convert_="all")
-    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"), cfg.capture)
-    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+    module = build.classifier(cfg)
+    net = module.net
     if checkpoint:
-        check_fits(checkpoint, cfg.resume, net, cfg.model.hidden)
+        check_fits(cfg.resume, net, cfg.model.hidden)
 
     history, timer = History(output_dir), Timer()
     # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
@@ -71,7 +69,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             log.info("\n%s", model_summary)
             (output_dir / "summary.txt").write_text(model_summary + "\n")
 
-        datamodule = instantiate(cfg.data)
+        datamodule = build.datamodule(cfg)
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
         if not history.history["loss"]:
             # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
@@ -79,6 +77,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             for callback in (history, timer):
                 callback.load_state_dict(recorded["callbacks"][callback.state_key])
         test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        per_class = _report_mistakes(module, datamodule, output_dir) if trainer.is_global_zero else None
 
     results = {
         "test_loss": test["test_loss"],
@@ -87,6 +86,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         "train_seconds": timer.time_elapsed("train"),
         "torch_threads": threads,
         "epochs": len(history.history["loss"]),
+        "per_class_accuracy": per_class,
         "best_checkpoint": best.best_model_path,
     }
     if trainer.is_global_zero:
@@ -95,8 +95,20 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
         results["test_loss"], results["test_accuracy"], results["train_seconds"],
     )
-    log.info("Wrote metrics.csv, history.png, summary.txt, results.json and checkpoints/ to %s", output_dir)
+    log.info(
+        "Wrote metrics.csv, history.png, summary.txt, results.json, confusion_matrix.csv/.png, mistakes.png "
+        "and checkpoints/ to %s", output_dir,
+    )
     return history.history
+
+
+def _report_mistakes(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path) -> dict[str, float]:
+    """The final weights on the test images: confusion matrix, mistakes, per-class accuracy."""
+    if datamodule.train is None:  # a spawned strategy set the data up in its own processes
+        datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    probabilities = mistakes.probabilities(module.net.to(images.device), images)
+    return mistakes.write(output_dir, images, labels, probabilities, NAMES)
 
 
 def _take_threads(setting: int | str, launcher: dict, trainer: L.Trainer) -> int:

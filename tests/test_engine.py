@@ -80,7 +80,10 @@ def test_bf16_autocast_covers_forward_and_loss_not_backward(tiny_env):
                 forward_autocast.add(torch.is_autocast_enabled("cpu"))
                 net_dtypes.add(output.dtype)
 
-            module.net.register_forward_hook(record)
+            self.handle = module.net.register_forward_hook(record)
+
+        def on_train_end(self, trainer, module):
+            self.handle.remove()
 
     history = fit(*TINY, "trainer.precision=bf16-mixed", output_dir="run", callbacks=[hooks, Watch()])
     assert forward_autocast == {True} and net_dtypes == {torch.bfloat16}

@@ -1,0 +1,38 @@
+"""The one builder: a config, composed by Hydra or read back from a checkpoint, becomes the
+LightningModule and the DataModule, for train, evaluate, predict and `load` alike."""
+
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_lit.checkpoint import read
+from mnist_lit.config import Config
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.module import Classifier
+
+
+def classifier(cfg: DictConfig) -> Classifier:
+    # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
+    net = instantiate(cfg.model, _convert_="all")
+    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"), cfg.capture)
+    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+    return module
+
+
+def datamodule(cfg: DictConfig) -> MNISTDataModule:
+    return instantiate(cfg.data)
+
+
+def config_of(checkpoint: dict) -> DictConfig:
+    """The config a checkpoint was trained with; keys added since then take their defaults."""
+    return OmegaConf.merge(OmegaConf.structured(Config), checkpoint["hyper_parameters"])
+
+
+def restore(path: str | Path, key: str = "checkpoint", map_location: str | torch.device = "cpu") -> Classifier:
+    """The trained Classifier of a run directory or .ckpt file, rebuilt from the checkpoint alone."""
+    checkpoint = read(path, key, map_location)
+    module = classifier(config_of(checkpoint))
+    module.load_state_dict(checkpoint["state_dict"])
+    return module.eval()

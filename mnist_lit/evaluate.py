@@ -1,0 +1,66 @@
+"""`python -m mnist_lit.evaluate checkpoint=<run dir or .ckpt> [split=val] [data.root=...]`: the
+checkpoint's network, rebuilt from the checkpoint alone, on the test images (or the images its
+run held out with data.val_size), with the same pictures as a training run, in a new directory."""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from mnist_lit.config import require
+from mnist_lit.errors import ConfigError, command_line
+
+log = logging.getLogger(__name__)
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="evaluate")
+def run(cfg: DictConfig) -> None:
+    require(cfg, checkpoint="run directory or .ckpt file")
+    if cfg.split not in ("test", "val"):
+        raise ConfigError(f"split={cfg.split} is not a split; choose split=test or split=val")
+    evaluate(cfg.checkpoint, cfg.split, cfg.data.root, Path(HydraConfig.get().runtime.output_dir))
+
+
+def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
+    import lightning as L
+
+    from mnist_lit import build, mistakes
+    from mnist_lit.checkpoint import read
+    from mnist_lit.data import NAMES
+
+    stored = read(checkpoint, "checkpoint")
+    cfg = build.config_of(stored)
+    cfg.data.root = root
+    module = build.classifier(cfg)
+    module.load_state_dict(stored["state_dict"])
+    datamodule = build.datamodule(cfg)
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=output_dir,
+    )
+    measure = trainer.validate if split == "val" else trainer.test
+    metrics = measure(module, datamodule=datamodule, verbose=False)[0]
+    prefix = "val_" if split == "val" else "test_"
+    images, labels = (datamodule.val if split == "val" else datamodule.test).tensors
+    probabilities = mistakes.probabilities(module.net.to(images.device), images)
+    results = {
+        "checkpoint": str(checkpoint),
+        "split": split,
+        "images": len(labels),
+        f"{prefix}loss": metrics[f"{prefix}loss"],
+        f"{prefix}accuracy": metrics[f"{prefix}accuracy"],
+        "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, NAMES),
+    }
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    log.info("%s: %d images - loss: %.4f - accuracy: %.4f", split, len(labels), results[f"{prefix}loss"], results[f"{prefix}accuracy"])
+    log.info("Wrote results.json, confusion_matrix.csv/.png and mistakes.png to %s", output_dir)
+    return results
+
+
+main = command_line(run)
+
+if __name__ == "__main__":
+    main()

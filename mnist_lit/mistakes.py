@@ -1,0 +1,62 @@
+"""What a trained network gets wrong: the confusion matrix, the accuracy of each class, and the
+test images it got most confidently wrong. torchmetrics counts; matplotlib draws."""
+
+import csv
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from torch import nn
+from torchmetrics.functional.classification import multiclass_confusion_matrix
+
+from mnist_lit.data import IMAGE_SHAPE
+
+SHOWN = 36  # most confident mistakes in mistakes.png, 6 × 6
+
+
+@torch.no_grad()
+def probabilities(net: nn.Module, images: torch.Tensor, batch: int = 10_000) -> torch.Tensor:
+    """Class probabilities of flattened, normalized images, in batches."""
+    return torch.cat([net(chunk).softmax(-1) for chunk in images.split(batch)]).float()
+
+
+def write(directory: Path, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]) -> dict[str, float]:
+    """confusion_matrix.csv and .png and mistakes.png into `directory`; returns each class's accuracy."""
+    images, labels, probs = images.cpu(), labels.cpu(), probs.cpu()
+    counts = multiclass_confusion_matrix(probs, labels, len(names))
+    with open(directory / "confusion_matrix.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["true \\ predicted", *names])
+        writer.writerows([name, *row] for name, row in zip(names, counts.tolist()))
+    confusion_plot(counts, names).savefig(directory / "confusion_matrix.png")
+    mistakes_plot(images, labels, probs, names).savefig(directory / "mistakes.png")
+    right, total = counts.diag(), counts.sum(1)
+    return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total)}
+
+
+def confusion_plot(counts: torch.Tensor, names: list[str]) -> Figure:
+    fig = Figure(figsize=(7, 6), layout="constrained")
+    ax = fig.subplots()
+    shown = ax.imshow(counts.numpy(), cmap="Blues")
+    fig.colorbar(shown, ax=ax, label="images")
+    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
+           xlabel="predicted", ylabel="true", title="Confusion matrix")
+    dark = counts.max().item() / 2
+    for (true, predicted), count in zip(torch.cartesian_prod(*(torch.arange(len(names)),) * 2).tolist(), counts.flatten().tolist()):
+        ax.text(predicted, true, f"{count}", ha="center", va="center", fontsize=7, color="white" if count > dark else "black")
+    return fig
+
+
+def mistakes_plot(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]) -> Figure:
+    """The wrong answers given with the highest probability, each titled `true 4 → 9 (0.98)`."""
+    confidence, predicted = probs.max(-1)
+    wrong = (predicted != labels).nonzero().flatten()
+    worst = wrong[confidence[wrong].argsort(descending=True)][:SHOWN]
+    fig = Figure(figsize=(9, 10), layout="constrained")
+    fig.suptitle(f"The {len(worst)} most confident mistakes (of {len(wrong)})")
+    for ax in fig.subplots(6, 6).flatten():
+        ax.set_axis_off()
+    for ax, i in zip(fig.axes, worst.tolist()):
+        ax.imshow(images[i].reshape(IMAGE_SHAPE).numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"true {names[labels[i]]} → {names[predicted[i]]} ({confidence[i]:.2f})", fontsize=8)
+    return fig

@@ -1,0 +1,192 @@
+"""After training: every run's confusion matrix and mistakes, evaluate, predict and load."""
+
+import csv
+import json
+import os
+import sys
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import mnist_lit
+from mnist_lit import fit
+from mnist_lit.data import MNISTDataModule
+from mnist_lit.digits import NoDigit, prepare
+from mnist_lit.module import Classifier
+from tests.conftest import REAL_DATA, cli
+
+EVALUATE, PREDICT = ((sys.executable, "-m", f"mnist_lit.{name}") for name in ("evaluate", "predict"))
+TINY = ("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
+
+
+def read_csv(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_mnist):
+    """One tiny MLP run, shared by the tests that only read it."""
+    run = tmp_path_factory.mktemp("trained") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+        fit(*TINY, output_dir=run)
+    return run
+
+
+def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(trained):
+    rows = read_csv(trained / "confusion_matrix.csv")
+    assert list(rows[0]) == ["true \\ predicted", *"0123456789"] and [r["true \\ predicted"] for r in rows] == list("0123456789")
+    assert sum(int(v) for r in rows for k, v in r.items() if k != "true \\ predicted") == 160  # every test image once
+    for name in ("confusion_matrix.png", "mistakes.png"):
+        assert (trained / name).read_bytes().startswith(b"\x89PNG")
+    results = json.loads((trained / "results.json").read_text())
+    assert set(results["per_class_accuracy"]) == set("0123456789")
+    # 16 test images a class: the test accuracy is the mean of the classes' accuracies.
+    assert np.mean(list(results["per_class_accuracy"].values())) == pytest.approx(results["test_accuracy"])
+
+
+def test_load_predicts_from_every_kind_of_input(trained, tiny_mnist, tmp_path):
+    model = mnist_lit.load(trained)
+    datamodule = MNISTDataModule(str(tiny_mnist))
+    datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    square = images.reshape(-1, 28, 28)
+    expected = model.predict(images)
+    assert expected.shape == (160, 10) and torch.allclose(expected.sum(-1), torch.ones(160))
+    assert (expected.argmax(-1) == labels).float().mean() > 0.9
+    assert torch.equal(model.predict(square), expected)
+    assert torch.allclose(model.predict(square[0]), expected[:1], atol=1e-6)
+    assert torch.allclose(model.predict((square * 255).round().to(torch.uint8).numpy()), expected, atol=1e-3)
+    drawn = Image.fromarray((255 - square[3] * 255).to(torch.uint8).numpy()).resize((90, 90))  # dark on light
+    drawn.save(tmp_path / "three.png")
+    from_file, from_pil = model.predict(tmp_path / "three.png"), model.predict([drawn, drawn])
+    # Files and PIL images are prepared as MNIST was made (the tiny look-alikes are no digits:
+    # test_real_digits_redrawn_as_jpegs_are_recognised checks the answers).
+    assert from_file.shape == (1, 10) and torch.allclose(from_pil[0], from_file[0])
+    with pytest.raises(ValueError, match=r"images of shape \(2, 5\): give \(28, 28\), \(n, 28, 28\) or \(n, 784\)"):
+        model.predict(torch.zeros(2, 5))
+
+
+def test_lightning_loads_the_classifier_from_its_checkpoint(trained):
+    module = Classifier.load_from_checkpoint(trained / "checkpoints" / "last.ckpt")
+    weights = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in weights.items())
+    assert L.Trainer(logger=False, enable_progress_bar=False).predict  # a LightningModule like any other
+
+
+@pytest.mark.slow
+def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(trained, tiny_mnist, tmp_path):
+    before = {p: p.stat().st_mtime for p in trained.rglob("*")}
+    done = cli(["checkpoint=" + str(trained)], tmp_path, tiny_mnist, command=EVALUATE)
+    assert done.returncode == 0, done.stderr
+    (evaluated,) = (tmp_path / "outputs" / "evaluate").glob("*/*")
+    results, run = json.loads((evaluated / "results.json").read_text()), json.loads((trained / "results.json").read_text())
+    assert results["test_accuracy"] == run["test_accuracy"] and results["test_loss"] == pytest.approx(run["test_loss"])
+    assert results["per_class_accuracy"] == run["per_class_accuracy"]
+    assert {"confusion_matrix.csv", "confusion_matrix.png", "mistakes.png"} <= {p.name for p in evaluated.iterdir()}
+    assert {p: p.stat().st_mtime for p in trained.rglob("*")} == before  # the run's files are untouched
+    held_out = cli(["checkpoint=" + str(trained), "split=val"], tmp_path, tiny_mnist, command=EVALUATE)
+    assert held_out.returncode == 0 and "val: 160 images - loss: " in held_out.stdout
+
+
+def digit_folder(folder, square, labels, count=4):
+    folder.mkdir()
+    for i in range(count):
+        Image.fromarray((255 - square[i] * 255).to(torch.uint8).numpy()).resize((100, 100)).save(folder / f"{i}_{int(labels[i])}.png")
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained, tiny_mnist, tmp_path):
+    datamodule = MNISTDataModule(str(tiny_mnist))
+    datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    folder = digit_folder(tmp_path / "digits", images.reshape(-1, 28, 28), labels)
+    (folder / "notes.png").write_text("no image")
+    Image.new("RGB", (40, 40), "white").save(folder / "blank.jpg")
+    done = cli(["checkpoint=" + str(trained), f"images={folder}"], tmp_path, tiny_mnist, command=PREDICT)
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == "2 of 6 images could not be classified: see predictions.csv"
+    (predicted,) = (tmp_path / "outputs" / "predict").glob("*/*")
+    rows = {os.path.basename(r["file"]): r for r in read_csv(predicted / "predictions.csv")}
+    assert rows["blank.jpg"]["error"].startswith("no ink") and "cannot identify image file" in rows["notes.png"]["error"]
+    for i in range(4):
+        row = rows[f"{i}_{int(labels[i])}.png"]
+        assert row["digit"] in "0123456789" and float(row["probability"]) >= float(row["runner_up_probability"])
+        assert f"{i}_{int(labels[i])}.png: {row['digit']} (" in done.stdout
+    assert (predicted / "preview.png").read_bytes().startswith(b"\x89PNG")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["checkpoint=missing", "images=x.png"], "checkpoint=missing: no such checkpoint; give a run directory"),
+        (["checkpoint=notes.txt", "images=x.png"], "checkpoint=notes.txt: notes.txt is not a mnist_lit checkpoint"),
+        (["images=x.png"], "missing: give checkpoint=<run directory or .ckpt file>"),
+        (["checkpoint=RUN", "images=empty"], "images=empty: the folder empty holds no image files"),
+        (["checkpoint=RUN", "images=none/*.png"], "images=none/*.png: the pattern none/*.png holds no image files"),
+    ],
+)
+def test_predict_bad_input_is_one_line(trained, tiny_mnist, tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("no checkpoint")
+    (tmp_path / "empty").mkdir()
+    args = [a.replace("RUN", str(trained)) for a in args]
+    done = cli(args, tmp_path, tiny_mnist, command=PREDICT)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr
+
+
+def bar(size, box, ink="black", paper="white"):
+    image = Image.new("RGB", size, paper)
+    ImageDraw.Draw(image).rectangle(box, fill=ink)
+    return image
+
+
+def test_dark_ink_on_paper_and_bright_ink_on_black_prepare_alike():
+    dark_on_light = prepare(bar((120, 90), (30, 20, 45, 70)))
+    bright_on_dark = prepare(bar((120, 90), (30, 20, 45, 70), ink="white", paper="black"))
+    assert torch.equal(dark_on_light, bright_on_dark)
+    assert dark_on_light.dtype == torch.uint8 and dark_on_light.shape == (28, 28) and dark_on_light.max() == 255
+    assert dark_on_light[0].sum() == 0  # the paper is black
+
+
+def test_preparing_keeps_the_aspect_ratio_and_centres_the_mass():
+    digit = prepare(bar((300, 200), (10, 10, 59, 209 // 2)))  # 50 wide, 96 high, far off centre
+    rows, cols = (digit > 64).nonzero(as_tuple=True)
+    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+    assert height == 20 and abs(width - 20 * 50 / 96) <= 1
+    mass = digit.float()
+    centre = [(mass.sum(1 - axis) * torch.arange(28)).sum() / mass.sum() for axis in (0, 1)]
+    assert all(abs(c - 13.5) <= 1 for c in centre)
+
+
+def test_a_blank_image_has_no_digit():
+    with pytest.raises(NoDigit, match="no ink"):
+        prepare(Image.new("L", (64, 64), 200))
+
+
+@pytest.mark.mnist
+@pytest.mark.slow
+@pytest.mark.skipif(not REAL_DATA, reason="set MNIST_LIT_DATA to the real MNIST")
+def test_real_digits_redrawn_as_jpegs_are_recognised(tmp_path, monkeypatch):
+    """Ten MNIST test digits, dark on light, 120 px high, at uneven places on 200×200 JPEGs."""
+    monkeypatch.chdir(tmp_path)
+    fit("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", output_dir="run")
+    datamodule = MNISTDataModule(REAL_DATA)
+    datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    generator = torch.Generator().manual_seed(0)
+    files = []
+    for i in range(10):
+        digit = Image.fromarray((255 - images[i].reshape(28, 28) * 255).to(torch.uint8).numpy()).resize((120, 120), Image.Resampling.BICUBIC)
+        page = Image.new("RGB", (200, 200), "white")
+        page.paste(digit, tuple(torch.randint(0, 81, (2,), generator=generator).tolist()))
+        files.append(tmp_path / f"{i}.jpg")
+        page.save(files[-1], quality=85)
+    predicted = mnist_lit.load("run").predict(files).argmax(-1)
+    assert (predicted == labels[:10]).sum() >= 9
