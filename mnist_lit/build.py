@@ -1,8 +1,10 @@
 """The one builder: a config, composed by Hydra or read back from a checkpoint, becomes the
-LightningModule and the DataModule, for train, evaluate, predict and `load` alike."""
+LightningModule, the DataModule and the Trainer, for train, evaluate, predict and `load` alike."""
 
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +25,11 @@ def classifier(cfg: DictConfig) -> Classifier:
 
 def datamodule(cfg: DictConfig) -> MNISTDataModule:
     return instantiate(cfg.data)
+
+
+def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
+    """The config's Trainer; `arguments` add to or replace its settings."""
+    return instantiate(cfg.trainer, logger=False, enable_model_summary=False, **arguments)
 
 
 def config_of(checkpoint: dict) -> DictConfig:

@@ -25,8 +25,6 @@ def run(cfg: DictConfig) -> None:
 
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
-    import lightning as L
-
     from mnist_lit import build, mistakes
     from mnist_lit.checkpoint import read
     from mnist_lit.data import NAMES
@@ -37,8 +35,9 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
     module = build.classifier(cfg)
     module.load_state_dict(stored["state_dict"])
     datamodule = build.datamodule(cfg)
-    trainer = L.Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+    # One device, wherever the run trained: the numbers do not depend on it.
+    trainer = build.trainer(
+        cfg, accelerator="auto", devices=1, strategy="auto", enable_checkpointing=False, enable_progress_bar=False,
         default_root_dir=output_dir,
     )
     measure = trainer.validate if split == "val" else trainer.test

@@ -13,7 +13,6 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, Timer
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,12 +53,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     last = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
     launcher, job = _sweep_job()
     with _ranks_cleaned_up():
-        trainer: L.Trainer = instantiate(
-            cfg.trainer,
+        trainer = build.trainer(
+            cfg,
             devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
             default_root_dir=output_dir,
-            logger=False,
-            enable_model_summary=False,
             callbacks=[history, timer, best, last, *callbacks],
             plugins=[AtomicCheckpointIO()],
         )
