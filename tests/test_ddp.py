@@ -17,7 +17,10 @@ from tests.test_sweep import finish, multirun, read_csv, sweep_dirs
 pytestmark = pytest.mark.slow
 
 DDP = ["model=mlp", "trainer.devices=2", "trainer.accelerator=cpu", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
-RUN_FILES = {".hydra", "checkpoints", "history.png", "metrics.csv", "mnist_lit.log", "results.json", "summary.txt"}
+RUN_FILES = {
+    ".hydra", "checkpoints", "history.png", "metrics.csv", "mnist_lit.log", "results.json", "summary.txt",
+    "confusion_matrix.csv", "confusion_matrix.png", "mistakes.png",
+}
 
 
 class RankWeights(L.Callback):
