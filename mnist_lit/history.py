@@ -1,10 +1,14 @@
 """Keras's History: the epoch metrics of a run, printed, written to metrics.csv and plotted (exercise 4)."""
 
 import csv
+import os
+import signal
+import sys
 import time
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
@@ -15,12 +19,17 @@ METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 class History(L.Callback):
     """`history` maps each metric to its value per epoch, like `model.fit(...).history`.
 
-    It is part of the checkpoint, so a resumed run's metrics.csv holds every epoch.
+    It is part of the checkpoint, so a resumed run's metrics.csv holds every epoch. A run stopped
+    by Ctrl-C or SIGTERM still draws history.png for the epochs done and says how to go on:
+    `resume`, the command line that continues from this run's last checkpoint, or `restart`
+    while it has none yet.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, resume: str = "", restart: str = "") -> None:
         self.directory = Path(directory)
+        self.resume, self.restart = resume, restart
         self.history: dict[str, list[float]] = {name: [] for name in METRICS}
+        self.stopped_by: signal.Signals | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -38,6 +47,16 @@ class History(L.Callback):
         if trainer.is_global_zero:
             plot(self.history).savefig(self.directory / "history.png")
 
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
+            return
+        self.stopped_by = signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
+        if trainer.is_global_zero:
+            plot(self.history).savefig(self.directory / "history.png")
+            saved = (self.directory / "checkpoints" / "last.ckpt").exists()
+            how = f"continue with {self.resume}" if saved else f"no checkpoint yet: start again with {self.restart}"
+            print(f"Stopped during epoch {trainer.current_epoch + 1} of {trainer.max_epochs}: {how}", file=sys.stderr, flush=True)
+
     def state_dict(self) -> dict[str, dict[str, list[float]]]:
         return {"history": self.history}
 
@@ -46,10 +65,13 @@ class History(L.Callback):
 
 
 def write_csv(history: dict[str, list[float]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    """Written beside and renamed into place: a run stopped meanwhile leaves the last whole file."""
+    partial = path.with_name(f".{path.name}.partial")
+    with open(partial, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", *history])
         writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values()))
+    os.replace(partial, path)
 
 
 def plot(history: dict[str, list[float]]) -> Figure:

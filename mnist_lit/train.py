@@ -40,7 +40,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     if checkpoint:
         check_fits(cfg.resume, net, cfg.model.hidden)
 
-    history, timer = History(output_dir), Timer()
+    history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer()
     # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
     # Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves.
     best = ModelCheckpoint(
@@ -67,7 +67,13 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             (output_dir / "summary.txt").write_text(model_summary + "\n")
 
         datamodule = build.datamodule(cfg)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+        except SystemExit:
+            if history.stopped_by is None:
+                raise
+            # The shell's convention, 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM.
+            raise SystemExit(128 + history.stopped_by) from None
         if not history.history["loss"]:
             # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
             recorded = torch.load(output_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
@@ -97,6 +103,16 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         "and checkpoints/ to %s", output_dir,
     )
     return history.history
+
+
+def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
+    """The command lines that continue this run from its own last checkpoint, and that start it
+    again (from the checkpoint it resumed, if any) while it has none."""
+    if not HydraConfig.initialized():
+        return f'fit(..., "resume={output_dir}")', "fit(...)" if not cfg.resume else f'fit(..., "resume={cfg.resume}")'
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    again = " ".join(["python -m mnist_lit", *overrides])
+    return f"{again} resume={output_dir}", f"{again} resume={cfg.resume}" if cfg.resume else again
 
 
 def _report_mistakes(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path) -> dict[str, float]:

@@ -5,6 +5,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -238,3 +239,32 @@ def test_damaged_data_on_the_command_line_is_one_line_and_a_failure(tiny_mnist, 
         f"{path} is truncated: 1000 bytes, where 640 images take 501776; "
         "delete the damaged file to download it again, or replace it with a good copy"
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny_mnist, tmp_path, stop, code):
+    args = ["model=mlp", "data.steps_per_execution=1", QUIET[0]]
+    env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args, "trainer.max_epochs=1000", "hydra.run.dir=stopped"],
+                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.02)
+    process.send_signal(stop)  # after the first epoch and its checkpoint
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    match = re.fullmatch(r"Stopped during epoch (\d+) of 1000: continue with python -m mnist_lit (.*) resume=(\S+)", last)
+    assert match, stderr
+    assert match[2] == " ".join([*args, "trainer.max_epochs=1000"]) and match[3] == str(tmp_path / "stopped")
+    assert (tmp_path / "stopped" / "history.png").exists()
+    epochs = int(match[1]) + 1
+    for name, extra in (("resumed", ["resume=stopped"]), ("straight", [])):
+        done = cli([*args, f"trainer.max_epochs={epochs}", f"hydra.run.dir={name}", *extra], tmp_path, tiny_mnist)
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "resumed" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
+    a, b = last_weights(tmp_path / "resumed"), last_weights(tmp_path / "straight")
+    assert all(torch.equal(a[k], b[k]) for k in a)
