@@ -1,14 +1,19 @@
 """Checkpoints: written whole or not at all, and checked before a run resumes from one."""
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from mnist_lit.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -50,6 +55,48 @@ def read(path: str | Path, key: str = "resume", map_location: str | torch.device
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(f"{key}={path}: {found} is not a mnist_lit checkpoint ({type(error).__name__}: {detail})") from None
     return checkpoint
+
+
+# What an identical continuation depends on: the images, their order and how they are batched.
+# (data.steps_per_execution does not matter: the mini-batches and their order are the same.)
+SAME_ON_RESUME = ("data._target_", "data.batch_size", "data.val_size", "seed")
+# What a resumed run may change, said in its log.
+CHANGED_ON_RESUME = ("optimizer.lr", "trainer.max_epochs", "trainer.max_steps", "data.steps_per_execution")
+
+
+def check_resume(resume: str, cfg: DictConfig, net: nn.Module) -> None:
+    """Refuse in one line a checkpoint that is none, holds another network, or was trained on
+    other data, order or batches; log what the resumed run changes."""
+    check_fits(resume, net, cfg.model.hidden)
+    saved = OmegaConf.create(read(resume)["hyper_parameters"])
+    differ = [key for key in SAME_ON_RESUME if OmegaConf.select(saved, key) != OmegaConf.select(cfg, key)]
+    if differ:
+        theirs = " ".join(f"{key}={OmegaConf.select(saved, key)}" for key in differ)
+        ours = " ".join(f"{key}={OmegaConf.select(cfg, key)}" for key in differ)
+        raise ConfigError(
+            f"resume={resume} was trained with {theirs}, this run has {ours}: a resumed run continues the same "
+            f"training only with the same data, order and batches. Resume with {theirs}, or start a new run"
+        )
+    for key in CHANGED_ON_RESUME:
+        before, now = OmegaConf.select(saved, key), OmegaConf.select(cfg, key)
+        if before != now:
+            log.info("Resuming with %s=%s (it was %s)", key, now, before)
+
+
+class BestAcrossResume(ModelCheckpoint):
+    """Lightning's ModelCheckpoint forgets the best score when a run resumes into another
+    directory, so the first epoch after a resume would count as best whatever its score. Keep the
+    best across the resume: the old run's best file stays where it is (Lightning removes files only
+    inside its own directory)."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
+            super().load_state_dict(state_dict)
+            return
+        self.best_model_score, self.best_model_path = state_dict["best_model_score"], state_dict["best_model_path"]
+        self.best_k_models = dict(state_dict.get("best_k_models", {}))
+        self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
+        self.kth_value = state_dict.get("kth_value", self.kth_value)
 
 
 def check_fits(resume: str, net: nn.Module, hidden: list[int]) -> None:

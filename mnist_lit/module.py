@@ -28,7 +28,8 @@ _CAPTURABLE = {"capturable": True, "fused": True}
 
 def _step_as(settings: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
     """After loading a checkpoint's optimizer state: step as this run was set up to (capturable or
-    not, fused or not), with Adam's step counts where that needs them, not as the saving run did."""
+    not, fused or not, its learning rate), with Adam's step counts where that needs them, not as
+    the saving run did."""
     for group in optimizer.param_groups:
         group.update(settings)
         on_device = group.get("capturable") or group.get("fused")
@@ -104,8 +105,9 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if self.form == "captured" else {}))
-        # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way.
-        settings = {key: optimizer.param_groups[0][key] for key in _CAPTURABLE if key in optimizer.param_groups[0]}
+        # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way,
+        # at the learning rate it was given.
+        settings = {key: optimizer.param_groups[0][key] for key in (*_CAPTURABLE, "lr") if key in optimizer.param_groups[0]}
         optimizer.register_load_state_dict_post_hook(partial(_step_as, settings))
         return optimizer
 

@@ -13,11 +13,11 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, mistakes, share
-from mnist_lit.checkpoint import AtomicCheckpointIO, check_fits, find
+from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.data import NAMES
 from mnist_lit.history import History
@@ -38,19 +38,19 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     module = build.classifier(cfg)
     net = module.net
     if checkpoint:
-        check_fits(cfg.resume, net, cfg.model.hidden)
+        check_resume(cfg.resume, cfg, net)
 
     history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer()
     # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
     # Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves.
-    best = ModelCheckpoint(
+    best = BestAcrossResume(
         dirpath=output_dir / "checkpoints",
         filename="best-{epoch}-{val_accuracy:.4f}",
         monitor="val_accuracy",
         mode="max",
         save_on_train_epoch_end=True,
     )
-    last = ModelCheckpoint(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
+    last = BestAcrossResume(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
     launcher, job = _sweep_job()
     with _ranks_cleaned_up():
         trainer = build.trainer(

@@ -268,3 +268,41 @@ def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny
     assert (tmp_path / "resumed" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
     a, b = last_weights(tmp_path / "resumed"), last_weights(tmp_path / "straight")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_best_checkpoint_and_a_new_learning_rate_hold_across_a_resume(tiny_env, caplog):
+    caplog.set_level("INFO")
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="first")
+    (first_best,) = (tiny_env / "first" / "checkpoints").glob("best-*")
+    history = fit(*QUIET, "model=mlp", "trainer.max_epochs=3", "optimizer.lr=1", "resume=first", output_dir="resumed")
+    assert max(history["val_accuracy"][1:]) <= history["val_accuracy"][0]  # no epoch after the resume is better
+    results = json.loads((tiny_env / "resumed" / "results.json").read_text())
+    assert results["best_checkpoint"] == str(first_best) and first_best.exists()
+    assert not list((tiny_env / "resumed" / "checkpoints").glob("best-*"))
+    assert "Resuming with optimizer.lr=1.0 (it was 0.001)" in caplog.text
+    last = torch.load(tiny_env / "resumed" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["optimizer_states"][0]["param_groups"][0]["lr"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("data.batch_size=16", "was trained with data.batch_size=32, this run has data.batch_size=16"),
+        ("seed=7", "was trained with seed=0, this run has seed=7"),
+        ("data.val_size=100", "was trained with data.val_size=0, this run has data.val_size=100"),
+    ],
+)
+def test_a_resume_that_could_not_continue_the_same_training_is_refused(tiny_env, change, message):
+    fit(*QUIET, "trainer.max_epochs=1", output_dir="first")
+    with pytest.raises(ConfigError) as error:
+        fit(*QUIET, "trainer.max_epochs=2", change, "resume=first", output_dir="resumed")
+    assert str(error.value).startswith(f"resume=first {message}") and "Resume with" in str(error.value)
+    assert not (tiny_env / "resumed" / "metrics.csv").exists()
+
+
+def test_a_resume_may_change_the_execution_size(tiny_env):
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=3", output_dir="straight")
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="first")
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=3", "data.steps_per_execution=7", "resume=first", output_dir="resumed")
+    a, b = last_weights(tiny_env / "straight"), last_weights(tiny_env / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a)
