@@ -1,7 +1,6 @@
 """Checkpoints: written whole or not at all, and checked before a run resumes from one."""
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from mnist_lit import files
 from mnist_lit.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,14 +22,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     its target, flush it to disk, and rename it over the old one instead."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        with open(partial, "wb") as f:
+        files.directory(Path(path).parent)
+        with files.whole(path, "wb") as f:
             torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(partial, path)
 
 
 def find(path: str | Path, key: str = "resume") -> Path:

@@ -9,6 +9,7 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
 
+from mnist_lit import files
 from mnist_lit.choices import ACTIVATIONS, INITS, PRECISIONS, STRATEGIES
 from mnist_lit.errors import ConfigError
 
@@ -157,13 +158,15 @@ def unique_dir(path: str) -> str:
     """Create `path`, or `path-1`, `path-2`, ... if taken, and return it: two runs started in the
     same second get two directories, and nothing a run wrote is written over."""
     base = Path(path)
-    base.parent.mkdir(parents=True, exist_ok=True)
+    files.directory(base.parent)
     for n in itertools.count():
         candidate = base.with_name(f"{base.name}-{n}") if n else base
         try:
             candidate.mkdir()
         except FileExistsError:
             continue
+        except OSError:
+            files.directory(candidate)  # says why, in one line
         return str(candidate)
     raise AssertionError("unreachable")
 

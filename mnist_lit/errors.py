@@ -5,6 +5,7 @@ import difflib
 import os
 import re
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,9 @@ def explain(error: BaseException) -> str | None:
     with `+key=...`, which a typed config then refuses: name the nearest real key instead."""
     if isinstance(error, UserError):
         return str(error)
+    if isinstance(error, OSError) and any(frame.name == "run_job" for frame in traceback.extract_tb(error.__traceback__)):
+        # Hydra creates the run directory (hydra.run.dir) before the job starts.
+        return f"cannot create the run directory {error.filename}: {error.strerror}; point hydra.run.dir at a directory you can write to"
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
         group, _, name = error.missing_cfg_file.rpartition("/")
         plugin = f" (or install Hydra's {name} plugin: pip install hydra-{name}-launcher)" if group == "hydra/launcher" else ""

@@ -25,7 +25,7 @@ def run(cfg: DictConfig) -> None:
 
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
-    from mnist_lit import build, mistakes
+    from mnist_lit import build, files, mistakes
     from mnist_lit.checkpoint import read
     from mnist_lit.data import NAMES
 
@@ -53,7 +53,7 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
         f"{prefix}accuracy": metrics[f"{prefix}accuracy"],
         "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, NAMES),
     }
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info("%s: %d images - loss: %.4f - accuracy: %.4f", split, len(labels), results[f"{prefix}loss"], results[f"{prefix}accuracy"])
     log.info("Wrote results.json, confusion_matrix.csv/.png and mistakes.png to %s", output_dir)
     return results

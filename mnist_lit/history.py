@@ -1,7 +1,6 @@
 """Keras's History: the epoch metrics of a run, printed, written to metrics.csv and plotted (exercise 4)."""
 
 import csv
-import os
 import signal
 import sys
 import time
@@ -12,6 +11,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+from mnist_lit import files
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -45,14 +46,14 @@ class History(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            plot(self.history).savefig(self.directory / "history.png")
+            files.figure(self.directory / "history.png", plot(self.history))
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         self.stopped_by = signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
         if trainer.is_global_zero:
-            plot(self.history).savefig(self.directory / "history.png")
+            files.figure(self.directory / "history.png", plot(self.history))
             saved = (self.directory / "checkpoints" / "last.ckpt").exists()
             how = f"continue with {self.resume}" if saved else f"no checkpoint yet: start again with {self.restart}"
             print(f"Stopped during epoch {trainer.current_epoch + 1} of {trainer.max_epochs}: {how}", file=sys.stderr, flush=True)
@@ -65,13 +66,10 @@ class History(L.Callback):
 
 
 def write_csv(history: dict[str, list[float]], path: Path) -> None:
-    """Written beside and renamed into place: a run stopped meanwhile leaves the last whole file."""
-    partial = path.with_name(f".{path.name}.partial")
-    with open(partial, "w", newline="") as f:
+    with files.whole(path) as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", *history])
         writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values()))
-    os.replace(partial, path)
 
 
 def plot(history: dict[str, list[float]]) -> Figure:

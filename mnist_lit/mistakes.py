@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
+from mnist_lit import files
 from mnist_lit.data import IMAGE_SHAPE
 
 SHOWN = 36  # most confident mistakes in mistakes.png, 6 × 6
@@ -24,12 +25,12 @@ def write(directory: Path, images: torch.Tensor, labels: torch.Tensor, probs: to
     """confusion_matrix.csv and .png and mistakes.png into `directory`; returns each class's accuracy."""
     images, labels, probs = images.cpu(), labels.cpu(), probs.cpu()
     counts = multiclass_confusion_matrix(probs, labels, len(names))
-    with open(directory / "confusion_matrix.csv", "w", newline="") as f:
+    with files.whole(directory / "confusion_matrix.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
         writer.writerows([name, *row] for name, row in zip(names, counts.tolist()))
-    confusion_plot(counts, names).savefig(directory / "confusion_matrix.png")
-    mistakes_plot(images, labels, probs, names).savefig(directory / "mistakes.png")
+    files.figure(directory / "confusion_matrix.png", confusion_plot(counts, names))
+    files.figure(directory / "mistakes.png", mistakes_plot(images, labels, probs, names))
     right, total = counts.diag(), counts.sum(1)
     return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total)}
 

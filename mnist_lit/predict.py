@@ -62,7 +62,7 @@ def image_files(images: str) -> list[Path]:
 def predict(model: "Model", files: list[Path], output_dir: Path) -> list[dict]:
     import torch
 
-    from mnist_lit import digits
+    from mnist_lit import digits, files
 
     prepared, rows = {}, []
     for file in files:
@@ -83,12 +83,12 @@ def predict(model: "Model", files: list[Path], output_dir: Path) -> list[dict]:
         print(f"{row['file']}: cannot classify: {row['error']}" if row["error"] else
               f"{row['file']}: {row['digit']} ({row['probability']:.2f}), runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})")
     fields = ["file", "digit", "probability", "runner_up", "runner_up_probability", "error"]
-    with open(output_dir / "predictions.csv", "w", newline="") as f:
+    with files.whole(output_dir / "predictions.csv") as f:
         writer = csv.DictWriter(f, fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
     if prepared:
-        preview(prepared, {row["file"]: row for row in rows}).savefig(output_dir / "preview.png")
+        files.figure(output_dir / "preview.png", preview(prepared, {row["file"]: row for row in rows}))
     log.info("Wrote predictions.csv and preview.png to %s", output_dir)
     return rows
 

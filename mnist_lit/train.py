@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build, mistakes, share
+from mnist_lit import build, files, mistakes, share
 from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.data import NAMES
@@ -64,7 +64,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         if trainer.is_global_zero:
             model_summary = summary(net)
             log.info("\n%s", model_summary)
-            (output_dir / "summary.txt").write_text(model_summary + "\n")
+            files.text(output_dir / "summary.txt", model_summary + "\n")
 
         datamodule = build.datamodule(cfg)
         try:
@@ -93,7 +93,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         "best_checkpoint": best.best_model_path,
     }
     if trainer.is_global_zero:
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info(
         "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
         results["test_loss"], results["test_accuracy"], results["train_seconds"],
@@ -174,5 +174,4 @@ def fit(
         cfg = compose("config", overrides=list(overrides))
     if output_dir is None:
         output_dir = unique_dir(f"outputs/{datetime.now():%Y-%m-%d/%H-%M-%S}")
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    return train(cfg, Path(output_dir), callbacks)
+    return train(cfg, files.directory(output_dir), callbacks)

@@ -1,5 +1,6 @@
 """Bad input, crashes and concurrency: a clear message or a clean recovery, never a lost run."""
 
+import errno
 import gzip
 import hashlib
 import http.server
@@ -14,13 +15,16 @@ import threading
 import time
 from collections import Counter
 
+import lightning as L
 import pytest
 import torch
+from matplotlib.figure import Figure
 from torchvision.datasets import MNIST
 
 from mnist_lit import fit
 from mnist_lit.data import FILES
 from mnist_lit.errors import ConfigError, DataError
+from mnist_lit.files import WriteError
 from mnist_lit.module import Diverged
 from tests.conftest import cli, last_weights, make_mnist
 
@@ -306,3 +310,53 @@ def test_a_resume_may_change_the_execution_size(tiny_env):
     fit(*QUIET, "model=mlp", "trainer.max_epochs=3", "data.steps_per_execution=7", "resume=first", output_dir="resumed")
     a, b = last_weights(tiny_env / "straight"), last_weights(tiny_env / "resumed")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class FailWritesFromEpoch2(L.Callback):
+    """From the second epoch on, `target.attribute` fails with `code`, as on a full or read-only disk."""
+
+    def __init__(self, monkeypatch, target, attribute, code):
+        self.monkeypatch, self.target, self.attribute, self.code = monkeypatch, target, attribute, code
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            def fail(*args, **kwargs):
+                raise OSError(self.code, os.strerror(self.code))
+
+            self.monkeypatch.setattr(self.target, self.attribute, fail)
+
+
+@pytest.mark.parametrize(
+    ("target", "attribute", "code", "written"),
+    [
+        (torch, "save", errno.ENOSPC, r"checkpoints/(last|best-.*)\.ckpt"),
+        (torch, "save", errno.EROFS, r"checkpoints/(last|best-.*)\.ckpt"),
+        (torch, "save", errno.EACCES, r"checkpoints/(last|best-.*)\.ckpt"),
+        (os, "fsync", errno.ENOSPC, r"metrics\.csv"),
+        (Figure, "savefig", errno.ENOSPC, r"history\.png"),
+    ],
+)
+def test_a_file_that_cannot_be_written_stops_the_run_in_one_line_and_spoils_nothing(tiny_env, monkeypatch, target, attribute, code, written):
+    failing = FailWritesFromEpoch2(monkeypatch, target, attribute, code)
+    epochs = "trainer.max_epochs=1" if target is Figure else "trainer.max_epochs=3"
+    if target is Figure:  # the picture is drawn at the end: fail from the start
+        failing.on_train_epoch_start(type("T", (), {"current_epoch": 1})(), None)
+    with pytest.raises(WriteError) as error:
+        fit(*QUIET, epochs, output_dir="run", callbacks=[failing])
+    message = str(error.value)
+    fix = "free space on that disk" if code == errno.ENOSPC else "at a directory you can write to"
+    assert re.fullmatch(rf"cannot write (?:{re.escape(str(tiny_env))}/)?run/{written}: {os.strerror(code)}; .*{fix}.*", message), message
+    monkeypatch.undo()
+    assert not [p for p in (tiny_env / "run").rglob("*") if p.name.endswith(".partial")]
+    if target is not Figure:
+        assert torch.load(tiny_env / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+@pytest.mark.slow
+def test_a_run_directory_that_cannot_be_created_is_one_line(tiny_mnist, tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    for args in (["hydra.run.dir=file/run"], [f"hydra.run.dir={tmp_path}/file/run"]):
+        done = cli(args, tmp_path, tiny_mnist)
+        assert done.returncode != 0 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines()[-1].startswith("cannot create the run directory"), done.stderr
+        assert "x_train" not in done.stdout

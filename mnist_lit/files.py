@@ -1,0 +1,59 @@
+"""The files a run writes, whole or not at all: each is written beside its target, flushed to
+disk and renamed into place, so a killed run or a full disk never leaves half a file nor spoils
+the last good one. A write that fails stops the run with one line naming the file, the reason and
+the fix."""
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from mnist_lit.errors import UserError
+
+
+class WriteError(UserError):
+    """A file of the run could not be written."""
+
+
+def _fix(error: OSError) -> str:
+    if error.errno == errno.ENOSPC:
+        return "free space on that disk, or point hydra.run.dir (fit's output_dir) at another one"
+    return "point hydra.run.dir (fit's output_dir) at a directory you can write to"
+
+
+@contextmanager
+def whole(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Open `path` for writing; it appears only once everything is written."""
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        with open(partial, mode, **({} if "b" in mode else {"newline": ""})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; {_fix(error)}") from error
+
+
+def text(path: str | Path, content: str) -> None:
+    with whole(path) as f:
+        f.write(content)
+
+
+def figure(path: str | Path, fig) -> None:
+    with whole(path, "wb") as f:
+        fig.savefig(f, format="png")
+
+
+def directory(path: str | Path) -> Path:
+    """Create the run's directory before any data is read, or say in one line why it cannot be."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WriteError(f"cannot create the run directory {path}: {error.strerror or error}; {_fix(error)}") from error
+    return path
