@@ -3,6 +3,7 @@
 torch and Lightning are imported only once the config is known to be good, so that --help,
 --cfg and a bad override are answered at once."""
 
+import logging
 import sys
 from pathlib import Path
 
@@ -13,7 +14,9 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.config import validate, validate_launcher
 from mnist_lit.errors import command_line
-from mnist_lit.sweep import record_failure
+from mnist_lit.sweep import ERROR_FILE, finished, is_sweep, record_failure, summarise
+
+log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="config")
@@ -30,14 +33,31 @@ def run(cfg: DictConfig) -> None:
     try:
         validate(cfg)
         validate_launcher(cfg, hydra_cfg.launcher._target_)
+        if cfg.resume and is_sweep(Path(cfg.resume)):
+            if finished(output_dir):
+                log.info("Job %s finished in %s before: kept as it is", hydra_cfg.job.num, cfg.resume)
+                return
+            cfg.resume = _resume_job(output_dir)
         from mnist_lit.train import train
 
         _further_ranks_run_this_job(output_dir)
         train(cfg, output_dir)
     except Exception as error:
         record_failure(output_dir, error)
+    except (KeyboardInterrupt, SystemExit):
+        # Ctrl-C or SIGTERM: the sweep stops here, and still says where every job stands.
+        summarise(Path(hydra_cfg.sweep.dir), stopped=True)
+        raise
     finally:
         sys.argv[:] = argv
+
+
+def _resume_job(job_dir: Path) -> str | None:
+    """A job of a resumed sweep that failed or never finished runs again in its own directory,
+    from its own last checkpoint when it has one."""
+    (job_dir / ERROR_FILE).unlink(missing_ok=True)
+    last = job_dir / "checkpoints" / "last.ckpt"
+    return str(last) if last.exists() else None
 
 
 def _further_ranks_run_this_job(output_dir: Path) -> None:

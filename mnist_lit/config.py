@@ -174,5 +174,14 @@ def unique_dir(path: str) -> str:
 ConfigStore.instance().store(name="schema", node=Config)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
+def sweep_dir(resume: str | None, path: str) -> str:
+    """A sweep's directory: the one `resume=` names when it is a sweep's (its jobs go on where
+    they were), else a new one."""
+    if resume and (Path(resume) / "multirun.yaml").is_file():
+        return resume
+    return unique_dir(path)
+
+
 # Cached per composed config, so each run creates its directory exactly once.
 OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("sweep_dir", sweep_dir, use_cache=True, replace=True)

@@ -59,13 +59,13 @@ def image_files(images: str) -> list[Path]:
     return found
 
 
-def predict(model: "Model", files: list[Path], output_dir: Path) -> list[dict]:
+def predict(model: "Model", paths: list[Path], output_dir: Path) -> list[dict]:
     import torch
 
     from mnist_lit import digits, files
 
     prepared, rows = {}, []
-    for file in files:
+    for file in paths:
         try:
             prepared[file] = digits.prepare(digits.read(file))
         except (digits.NoDigit, OSError, ValueError) as error:  # Pillow: UnidentifiedImageError is an OSError
@@ -78,7 +78,7 @@ def predict(model: "Model", files: list[Path], output_dir: Path) -> list[dict]:
                 "file": str(file), "digit": model.names[k[0]], "probability": round(p[0], 4),
                 "runner_up": model.names[k[1]], "runner_up_probability": round(p[1], 4), "error": "",
             })
-    rows.sort(key=lambda row: files.index(Path(row["file"])))
+    rows.sort(key=lambda row: paths.index(Path(row["file"])))
     for row in rows:
         print(f"{row['file']}: cannot classify: {row['error']}" if row["error"] else
               f"{row['file']}: {row['digit']} ({row['probability']:.2f}), runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})")

@@ -34,18 +34,36 @@ def record_failure(output_dir: Path, error: Exception) -> None:
     (output_dir / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n")
 
 
+def is_sweep(path: Path) -> bool:
+    return (path / "multirun.yaml").is_file()
+
+
+def finished(job_dir: Path) -> bool:
+    return (job_dir / "results.json").exists() and not (job_dir / ERROR_FILE).exists()
+
+
+def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
+    """summary.csv, summary.md and summary.png over every job directory of the sweep."""
+    from mnist_lit import files
+
+    jobs = read_jobs(sweep_dir)
+    if not jobs:
+        return jobs
+    table = markdown(jobs)
+    write_csv(jobs, sweep_dir / "summary.csv")
+    files.text(sweep_dir / "summary.md", table)
+    files.figure(sweep_dir / "summary.png", plot(jobs))
+    log.info("Sweep summary:\n%s", table)
+    log.info("Wrote summary.csv, summary.md and summary.png to %s", sweep_dir)
+    if stopped:
+        print(f"Sweep stopped: continue with the same command and resume={sweep_dir}", file=sys.stderr, flush=True)
+    return jobs
+
+
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = read_jobs(sweep_dir)
-        if not jobs:
-            return
-        table = markdown(jobs)
-        write_csv(jobs, sweep_dir / "summary.csv")
-        (sweep_dir / "summary.md").write_text(table)
-        plot(jobs).savefig(sweep_dir / "summary.png")
-        log.info("Sweep summary:\n%s", table)
-        log.info("Wrote summary.csv, summary.md and summary.png to %s", sweep_dir)
+        jobs = summarise(sweep_dir)
         failed = [job["job"] for job in jobs if job["status"] != "ok"]
         if failed:
             # Hydra turns exceptions of end-callbacks into warnings; a sweep that lost jobs must
@@ -79,7 +97,7 @@ def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
         results = json.loads((job_dir / "results.json").read_text())
         row.update(status="ok", parameters=results["parameters"], train_seconds=round(results["train_seconds"], 2))
     else:
-        row["status"] = "unfinished"
+        row["status"] = "interrupted"
     return row
 
 

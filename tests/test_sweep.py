@@ -115,3 +115,45 @@ def test_submitit_local_jobs_take_their_budget_of_threads(tiny_mnist, tmp_path, 
     (sweep,) = sweep_dirs(tmp_path)
     for job in ("0", "1"):
         assert f'"torch_threads": {threads}' in (sweep / job / "results.json").read_text()
+
+
+@pytest.mark.slow
+def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_path):
+    import signal
+    import time
+
+    args = ["seed=0,1", "model=mlp", "trainer.max_epochs=12", "data.steps_per_execution=1", "trainer.enable_progress_bar=false", "hydra.sweep.dir=sweep"]
+    process = multirun(args, tmp_path, tiny_mnist)
+    last = tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)  # during job 1, after its first epoch
+    code, _, stderr = finish(process)
+    assert code == 130 and stderr.strip().splitlines()[-1] == "Sweep stopped: continue with the same command and resume=sweep"
+    assert [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "interrupted"]
+    kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
+
+    code, _, stderr = finish(multirun([*args, "resume=sweep"], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    assert [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "ok"]
+    assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
+    # Job 1 went on from its own last checkpoint and ended as if never stopped.
+    alone = subprocess.run(
+        [sys.executable, "-m", "mnist_lit", *[a for a in args if a != "seed=0,1" and not a.startswith("hydra.")], "seed=1", "hydra.run.dir=alone"],
+        cwd=tmp_path, env={**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}, capture_output=True, text=True, timeout=300,
+    )
+    assert alone.returncode == 0, alone.stderr
+    assert (tmp_path / "sweep" / "1" / "metrics.csv").read_text() == (tmp_path / "alone" / "metrics.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_resumed_sweep_runs_its_failed_jobs_again(tiny_mnist, tmp_path):
+    args = ["optimizer.lr=1e-3,1e30", "model=mlp", *TINY, "hydra.sweep.dir=sweep"]
+    code, _, _ = finish(multirun(args, tmp_path, tiny_mnist))
+    assert code != 0 and [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "failed"]
+    kept, failed = ((tmp_path / "sweep" / job / name).stat().st_mtime for job, name in (("0", "results.json"), ("1", "error.txt")))
+    code, stdout, _ = finish(multirun([*args, "resume=sweep"], tmp_path, tiny_mnist))
+    assert code != 0 and "Job 0 finished in sweep before: kept as it is" in stdout
+    assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
+    assert (tmp_path / "sweep" / "1" / "error.txt").stat().st_mtime > failed  # run again (and diverged again)
