@@ -34,9 +34,19 @@ def whole(path: str | Path, mode: str = "w") -> Iterator[IO]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
-    except OSError as error:
+    except (OSError, RuntimeError) as failure:
         partial.unlink(missing_ok=True)
-        raise WriteError(f"cannot write {path}: {error.strerror or error}; {_fix(error)}") from error
+        error = _os_error(failure)
+        if error is None:
+            raise
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; {_fix(error)}") from failure
+
+
+def _os_error(error: BaseException | None) -> OSError | None:
+    """The OSError behind `error`: torch.save reports a full disk as a RuntimeError of its zip writer."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def text(path: str | Path, content: str) -> None:

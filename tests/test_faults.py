@@ -360,3 +360,26 @@ def test_a_run_directory_that_cannot_be_created_is_one_line(tiny_mnist, tmp_path
         assert done.returncode != 0 and "Traceback" not in done.stderr
         assert done.stderr.strip().splitlines()[-1].startswith("cannot create the run directory"), done.stderr
         assert "x_train" not in done.stdout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2.5 MB file system, where this machine lets the test mount one: room for an MLP's
+    best and last checkpoints (about 0.95 MB each, Adam's moments included), not for a third."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if shutil.which("mount") is None or subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(disk)], capture_output=True
+    ).returncode != 0:
+        pytest.skip("cannot mount a small file system here")
+    yield disk
+    subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_disk_that_fills_up_for_real(tiny_env, small_disk):
+    with pytest.raises(WriteError) as error:
+        fit(*QUIET, "model=mlp", "trainer.max_epochs=5", output_dir=small_disk / "run")
+    assert re.fullmatch(rf"cannot write {small_disk}/run/checkpoints/\S+\.ckpt: No space left on device; free space on that disk.*", str(error.value))
+    assert not [p for p in small_disk.rglob("*") if p.name.endswith(".partial")]
+    # The second epoch's checkpoint did not fit: the first epoch's last.ckpt is whole.
+    assert torch.load(small_disk / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
