@@ -1,5 +1,6 @@
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -148,12 +149,22 @@ def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_p
 
 
 @pytest.mark.slow
-def test_a_resumed_sweep_runs_its_failed_jobs_again(tiny_mnist, tmp_path):
-    args = ["optimizer.lr=1e-3,1e30", "model=mlp", *TINY, "hydra.sweep.dir=sweep"]
+def test_a_resumed_sweep_runs_its_failed_job_again_once_fixed(tiny_mnist, tmp_path):
+    """Job 1 reads a damaged copy of MNIST and fails; the file is replaced, the sweep resumed."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(tiny_mnist, damaged)
+    images = damaged / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    args = [f"data.root={tiny_mnist},{damaged}", *TINY, "hydra.sweep.dir=sweep"]
     code, _, _ = finish(multirun(args, tmp_path, tiny_mnist))
-    assert code != 0 and [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "failed"]
-    kept, failed = ((tmp_path / "sweep" / job / name).stat().st_mtime for job, name in (("0", "results.json"), ("1", "error.txt")))
-    code, stdout, _ = finish(multirun([*args, "resume=sweep"], tmp_path, tiny_mnist))
-    assert code != 0 and "Job 0 finished in sweep before: kept as it is" in stdout
+    rows = read_csv(tmp_path / "sweep" / "summary.csv")
+    assert code != 0 and [row["status"] for row in rows] == ["ok", "failed"] and "is truncated" in rows[1]["error"]
+    kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
+
+    shutil.copy(tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte", images)
+    code, stdout, stderr = finish(multirun([*args, "resume=sweep"], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    assert "Job 0 finished in sweep before: kept as it is" in stdout
+    assert [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "ok"]
     assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
-    assert (tmp_path / "sweep" / "1" / "error.txt").stat().st_mtime > failed  # run again (and diverged again)
+    assert not (tmp_path / "sweep" / "1" / "error.txt").exists()
