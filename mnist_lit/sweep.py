@@ -15,6 +15,8 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from mnist_lit import files
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -44,8 +46,6 @@ def finished(job_dir: Path) -> bool:
 
 def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
     """summary.csv, summary.md and summary.png over every job directory of the sweep."""
-    from mnist_lit import files
-
     jobs = read_jobs(sweep_dir)
     if not jobs:
         return jobs
@@ -112,7 +112,7 @@ def _read_metrics(path: Path) -> dict[str, list[float]]:
 
 
 def write_csv(jobs: list[dict[str, Any]], path: Path) -> None:
-    with open(path, "w", newline="") as f:
+    with files.whole(path) as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(jobs)
