@@ -1,6 +1,7 @@
 """The one builder: a config, composed by Hydra or read back from a checkpoint, becomes the
 LightningModule, the DataModule and the Trainer, for train, evaluate, predict and `load` alike."""
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,14 +33,15 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     return instantiate(cfg.trainer, logger=False, enable_model_summary=False, **arguments)
 
 
-def config_of(checkpoint: dict) -> DictConfig:
-    """The config a checkpoint was trained with; keys added since then take their defaults."""
-    return OmegaConf.merge(OmegaConf.structured(Config), checkpoint["hyper_parameters"])
+def config_of(hyper_parameters: Mapping[str, Any]) -> DictConfig:
+    """The config a checkpoint's (or a restored module's) hyper-parameters hold; keys added since
+    it was trained take their defaults."""
+    return OmegaConf.merge(OmegaConf.structured(Config), dict(hyper_parameters))
 
 
 def restore(path: str | Path, key: str = "checkpoint", map_location: str | torch.device = "cpu") -> Classifier:
     """The trained Classifier of a run directory or .ckpt file, rebuilt from the checkpoint alone."""
     checkpoint = read(path, key, map_location)
-    module = classifier(config_of(checkpoint))
+    module = classifier(config_of(checkpoint["hyper_parameters"]))
     module.load_state_dict(checkpoint["state_dict"])
     return module.eval()

@@ -62,8 +62,9 @@ CHANGED_ON_RESUME = ("optimizer.lr", "trainer.max_epochs", "trainer.max_steps", 
 def check_resume(resume: str, cfg: DictConfig, net: nn.Module) -> None:
     """Refuse in one line a checkpoint that is none, holds another network, or was trained on
     other data, order or batches; log what the resumed run changes."""
-    check_fits(resume, net, cfg.model.hidden)
-    saved = OmegaConf.create(read(resume)["hyper_parameters"])
+    checkpoint = read(resume)
+    check_fits(checkpoint, resume, net, cfg.model.hidden)
+    saved = OmegaConf.create(checkpoint["hyper_parameters"])
     differ = [key for key in SAME_ON_RESUME if OmegaConf.select(saved, key) != OmegaConf.select(cfg, key)]
     if differ:
         theirs = " ".join(f"{key}={OmegaConf.select(saved, key)}" for key in differ)
@@ -94,9 +95,8 @@ class BestAcrossResume(ModelCheckpoint):
         self.kth_value = state_dict.get("kth_value", self.kth_value)
 
 
-def check_fits(resume: str, net: nn.Module, hidden: list[int]) -> None:
-    """Refuse, naming the differing shapes, a checkpoint that is not one or holds another network."""
-    checkpoint = read(resume)
+def check_fits(checkpoint: dict[str, Any], resume: str, net: nn.Module, hidden: list[int]) -> None:
+    """Refuse, naming the differing shapes, a checkpoint that holds another network."""
     saved = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()}
     ours = net.state_dict()
     differences = [

@@ -26,14 +26,11 @@ def run(cfg: DictConfig) -> None:
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
     from mnist_lit import build, files, mistakes
-    from mnist_lit.checkpoint import read
     from mnist_lit.data import NAMES
 
-    stored = read(checkpoint, "checkpoint")
-    cfg = build.config_of(stored)
+    module = build.restore(checkpoint)
+    cfg = build.config_of(module.hparams)
     cfg.data.root = root
-    module = build.classifier(cfg)
-    module.load_state_dict(stored["state_dict"])
     datamodule = build.datamodule(cfg)
     # One device, wherever the run trained: the numbers do not depend on it.
     trainer = build.trainer(

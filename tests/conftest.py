@@ -60,3 +60,16 @@ def cli(args, cwd, data, command=(sys.executable, "-m", "mnist_lit")):
 
 def last_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+
+
+def final_test_loss(run: Path, data: str | Path) -> float:
+    """The loss of a run's last weights over all the test images, computed here in one piece."""
+    from mnist_lit.build import restore
+    from mnist_lit.data import MNISTDataModule
+
+    module = restore(run)
+    datamodule = MNISTDataModule(str(data))
+    datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    with torch.no_grad():
+        return module.loss(module.net(images), labels).item()

@@ -8,10 +8,7 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.loss import CategoricalCrossentropy
-from mnist_lit.network import DenseNetwork
-from tests.conftest import cli, last_weights
+from tests.conftest import cli, final_test_loss, last_weights
 from tests.test_sweep import finish, multirun, read_csv, sweep_dirs
 
 pytestmark = pytest.mark.slow
@@ -38,13 +35,7 @@ def test_both_ranks_end_with_the_same_weights_and_metrics_count_every_image(tiny
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert len(history["loss"]) == 3 and history["val_accuracy"][-1] > 0.9  # the spawning process has rank 0's history
     # val_loss is the mean over all 160 test images, not over one rank's 80.
-    net = DenseNetwork([100])
-    net.load_state_dict({k.removeprefix("net."): v for k, v in last_weights(tiny_env / "run").items()})
-    datamodule = MNISTDataModule(os.environ["MNIST_LIT_DATA"])
-    datamodule.setup("test")
-    images, labels = datamodule.test.tensors
-    with torch.no_grad():
-        expected = CategoricalCrossentropy()(net(images), labels).item()
+    expected = final_test_loss(tiny_env / "run", os.environ["MNIST_LIT_DATA"])
     assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
 
 
