@@ -170,7 +170,7 @@ class MNISTDataModule(L.LightningDataModule):
             Orders(self.train, self.batch_size),
             batch_size=self.batch_size * self.steps_per_execution,
             sampler=sampler,
-            collate_fn=_as_fetched,
+            collate_fn=default_convert,  # an Execution as fetched: its order is a tensor already
             pin_memory=self.train.tensors[0].is_cuda,
         )
 
@@ -208,10 +208,6 @@ def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
         state = "truncated" if size < expected else "longer than its header says"
         raise DataError(f"{path} is {state}: {size} bytes, where {count} {kind} take {expected}; {_FIX}")
     return count
-
-
-def _as_fetched(execution: Execution) -> Execution:
-    return execution
 
 
 def _names() -> str:
