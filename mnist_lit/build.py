@@ -16,21 +16,34 @@ from mnist_lit.data import MNISTDataModule
 from mnist_lit.module import Classifier
 
 
+# Trainer arguments that count batches or act on gradients: the module and the DataModule honour
+# them in mini-batches (Lightning would count executions, or refuses them with manual optimization).
+FOR_THE_MODULE = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+STAGES = ("train", "val", "test", "predict")
+FOR_THE_DATA = tuple(f"limit_{stage}_batches" for stage in STAGES)
+
+
 def classifier(cfg: DictConfig) -> Classifier:
     # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
     net = instantiate(cfg.model, _convert_="all")
-    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"), cfg.capture)
+    optimization = {name: cfg.trainer[name] for name in FOR_THE_MODULE}
+    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"), cfg.capture, **optimization)
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
     return module
 
 
-def datamodule(cfg: DictConfig) -> MNISTDataModule:
-    return instantiate(cfg.data)
+def datamodule(cfg: DictConfig, limited: bool = True) -> MNISTDataModule:
+    """`limited`: as the config's trainer.limit_*_batches say; else whole splits."""
+    limits = {stage: cfg.trainer[f"limit_{stage}_batches"] for stage in STAGES} if limited else {}
+    return instantiate(cfg.data, limits=limits)
 
 
 def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     """The config's Trainer; `arguments` add to or replace its settings."""
-    return instantiate(cfg.trainer, logger=False, enable_model_summary=False, **arguments)
+    settings = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in FOR_THE_MODULE + FOR_THE_DATA])
+    # A limit of 0 turns a loop off, as in Lightning.
+    off = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
+    return instantiate(settings, logger=False, **off, **arguments)
 
 
 def config_of(hyper_parameters: Mapping[str, Any]) -> DictConfig:

@@ -19,3 +19,11 @@ PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
 
 # Lightning's strategies that spread the engine's steps over processes, gradients all-reduced per mini-batch.
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+# Trainer arguments that mnist_lit sets itself, and where a user sets what they carry.
+OWNED_BY_PROJECT = {
+    "logger": "choose one with logger=tensorboard, logger=mlflow or logger=csv",
+    "callbacks": "give them to fit(..., callbacks=[...]); early stopping is early_stopping.patience=3",
+    "plugins": "mnist_lit writes checkpoints whole with its own; choose precision with trainer.precision",
+    "default_root_dir": "it is the run's directory: set hydra.run.dir",
+}

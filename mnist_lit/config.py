@@ -75,17 +75,55 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
+    """Every argument of lightning.Trainer (tests/test_config.py checks this against its signature)
+    but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
+
+    Lightning's batches are mnist_lit's executions of `data.steps_per_execution` mini-batches, so
+    the arguments that count batches (limit_*_batches, accumulate_grad_batches, max_steps) are
+    counted in mini-batches here, as a Lightning user means them, and the engine honours them."""
+
     _target_: str = "lightning.pytorch.Trainer"
-    max_epochs: int = 10
-    max_steps: int = -1  # optimizer steps (mini-batches) in all; -1: no limit
     accelerator: str = "auto"
-    devices: Any = 1
     strategy: str = "auto"
+    devices: Any = 1  # Lightning's is "auto": one device, unless you ask for DDP
+    num_nodes: int = 1
     precision: str = "32-true"
-    enable_progress_bar: bool = True
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = 10  # the tutorial's
+    min_epochs: Optional[int] = None
+    max_steps: int = -1  # optimizer steps (mini-batches) in all; -1: no limit
+    min_steps: Optional[int] = None
+    max_time: Any = None
+    limit_train_batches: Any = None  # mini-batches per epoch (a number), or a fraction of them
+    limit_val_batches: Any = None  # mini-batches of batch_size images, or a fraction
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
+    enable_checkpointing: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = False  # the run prints Keras's summary() instead
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: Optional[str] = None  # norm (when a value is given) or value
+    deterministic: Any = None
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Optional[str] = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    enable_autolog_hparams: bool = True
+    model_registry: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
+        if self.max_epochs is not None and self.max_epochs != -1:
+            _at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
         if self.max_steps != -1:
             _at_least("trainer.max_steps", self.max_steps, 1, "trainer.max_steps=1000 (or -1: no limit)")
         if self.precision not in PRECISIONS:
@@ -95,6 +133,31 @@ class TrainerConfig:
                 f"trainer.strategy={self.strategy} is not supported: mnist_lit's engine all-reduces each mini-batch's "
                 f"gradients with Lightning's DDP; choose one of: {', '.join(STRATEGIES)}"
             )
+        _at_least("trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1, "trainer.accumulate_grad_batches=4")
+        if self.gradient_clip_val is not None:
+            _at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0, "trainer.gradient_clip_val=1.0")
+        if self.gradient_clip_algorithm not in (None, "norm", "value"):
+            raise ConfigError(
+                f"trainer.gradient_clip_algorithm={self.gradient_clip_algorithm} is unknown; choose norm or value"
+            )
+        for stage in ("train", "val", "test", "predict"):
+            _check_limit(f"trainer.limit_{stage}_batches", getattr(self, f"limit_{stage}_batches"))
+        fast = self.fast_dev_run
+        if not isinstance(fast, bool) and not (isinstance(fast, int) and fast >= 1):
+            raise ConfigError(f"trainer.fast_dev_run={fast} is neither true/false nor a number of batches ≥ 1")
+        if self.deterministic not in (None, True, False, "warn"):
+            raise ConfigError(f"trainer.deterministic={self.deterministic} is not one of: true, false, warn")
+
+
+def _check_limit(key: str, limit: Any) -> None:
+    if limit is None or isinstance(limit, bool):
+        if isinstance(limit, bool):
+            raise ConfigError(f"{key}={limit} is not a limit: give a number of mini-batches, e.g. {key}=10, or a fraction, e.g. 0.25")
+        return
+    if isinstance(limit, float) and not 0 <= limit <= 1:
+        raise ConfigError(f"{key}={limit} is out of range: a fraction is between 0.0 and 1.0; a number of mini-batches is an integer")
+    if not isinstance(limit, (int, float)) or limit < 0:
+        raise ConfigError(f"{key}={limit} is not a limit: give a number of mini-batches, e.g. {key}=10, or a fraction, e.g. 0.25")
 
 
 @dataclass
@@ -138,7 +201,12 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.threads
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
-
+    # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
+    if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} does not divide "
+            f"data.steps_per_execution={cfg.data.steps_per_execution}: make the latter a multiple of it"
+        )
 
 
 def validate_launcher(cfg: DictConfig, launcher: str) -> None:

@@ -1,12 +1,15 @@
 """MNIST as the tutorial prepares it: normalized to [0, 1] and flattened to 784-vectors, once per split."""
 
+import itertools
 import logging
 import math
 import os
 import shutil
 import struct
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -60,6 +63,20 @@ class Orders(Dataset):
         return Execution(self.split, torch.tensor(indices), self.batch_size)
 
 
+class Shuffled(DistributedSampler):
+    """Each epoch's shuffled order for this rank, cut to its first `limit` images if given."""
+
+    def __init__(self, dataset: Dataset, limit: int | None = None, **settings: Any) -> None:
+        super().__init__(dataset, **settings)
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.limit)
+
+    def __len__(self) -> int:
+        return min(super().__len__(), self.limit) if self.limit is not None else super().__len__()
+
+
 class MNISTDataModule(L.LightningDataModule):
     """The official split: 60,000 images to train on, the 10,000 test images to validate and test on.
 
@@ -70,10 +87,20 @@ class MNISTDataModule(L.LightningDataModule):
 
     `val_size > 0` holds that many seeded training images out for validation instead, so that
     models are not selected on the test set.
+
+    `limits` cut a stage ("train", "val", "test", "predict") to a number of mini-batches of
+    `batch_size` images, or to a fraction of them: Lightning's limit_*_batches, counted as a Lightning
+    user counts them rather than in executions.
     """
 
     def __init__(
-        self, root: str, batch_size: int = 32, val_size: int = 0, steps_per_execution: int = 100, seed: int = 0
+        self,
+        root: str,
+        batch_size: int = 32,
+        val_size: int = 0,
+        steps_per_execution: int = 100,
+        seed: int = 0,
+        limits: dict[str, int | float | None] | None = None,
     ) -> None:
         super().__init__()
         self.root = root
@@ -81,6 +108,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.steps_per_execution = steps_per_execution
         self.seed = seed
+        self.limits = limits or {}
         self.train: InMemory | None = None
 
     @property
@@ -163,7 +191,10 @@ class MNISTDataModule(L.LightningDataModule):
         world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
         # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
         # a resumed run sees the same batches as an uninterrupted one.
-        sampler = DistributedSampler(self.train, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+        shard = -(-len(self.train) // world_size)
+        sampler = Shuffled(
+            self.train, self._limit("train", shard), num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed
+        )
         # Keywords only: Lightning re-creates loaders from their arguments (predict, DDP).
         # Pinned orders reach a GPU without the host waiting for it.
         return DataLoader(
@@ -174,18 +205,29 @@ class MNISTDataModule(L.LightningDataModule):
             pin_memory=self.train.tensors[0].is_cuda,
         )
 
-    def _eval_dataloader(self, split: InMemory) -> DataLoader:
+    def _limit(self, stage: str, images: int) -> int | None:
+        """How many of `images` the stage's limit keeps, or None if it has none."""
+        limit = self.limits.get(stage)
+        if limit is None:
+            return None
+        minibatches = limit if isinstance(limit, int) else int(limit * -(-images // self.batch_size))
+        return min(images, minibatches * self.batch_size)
+
+    def _eval_dataloader(self, stage: str, split: InMemory) -> DataLoader:
+        kept = self._limit(stage, len(split))
+        if kept is not None:
+            split = InMemory(*(tensor[:kept] for tensor in split.tensors))
         # Evaluation takes no optimizer steps, so it reads a whole training step's images at once.
         return DataLoader(split, batch_size=self.batch_size * self.steps_per_execution, collate_fn=default_convert)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_dataloader(self.val)
+        return self._eval_dataloader("val", self.val)
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_dataloader(self.test)
+        return self._eval_dataloader("test", self.test)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_dataloader(self.test)
+        return self._eval_dataloader("predict", self.test)
 
 
 _FIX = "delete the damaged file to download it again, or replace it with a good copy"

@@ -1,5 +1,6 @@
 """The training engine: an execution, Keras's `steps_per_execution`, runs many mini-batches, each a
-forward pass, a loss, a backward pass and an optimizer step, and reports their losses and predictions.
+forward pass, a loss and a backward pass, with an optimizer step after each mini-batch (or after every
+`accumulate` of them, the gradients clipped first if asked), and reports their losses and predictions.
 
 One contract, two forms:
 
@@ -45,11 +46,16 @@ class Eager:
         backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
         step: Callable[[], Any] | None = None,
         forward_context: Callable[[], AbstractContextManager] = nullcontext,
+        clip: Callable[[], None] | None = None,
+        accumulate: int = 1,
     ) -> None:
         self.net, self.loss, self.optimizer = net, loss, optimizer
         self.backward = backward
         self.step = step or optimizer.step
         self.forward_context = forward_context
+        self.clip = clip
+        # Mini-batches per optimizer step; an execution's last step may take fewer.
+        self.accumulate = accumulate
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
         dtype = next(self.net.parameters()).dtype
@@ -57,13 +63,19 @@ class Eager:
         # Mixed precision covers the forward pass and the loss alone, not backward and the
         # optimizer step (PyTorch's advice), whatever region the caller runs in.
         with torch.autocast(images.device.type, enabled=False):
-            for index in order.split(batch_size):
+            minibatches = order.split(batch_size)
+            for i, index in enumerate(minibatches):
                 with self.forward_context():
                     logits = self.net(images[index].to(dtype))
                     loss = self.loss(logits, labels[index])
-                self.optimizer.zero_grad()
-                self.backward(loss)
-                self.step()
+                if i % self.accumulate == 0:
+                    self.optimizer.zero_grad()
+                # The accumulated gradient is the mean of its mini-batches', as one larger batch's.
+                self.backward(loss / self.accumulate if self.accumulate > 1 else loss)
+                if (i + 1) % self.accumulate == 0 or i + 1 == len(minibatches):
+                    if self.clip is not None:
+                        self.clip()
+                    self.step()
                 losses.append(loss.detach().float())
                 predictions.append(logits.detach().argmax(-1))
         return Outcome(torch.stack(losses), torch.cat(predictions), labels[order])

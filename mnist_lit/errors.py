@@ -12,6 +12,8 @@ from typing import Any
 from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
+from mnist_lit.choices import OWNED_BY_PROJECT
+
 
 class UserError(CompactHydraException):
     """A problem with the user's input (config, data, checkpoint): Hydra prints the message alone."""
@@ -42,6 +44,10 @@ def explain(error: BaseException) -> str | None:
     if not isinstance(error, ConfigCompositionException):
         return None
     cause = error.__cause__
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key.startswith("trainer."):
+        name = cause.full_key.removeprefix("trainer.")
+        if name in OWNED_BY_PROJECT:
+            return f"{cause.full_key} is mnist_lit's to set: {OWNED_BY_PROJECT[name]}"
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(cause.object_type):
         keys = [f.name for f in dataclasses.fields(cause.object_type) if not f.name.startswith("_")]
         parent = cause.full_key.rpartition(".")[0]

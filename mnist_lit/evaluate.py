@@ -31,10 +31,10 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
     module = build.restore(checkpoint)
     cfg = build.config_of(module.hparams)
     cfg.data.root = root
-    datamodule = build.datamodule(cfg)
+    datamodule = build.datamodule(cfg, limited=False)
     # One device, wherever the run trained: the numbers do not depend on it.
     trainer = build.trainer(
-        cfg, accelerator="auto", devices=1, strategy="auto", enable_checkpointing=False, enable_progress_bar=False,
+        cfg, accelerator="auto", devices=1, strategy="auto", fast_dev_run=False, enable_checkpointing=False, enable_progress_bar=False,
         default_root_dir=output_dir,
     )
     measure = trainer.validate if split == "val" else trainer.test

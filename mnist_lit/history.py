@@ -1,12 +1,14 @@
 """Keras's History: the epoch metrics of a run, printed, written to metrics.csv and plotted (exercise 4)."""
 
 import csv
+import math
 import signal
 import sys
 import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -38,7 +40,8 @@ class History(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._started
         for name in METRICS:
-            self.history[name].append(trainer.callback_metrics[name].item())
+            # No validation this epoch (limit_val_batches=0, check_val_every_n_epoch): no value.
+            self.history[name].append(trainer.callback_metrics.get(name, torch.tensor(math.nan)).item())
         values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
         module.print(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
         if trainer.is_global_zero:

@@ -57,7 +57,12 @@ _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_s
 
 class Classifier(L.LightningModule):
     """`capture`: on a GPU, record each execution as a CUDA graph (see engine.py); false runs
-    every mini-batch eagerly, for debugging."""
+    every mini-batch eagerly, for debugging.
+
+    The optimization is the module's own (Lightning's manual optimization), so it honours the
+    Trainer's gradient clipping and accumulation itself: `gradient_clip_val` with
+    `gradient_clip_algorithm` ("norm" or "value"), and one optimizer step per
+    `accumulate_grad_batches` mini-batches."""
 
     def __init__(
         self,
@@ -65,12 +70,17 @@ class Classifier(L.LightningModule):
         loss: nn.Module,
         optimizer: Callable[..., torch.optim.Optimizer],
         capture: bool = True,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        accumulate_grad_batches: int = 1,
     ) -> None:
         super().__init__()
         self.net = net
         self.loss = loss
         self.optimizer = optimizer
         self.capture = capture
+        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
+        self.accumulate_grad_batches = accumulate_grad_batches
         self.form = "plain"  # decided in setup: "plain", "captured" or "hooked"
         # Each training step runs an execution of many mini-batches (engine.py), one optimizer step each.
         self.automatic_optimization = False
@@ -113,11 +123,17 @@ class Classifier(L.LightningModule):
 
     def on_train_start(self) -> None:
         optimizer = self.optimizers()
-        context = self.trainer.precision_plugin.forward_context
+        settings = {
+            "forward_context": self.trainer.precision_plugin.forward_context,
+            "accumulate": self.accumulate_grad_batches,
+            "clip": partial(self.clip_gradients, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            if self.gradient_clip_val
+            else None,
+        }
         if self.form == "hooked":
-            self.engine = Eager(self.net, self.loss, optimizer.optimizer, self.manual_backward, optimizer.step, context)
+            self.engine = Eager(self.net, self.loss, optimizer.optimizer, self.manual_backward, optimizer.step, **settings)
             return
-        eager = Eager(self.net, self.loss, optimizer.optimizer, forward_context=context)
+        eager = Eager(self.net, self.loss, optimizer.optimizer, **settings)
         self.engine = Captured(eager) if self.form == "captured" else eager
 
     def on_train_epoch_start(self) -> None:
@@ -126,9 +142,11 @@ class Classifier(L.LightningModule):
 
     def training_step(self, execution: Execution) -> None:
         (images, labels), order, batch_size = execution.split.tensors, execution.order, execution.batch_size
-        order = order[: batch_size * self._steps_allowed(-(-len(order) // batch_size))]
+        accumulate = self.accumulate_grad_batches
+        minibatches = -(-len(order) // batch_size)
+        order = order[: batch_size * min(minibatches, accumulate * self._steps_allowed(-(-minibatches // accumulate)))]
         outcome = self.engine(images, labels, order, batch_size)
-        steps = len(outcome.losses)
+        steps = -(-len(outcome.losses) // accumulate)
         if self.form != "hooked":  # Lightning counted none of these optimizer steps
             progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
             for _ in range(steps):
@@ -137,7 +155,7 @@ class Classifier(L.LightningModule):
         # Check the previous execution's losses while the device runs this one.
         self._check_unchecked()
         self._keep_for_checking(outcome.losses)
-        self.minibatches_done += steps
+        self.minibatches_done += len(outcome.losses)
         # Each image weighs in with its mini-batch's mean loss; the last mini-batch may be short.
         losses = outcome.losses.repeat_interleave(batch_size)[: len(order)]
         self._update("", self.train_metrics, losses, outcome.predictions, outcome.labels)

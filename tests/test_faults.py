@@ -48,6 +48,12 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
         ("threads=two", "threads=two is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto"),
         ("trainer.strategy=fsdp", "trainer.strategy=fsdp is not supported: mnist_lit's engine all-reduces each"),
         ("trainer.max_steps=0", "trainer.max_steps=0 is out of range: it must be ≥ 1, e.g. trainer.max_steps=1000"),
+        ("trainer.gradient_clip_vall=1", "trainer.gradient_clip_vall is not a setting: did you mean trainer.gradient_clip_val?"),
+        ("trainer.logger=true", "trainer.logger is mnist_lit's to set: choose one with logger=tensorboard"),
+        ("trainer.callbacks=[]", "trainer.callbacks is mnist_lit's to set: give them to fit(..., callbacks=[...])"),
+        ("trainer.gradient_clip_algorithm=max", "trainer.gradient_clip_algorithm=max is unknown; choose norm or value"),
+        ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is out of range: a fraction is between"),
+        ("trainer.accumulate_grad_batches=3", "trainer.accumulate_grad_batches=3 does not divide data.steps_per_execution=100"),
     ],
 )
 def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mnist, tmp_path):

@@ -1,0 +1,105 @@
+"""The whole Trainer as `trainer.<name>=...`: every argument of lightning.Trainer is a setting, and
+those the project's own optimisation loop must honour (clipping, accumulation, limits,
+fast_dev_run, deterministic) act as a Lightning user expects, counted in mini-batches."""
+
+import dataclasses
+import inspect
+import json
+
+import lightning as L
+import pytest
+import torch
+
+from mnist_lit import fit
+from mnist_lit.choices import OWNED_BY_PROJECT
+from mnist_lit.config import TrainerConfig
+from tests.conftest import last_weights
+
+# 640 tiny training images: 20 mini-batches of 32 an epoch, in executions of 4.
+TINY = ("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
+
+# Where mnist_lit's default is not Lightning's, and why (see TrainerConfig's comments).
+OURS = {"devices": 1, "max_epochs": 10, "precision": "32-true", "enable_model_summary": False}
+
+
+def test_every_trainer_argument_is_a_setting_with_lightnings_default():
+    signature = inspect.signature(L.Trainer.__init__).parameters
+    fields = {f.name: f.default for f in dataclasses.fields(TrainerConfig) if f.name != "_target_"}
+    assert set(fields) | set(OWNED_BY_PROJECT) == set(signature) - {"self"}
+    assert not set(fields) & set(OWNED_BY_PROJECT)
+    for name, default in fields.items():
+        assert default == OURS.get(name, signature[name].default), name
+
+
+class Observe(L.Callback):
+    """What the optimizer saw and the loops ran."""
+
+    def __init__(self) -> None:
+        self.gradient_norms, self.gradient_maxima, self.val_images = [], [], 0
+        self.deterministic = None
+
+    def on_train_start(self, trainer, module):
+        self.deterministic = torch.are_deterministic_algorithms_enabled()
+
+    def on_before_optimizer_step(self, trainer, module, optimizer):
+        grads = [p.grad for p in module.parameters()]
+        self.gradient_norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+        self.gradient_maxima.append(max(g.abs().max().item() for g in grads))
+
+    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+        if not trainer.sanity_checking:
+            self.val_images += len(batch[1])
+
+    def on_train_end(self, trainer, module):
+        self.global_step = trainer.global_step
+
+
+@pytest.mark.parametrize(("algorithm", "measure"), [("norm", "gradient_norms"), ("value", "gradient_maxima")])
+def test_gradient_clipping_bounds_what_the_optimizer_steps_with(tiny_env, algorithm, measure):
+    clip = ("trainer.gradient_clip_val=0.01", f"trainer.gradient_clip_algorithm={algorithm}")
+    observe = Observe()
+    hooked = fit(*TINY, *clip, output_dir="hooked", callbacks=[observe])
+    assert max(getattr(observe, measure)) <= 0.01 * 1.0001 and len(observe.gradient_norms) == 40
+    # The plain form (nothing listening) clips the same way: the same weights.
+    plain = fit(*TINY, *clip, output_dir="plain")
+    assert plain == hooked
+    unclipped = fit(*TINY, output_dir="unclipped")
+    assert unclipped["loss"] != plain["loss"]
+
+
+def test_accumulating_four_mini_batches_steps_as_a_batch_four_times_larger(tiny_env):
+    observe = Observe()
+    fit(*TINY, "trainer.accumulate_grad_batches=4", output_dir="accumulated", callbacks=[observe])
+    assert observe.global_step == 10 and len(observe.gradient_norms) == 10  # 20 mini-batches / 4, two epochs
+    # The same images in the same groups: 4 mini-batches of 32 are the 128-image batches of one.
+    fit(*TINY, "data.batch_size=128", "data.steps_per_execution=1", output_dir="large")
+    fit(*TINY, "trainer.accumulate_grad_batches=4", output_dir="plain")  # nothing listening: the plain form
+    a, b, c = (last_weights(tiny_env / run) for run in ("accumulated", "large", "plain"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_limits_count_mini_batches_and_images_as_lightning_users_mean_them(tiny_env):
+    observe = Observe()
+    history = fit(*TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", output_dir="run", callbacks=[observe])
+    assert observe.global_step == 6 and len(history["loss"]) == 2
+    assert observe.val_images == 2 * 2 * 32  # two epochs of two mini-batches
+    fraction = Observe()
+    fit(*TINY, "trainer.limit_train_batches=0.25", "trainer.limit_val_batches=0", output_dir="fraction", callbacks=[fraction])
+    assert fraction.global_step == 2 * 5 and fraction.val_images == 0
+
+
+def test_fast_dev_run_runs_one_mini_batch_through_every_stage_and_keeps_nothing(tiny_env):
+    observe = Observe()
+    history = fit("trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", output_dir="run", callbacks=[observe])
+    assert observe.global_step == 1 and len(history["loss"]) == 1
+    assert not (tiny_env / "run" / "checkpoints").exists()
+    results = json.loads((tiny_env / "run" / "results.json").read_text())
+    assert 0 <= results["test_accuracy"] <= 1 and results["best_checkpoint"] == ""
+
+
+def test_deterministic_turns_torch_deterministic_algorithms_on(tiny_env):
+    observe = Observe()
+    first = fit(*TINY, "trainer.deterministic=true", output_dir="first", callbacks=[observe])
+    assert observe.deterministic
+    assert fit(*TINY, "trainer.deterministic=true", output_dir="second") == first
