@@ -54,7 +54,7 @@ def read(path: str | Path, key: str = "resume", map_location: str | torch.device
 
 # What an identical continuation depends on: the images, their order and how they are batched.
 # (data.steps_per_execution does not matter: the mini-batches and their order are the same.)
-SAME_ON_RESUME = ("data._target_", "data.batch_size", "data.val_size", "seed")
+SAME_ON_RESUME = ("data._target_", "data.dataset", "data.batch_size", "data.val_size", "seed")
 # What a resumed run may change, said in its log.
 CHANGED_ON_RESUME = ("optimizer.lr", "trainer.max_epochs", "trainer.max_steps", "data.steps_per_execution")
 

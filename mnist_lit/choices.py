@@ -17,6 +17,9 @@ INITS = ("keras", "torch")
 # precision need none.
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
 
+# torchvision's data sets of 28×28 grey images in ten classes, in MNIST's IDX files (data.py reads them).
+DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
+
 # Lightning's strategies that spread the engine's steps over processes, gradients all-reduced per mini-batch.
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 

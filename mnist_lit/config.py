@@ -10,7 +10,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
 
 from mnist_lit import files
-from mnist_lit.choices import ACTIVATIONS, INITS, PRECISIONS, STRATEGIES
+from mnist_lit.choices import ACTIVATIONS, DATASETS, INITS, PRECISIONS, STRATEGIES
 from mnist_lit.errors import ConfigError
 
 
@@ -66,11 +66,14 @@ class DataConfig:
     val_size: int = 0
     steps_per_execution: int = 100
     seed: int = SI("${seed}")
+    dataset: str = "MNIST"  # or FashionMNIST, KMNIST: data=fashion_mnist, data=kmnist
 
     def __post_init__(self) -> None:
         _at_least("data.batch_size", self.batch_size, 1, "data.batch_size=32")
         _at_least("data.val_size", self.val_size, 0, "data.val_size=5000")
         _at_least("data.steps_per_execution", self.steps_per_execution, 1, "data.steps_per_execution=100")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset={self.dataset} is unknown; choose one of: {', '.join(DATASETS)}")
 
 
 @dataclass

@@ -1,5 +1,7 @@
-"""MNIST as the tutorial prepares it: normalized to [0, 1] and flattened to 784-vectors, once per split."""
+"""MNIST as the tutorial prepares it: normalized to [0, 1] and flattened to 784-vectors, once per split.
+Fashion-MNIST and KMNIST come in the same four IDX files and are prepared the same way."""
 
+import gzip
 import itertools
 import logging
 import math
@@ -16,7 +18,7 @@ import torch
 from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset, default_convert, random_split
-from torchvision.datasets import MNIST
+from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from mnist_lit.engine import Execution
 from mnist_lit.errors import ConfigError, DataError
@@ -24,11 +26,17 @@ from mnist_lit.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 IMAGE_SHAPE = (28, 28)
-NAMES = [str(digit) for digit in range(10)]  # the classes, as labels are shown
-FILES = {  # split: (images, labels), as torchvision keeps them in <root>/MNIST/raw
+# The data sets torchvision reads from the same four IDX files, in <root>/<name>/raw.
+DATASETS = {cls.__name__: cls for cls in (MNIST, FashionMNIST, KMNIST)}
+FILES = {  # split: (images, labels)
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+
+
+def names(dataset: str) -> list[str]:
+    """The classes as labels are shown: MNIST's digits "0" to "9", torchvision's names for the others."""
+    return [name.split(" - ")[0] for name in DATASETS[dataset].classes]
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
@@ -101,9 +109,12 @@ class MNISTDataModule(L.LightningDataModule):
         steps_per_execution: int = 100,
         seed: int = 0,
         limits: dict[str, int | float | None] | None = None,
+        dataset: str = "MNIST",
     ) -> None:
         super().__init__()
         self.root = root
+        self.dataset = dataset
+        self.names = names(dataset)
         self.batch_size = batch_size
         self.val_size = val_size
         self.steps_per_execution = steps_per_execution
@@ -113,10 +124,10 @@ class MNISTDataModule(L.LightningDataModule):
 
     @property
     def raw(self) -> Path:
-        return Path(self.root) / "MNIST" / "raw"
+        return Path(self.root) / self.dataset / "raw"
 
     def prepare_data(self) -> None:
-        """Download MNIST once, unless its four files are there (a read-only root is fine then).
+        """Download the data set once, unless its four files are there (a read-only root is fine then).
 
         Parallel jobs on one empty root take turns on a lock: the first downloads, the others
         then find the files. Each file is completed elsewhere and renamed into place, so
@@ -130,7 +141,7 @@ class MNISTDataModule(L.LightningDataModule):
                     self._download()
         except OSError as error:
             raise DataError(
-                f"data.root={self.root} is not writable ({error.strerror or error}), and MNIST must be downloaded "
+                f"data.root={self.root} is not writable ({error.strerror or error}), and {self.dataset} must be downloaded "
                 f"into it: set data.root or MNIST_LIT_DATA to a writable directory, or put {_names()} into "
                 f"{self.raw} by hand"
             ) from error
@@ -140,19 +151,22 @@ class MNISTDataModule(L.LightningDataModule):
 
     def _download(self) -> None:
         with tempfile.TemporaryDirectory(dir=self.raw.parent, prefix=".download-") as staging:
-            staged = Path(staging) / "MNIST" / "raw"
+            staged = Path(staging) / self.dataset / "raw"
             staged.mkdir(parents=True)
-            for archive in self.raw.glob("*.gz"):  # placed by hand: torchvision checks and uses them
-                shutil.copy(archive, staged)
+            # Archives placed by hand, the originals or recompressed (Debian's Fashion-MNIST, whose
+            # checksums torchvision does not know): what they hold is checked by check_idx on loading.
+            for archive in self.raw.glob("*.gz"):
+                with gzip.open(archive) as source, open(staged / archive.stem, "wb") as target:
+                    shutil.copyfileobj(source, target)
             try:
                 for train in (True, False):
-                    MNIST(staging, train=train, download=True)
+                    DATASETS[self.dataset](staging, train=train, download=True)
             except RuntimeError as error:
                 reason = str(error).strip().splitlines()[-1]
                 raise DataError(
-                    f"MNIST is not in {self.raw} and could not be downloaded ({reason}). Without network, put "
+                    f"{self.dataset} is not in {self.raw} and could not be downloaded ({reason}). Without network, put "
                     f"{_names()} (uncompressed, or as the original .gz) into {self.raw}, or set MNIST_LIT_DATA "
-                    f"(or data.root) to a directory whose MNIST/raw holds them"
+                    f"(or data.root) to a directory whose {self.dataset}/raw holds them"
                 ) from error
             for pair in FILES.values():
                 for name in pair:
@@ -183,7 +197,7 @@ class MNISTDataModule(L.LightningDataModule):
         count, label_count = check_idx(images, IMAGE_SHAPE), check_idx(labels, ())
         if label_count != count:
             raise DataError(f"{images} holds {count} images but {labels} holds {label_count} labels; {_FIX}")
-        mnist = MNIST(self.root, train=train)
+        mnist = DATASETS[self.dataset](self.root, train=train)
         _describe("x_train" if train else "x_test", mnist.data)
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
 
@@ -241,7 +255,7 @@ def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
         header = f.read(4 + 4 * dims)
     kind = "images" if item_shape else "labels"
     if len(header) < 4 + 4 * dims or header[:4] != bytes([0, 0, 0x08, dims]):
-        raise DataError(f"{path} is not an IDX file of MNIST {kind} (its magic number is {header[:4].hex() or 'missing'}); {_FIX}")
+        raise DataError(f"{path} is not an IDX file of {kind} (its magic number is {header[:4].hex() or 'missing'}); {_FIX}")
     count, *shape = struct.unpack(f">{dims}I", header[4:])
     if tuple(shape) != item_shape:
         raise DataError(f"{path} holds {kind} of shape {tuple(shape)}, not {item_shape}; {_FIX}")

@@ -26,7 +26,6 @@ def run(cfg: DictConfig) -> None:
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
     from mnist_lit import build, files, mistakes
-    from mnist_lit.data import NAMES
 
     module = build.restore(checkpoint)
     cfg = build.config_of(module.hparams)
@@ -48,7 +47,7 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
         "images": len(labels),
         f"{prefix}loss": metrics[f"{prefix}loss"],
         f"{prefix}accuracy": metrics[f"{prefix}accuracy"],
-        "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, NAMES),
+        "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, datamodule.names),
     }
     files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info("%s: %d images - loss: %.4f - accuracy: %.4f", split, len(labels), results[f"{prefix}loss"], results[f"{prefix}accuracy"])

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from mnist_lit import build, digits
-from mnist_lit.data import IMAGE_SHAPE, NAMES, flatten, normalize
+from mnist_lit.data import IMAGE_SHAPE, flatten, names, normalize
 from mnist_lit.mistakes import probabilities
 from mnist_lit.module import Classifier
 
@@ -22,7 +22,7 @@ Digits = str | Path | Image.Image | np.ndarray | torch.Tensor | Iterable
 class Model:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier.eval()
-        self.names = NAMES
+        self.names = names(build.config_of(classifier.hparams).data.dataset)
 
     def predict(self, x: Digits) -> torch.Tensor:
         """Class probabilities, one row per digit. `x`: file paths or PIL images (prepared as

@@ -75,14 +75,14 @@ def predict(model: "Model", paths: list[Path], output_dir: Path) -> list[dict]:
         top = probabilities.topk(2, dim=-1)
         for file, p, k in zip(prepared, top.values.tolist(), top.indices.tolist()):
             rows.append({
-                "file": str(file), "digit": model.names[k[0]], "probability": round(p[0], 4),
+                "file": str(file), "class": model.names[k[0]], "probability": round(p[0], 4),
                 "runner_up": model.names[k[1]], "runner_up_probability": round(p[1], 4), "error": "",
             })
     rows.sort(key=lambda row: paths.index(Path(row["file"])))
     for row in rows:
         print(f"{row['file']}: cannot classify: {row['error']}" if row["error"] else
-              f"{row['file']}: {row['digit']} ({row['probability']:.2f}), runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})")
-    fields = ["file", "digit", "probability", "runner_up", "runner_up_probability", "error"]
+              f"{row['file']}: {row['class']} ({row['probability']:.2f}), runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})")
+    fields = ["file", "class", "probability", "runner_up", "runner_up_probability", "error"]
     with files.whole(output_dir / "predictions.csv") as f:
         writer = csv.DictWriter(f, fields, restval="")
         writer.writeheader()
@@ -107,7 +107,7 @@ def preview(prepared: dict, rows: dict):
     for ax, (file, image) in zip(axes, shown):
         row = rows[str(file)]
         ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"{Path(file).name[:14]}\n{row['digit']} ({row['probability']:.2f})", fontsize=7)
+        ax.set_title(f"{Path(file).name[:14]}\n{row['class']} ({row['probability']:.2f})", fontsize=7)
     return fig
 
 

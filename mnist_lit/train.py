@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit import build, files, mistakes, share
 from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find
 from mnist_lit.config import unique_dir, validate
-from mnist_lit.data import NAMES
 from mnist_lit.history import History
 from mnist_lit.summary import count, summary
 
@@ -121,7 +120,7 @@ def _report_mistakes(module: L.LightningModule, datamodule: L.LightningDataModul
         datamodule.setup("test")
     images, labels = datamodule.test.tensors
     probabilities = mistakes.probabilities(module.net.to(images.device), images)
-    return mistakes.write(output_dir, images, labels, probabilities, NAMES)
+    return mistakes.write(output_dir, images, labels, probabilities, datamodule.names)
 
 
 def _take_threads(setting: int | str, launcher: dict, trainer: L.Trainer) -> int:

@@ -27,8 +27,9 @@ def learnable_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
     return images, labels
 
 
-def make_mnist(root: Path, train: int = 640, test: int = 160) -> Path:
-    raw = root / "MNIST" / "raw"
+def make_mnist(root: Path, train: int = 640, test: int = 160, dataset: str = "MNIST") -> Path:
+    """Tiny IDX files where torchvision's `dataset` (MNIST, FashionMNIST, KMNIST) reads them."""
+    raw = root / dataset / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     generator = torch.Generator().manual_seed(0)
     for split, n in (("train", train), ("t10k", test)):

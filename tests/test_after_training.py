@@ -116,8 +116,8 @@ def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained,
     assert rows["blank.jpg"]["error"].startswith("no ink") and "cannot identify image file" in rows["notes.png"]["error"]
     for i in range(4):
         row = rows[f"{i}_{int(labels[i])}.png"]
-        assert row["digit"] in "0123456789" and float(row["probability"]) >= float(row["runner_up_probability"])
-        assert f"{i}_{int(labels[i])}.png: {row['digit']} (" in done.stdout
+        assert row["class"] in "0123456789" and float(row["probability"]) >= float(row["runner_up_probability"])
+        assert f"{i}_{int(labels[i])}.png: {row['class']} (" in done.stdout
     assert (predicted / "preview.png").read_bytes().startswith(b"\x89PNG")
 
 

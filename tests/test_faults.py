@@ -110,8 +110,8 @@ def damaged_copy(tiny_mnist, tmp_path, name, damage):
     ("name", "damage", "message"),
     [
         ("train-images-idx3-ubyte", lambda d: d[: len(d) // 2], "is truncated"),
-        ("t10k-images-idx3-ubyte", lambda d: b"\x00\x00\x08\x01" + d[4:], "is not an IDX file of MNIST images"),
-        ("train-labels-idx1-ubyte", lambda d: b"\x12\x34\x56\x78" + d[4:], "is not an IDX file of MNIST labels"),
+        ("t10k-images-idx3-ubyte", lambda d: b"\x00\x00\x08\x01" + d[4:], "is not an IDX file of images"),
+        ("train-labels-idx1-ubyte", lambda d: b"\x12\x34\x56\x78" + d[4:], "is not an IDX file of labels"),
         ("train-labels-idx1-ubyte", lambda d: d[:4] + (10**6).to_bytes(4, "big") + d[8:], "is truncated"),
         ("train-labels-idx1-ubyte", lambda d: d[:4] + (600).to_bytes(4, "big") + d[8:608], "holds 640 images but"),
     ],
