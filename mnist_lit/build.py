@@ -1,11 +1,13 @@
 """The one builder: a config, composed by Hydra or read back from a checkpoint, becomes the
 LightningModule, the DataModule and the Trainer, for train, evaluate, predict and `load` alike."""
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -43,7 +45,23 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     settings = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in FOR_THE_MODULE + FOR_THE_DATA])
     # A limit of 0 turns a loop off, as in Lightning.
     off = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
-    return instantiate(settings, logger=False, **off, **arguments)
+    return instantiate(settings, **{"logger": False, **off, **arguments})
+
+
+def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
+    """The config's logger, writing inside the run's directory unless it names a tracking server."""
+    if not cfg.get("logger"):
+        return []
+    run = Path(output_dir).resolve()
+    where: dict[str, str] = {}
+    if "save_dir" in cfg.logger:
+        where["save_dir"] = str(run / cfg.logger.save_dir)
+    if "tracking_uri" in cfg.logger and cfg.logger.tracking_uri is None:
+        # MLflow's own advice: a database, not its file store (which it refuses since 3.x).
+        where |= {"tracking_uri": f"sqlite:///{run}/mlflow.db", "artifact_location": str(run / "mlartifacts")}
+    if "run_name" in cfg.logger and cfg.logger.run_name is None:
+        where["run_name"] = os.path.relpath(run)
+    return [instantiate(cfg.logger, **where)]
 
 
 def config_of(hyper_parameters: Mapping[str, Any]) -> DictConfig:

@@ -23,9 +23,15 @@ DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
 # Lightning's strategies that spread the engine's steps over processes, gradients all-reduced per mini-batch.
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
+# The loggers of the logger group (by Lightning class) and the library and extra each needs.
+LOGGER_LIBRARIES = {
+    "lightning.pytorch.loggers.TensorBoardLogger": ("tensorboard", "tensorboard"),
+    "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
+}
+
 # Trainer arguments that mnist_lit sets itself, and where a user sets what they carry.
 OWNED_BY_PROJECT = {
-    "logger": "choose one with logger=tensorboard, logger=mlflow or logger=csv",
+    "logger": "choose one with logger=tensorboard or logger=mlflow",
     "callbacks": "give them to fit(..., callbacks=[...]); early stopping is early_stopping.patience=3",
     "plugins": "mnist_lit writes checkpoints whole with its own; choose precision with trainer.precision",
     "default_root_dir": "it is the run's directory: set hydra.run.dir",

@@ -1,6 +1,7 @@
 """Typed configuration. Hydra checks types and keys while composing; `validate` checks values
 before any data is read, so a bad override ends in one line that names the key and the fix."""
 
+import importlib.util
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
 
 from mnist_lit import files
-from mnist_lit.choices import ACTIVATIONS, DATASETS, INITS, PRECISIONS, STRATEGIES
+from mnist_lit.choices import ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, PRECISIONS, STRATEGIES
 from mnist_lit.errors import ConfigError
 
 
@@ -174,6 +175,8 @@ class Config:
     resume: Optional[str] = None
     # torch threads: a number, or auto: this run's share of the cores (see share.py)
     threads: Any = "auto"
+    # A Lightning logger from the logger group (conf/logger), or None: metrics.csv and pictures only.
+    logger: Any = None
     # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.
     capture: bool = True
 
@@ -204,6 +207,10 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.threads
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
+    if cfg.get("logger"):
+        library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
+        if library and importlib.util.find_spec(library) is None:
+            raise ConfigError(f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"')
     # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
     if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
         raise ConfigError(

@@ -1,4 +1,5 @@
-"""Keras's History: the epoch metrics of a run, printed, written to metrics.csv and plotted (exercise 4)."""
+"""Keras's History: the epoch metrics of a run, printed, written to metrics.csv, sent to the run's
+loggers and plotted (exercise 4)."""
 
 import csv
 import math
@@ -15,6 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mnist_lit import files
+from mnist_lit.loggers import send_metrics, send_picture
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
@@ -34,6 +36,11 @@ class History(L.Callback):
         self.history: dict[str, list[float]] = {name: [] for name in METRICS}
         self.stopped_by: signal.Signals | None = None
 
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # A resumed run's loggers start empty: they get the epochs before it too.
+        for epoch, row in enumerate(zip(*self.history.values()), start=1):
+            send_metrics(trainer.loggers, dict(zip(self.history, row)), epoch)
+
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
 
@@ -46,10 +53,12 @@ class History(L.Callback):
         module.print(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
         if trainer.is_global_zero:
             write_csv(self.history, self.directory / "metrics.csv")
+        send_metrics(trainer.loggers, {name: values[-1] for name, values in self.history.items()}, len(self.history["loss"]))
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             files.figure(self.directory / "history.png", plot(self.history))
+            send_picture(trainer.loggers, self.directory / "history.png", len(self.history["loss"]))
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):

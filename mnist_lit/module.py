@@ -220,4 +220,9 @@ class Classifier(L.LightningModule):
         """`losses`: each image's mini-batch mean loss, so that the epoch mean weighs every image alike."""
         metrics["loss"].update(losses)
         metrics["accuracy"].update(predictions, labels)
-        self.log_dict({prefix + name: metric for name, metric in metrics.items()}, on_step=False, on_epoch=True, prog_bar=True)
+        # History sends each epoch's metrics to metrics.csv and to the loggers alike; the test
+        # metrics go to the loggers, and back from trainer.test, as Lightning sends them.
+        self.log_dict(
+            {prefix + name: metric for name, metric in metrics.items()},
+            on_step=False, on_epoch=True, prog_bar=True, logger=prefix == "test_",
+        )

@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build, files, mistakes, share
+from mnist_lit import build, files, loggers, mistakes, share
 from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
@@ -56,6 +56,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             cfg,
             devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
             default_root_dir=output_dir,
+            logger=build.loggers(cfg, output_dir) or False,
             callbacks=[history, timer, best, last, *callbacks],
             plugins=[AtomicCheckpointIO()],
         )
@@ -79,7 +80,12 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             for callback in (history, timer):
                 callback.load_state_dict(recorded["callbacks"][callback.state_key])
         test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
-        per_class = _report_mistakes(module, datamodule, output_dir) if trainer.is_global_zero else None
+        per_class = None
+        if trainer.is_global_zero:
+            per_class = _report_mistakes(module, datamodule, output_dir)
+            for picture in ("confusion_matrix.png", "mistakes.png"):
+                loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
+            loggers.close(trainer.loggers)
 
     results = {
         "test_loss": test["test_loss"],

@@ -1,0 +1,32 @@
+"""What a run sends to TensorBoard or MLflow beside its own files: the epoch metrics that History
+records (one path for metrics.csv and every logger) and the pictures the run draws. Lightning
+sends the hyper-parameters, the run's whole config, itself."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
+from PIL import Image
+
+
+def send_metrics(loggers: Sequence[Logger], metrics: dict[str, float], epoch: int) -> None:
+    """`epoch` counts from 1, as the epoch lines and metrics.csv do."""
+    for logger in loggers:
+        logger.log_metrics(metrics, step=epoch)
+
+
+def send_picture(loggers: Sequence[Logger], path: Path, epoch: int) -> None:
+    """A picture the run wrote, as TensorBoard shows images and MLflow keeps artifacts."""
+    for logger in loggers:
+        if isinstance(logger, TensorBoardLogger):
+            with Image.open(path) as image:
+                logger.experiment.add_image(path.stem, np.asarray(image.convert("RGB")), epoch, dataformats="HWC")
+        elif isinstance(logger, MLFlowLogger):
+            logger.experiment.log_artifact(logger.run_id, str(path))
+
+
+def close(loggers: Sequence[Logger]) -> None:
+    """Everything sent is written out, the pictures drawn after training too."""
+    for logger in loggers:
+        logger.finalize("success")
