@@ -4,6 +4,7 @@ torch and Lightning are imported only once the config is known to be good, so th
 --cfg and a bad override are answered at once."""
 
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -14,21 +15,22 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.config import validate, validate_launcher
 from mnist_lit.errors import command_line
-from mnist_lit.sweep import ERROR_FILE, finished, is_sweep, record_failure, summarise
+from mnist_lit.sweep import ERROR_FILE, finished, is_sweep, last_value, record_failure, summarise
 
 log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="config")
-def run(cfg: DictConfig) -> None:
+def run(cfg: DictConfig) -> float:
+    """Returns the `objective` metric's last value, for a sweeper that optimises it (Optuna's);
+    NaN for a job of a sweep that failed, which such a sweeper counts as a failed trial."""
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         validate(cfg)
         from mnist_lit.train import train
 
-        train(cfg, output_dir)
-        return
+        return train(cfg, output_dir)[cfg.objective][-1]
     argv = sys.argv[:]
     try:
         validate(cfg)
@@ -36,14 +38,15 @@ def run(cfg: DictConfig) -> None:
         if cfg.resume and is_sweep(Path(cfg.resume)):
             if finished(output_dir):
                 log.info("Job %s finished in %s before: kept as it is", hydra_cfg.job.num, cfg.resume)
-                return
+                return last_value(output_dir / "metrics.csv", cfg.objective)
             cfg.resume = _resume_job(output_dir)
         from mnist_lit.train import train
 
         _further_ranks_run_this_job(output_dir)
-        train(cfg, output_dir)
+        return train(cfg, output_dir)[cfg.objective][-1]
     except Exception as error:
         record_failure(output_dir, error)
+        return math.nan
     except (KeyboardInterrupt, SystemExit):
         # Ctrl-C or SIGTERM: the sweep stops here, and still says where every job stands.
         summarise(Path(hydra_cfg.sweep.dir), stopped=True)

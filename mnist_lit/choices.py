@@ -17,6 +17,9 @@ INITS = ("keras", "torch")
 # precision need none.
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
 
+# What History records each epoch, as Keras names it.
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
 # torchvision's data sets of 28×28 grey images in ten classes, in MNIST's IDX files (data.py reads them).
 DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
 

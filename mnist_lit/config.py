@@ -11,7 +11,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
 
 from mnist_lit import files
-from mnist_lit.choices import ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, PRECISIONS, STRATEGIES
+from mnist_lit.choices import ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, METRICS, PRECISIONS, STRATEGIES
 from mnist_lit.errors import ConfigError
 
 
@@ -175,6 +175,8 @@ class Config:
     resume: Optional[str] = None
     # torch threads: a number, or auto: this run's share of the cores (see share.py)
     threads: Any = "auto"
+    # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.
+    objective: str = "val_accuracy"
     # A Lightning logger from the logger group (conf/logger), or None: metrics.csv and pictures only.
     logger: Any = None
     # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.
@@ -207,6 +209,8 @@ def validate(cfg: DictConfig) -> None:
     threads = cfg.threads
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
+    if cfg.objective not in METRICS:
+        raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
     if cfg.get("logger"):
         library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
         if library and importlib.util.find_spec(library) is None:

@@ -16,9 +16,9 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from mnist_lit import files
+from mnist_lit.choices import METRICS
 from mnist_lit.loggers import send_metrics, send_picture
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class History(L.Callback):

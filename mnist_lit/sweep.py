@@ -7,6 +7,7 @@ summary.csv, summary.md and summary.png in its sweep directory, whichever launch
 import csv
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,12 +45,17 @@ def finished(job_dir: Path) -> bool:
     return (job_dir / "results.json").exists() and not (job_dir / ERROR_FILE).exists()
 
 
+def last_value(metrics_csv: Path, metric: str) -> float:
+    values = _read_metrics(metrics_csv, (metric,))[metric]
+    return values[-1] if values else math.nan
+
+
 def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
     """summary.csv, summary.md and summary.png over every job directory of the sweep."""
     jobs = read_jobs(sweep_dir)
     if not jobs:
         return jobs
-    table = markdown(jobs)
+    table = markdown(jobs) + _best(sweep_dir)
     write_csv(jobs, sweep_dir / "summary.csv")
     files.text(sweep_dir / "summary.md", table)
     files.figure(sweep_dir / "summary.png", plot(jobs))
@@ -101,8 +107,20 @@ def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
     return row
 
 
-def _read_metrics(path: Path) -> dict[str, list[float]]:
-    history: dict[str, list[float]] = {"val_accuracy": [], "val_loss": []}
+def _best(sweep_dir: Path) -> str:
+    """What a searching sweeper (Optuna's) found best, as it wrote it in the sweep directory."""
+    path = sweep_dir / "optimization_results.yaml"
+    if not path.exists():
+        return ""
+    found = OmegaConf.load(path)
+    if "best_params" not in found:
+        return f"\n{found.name} found several best trials: see {path.name}\n"
+    params = " ".join(f"{key}={value}" for key, value in found.best_params.items())
+    return f"\nBest, by {found.name}: {params} ({found.best_value:.4g}; {path.name})\n"
+
+
+def _read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_loss")) -> dict[str, list[float]]:
+    history: dict[str, list[float]] = {name: [] for name in names}
     if path.exists():
         with open(path) as f:
             for record in csv.DictReader(f):
