@@ -165,12 +165,33 @@ def _check_limit(key: str, limit: Any) -> None:
 
 
 @dataclass
+class EarlyStoppingConfig:
+    """Keras's EarlyStopping: stop once `monitor` has not improved by `min_delta` for `patience`
+    epochs; null patience: never. `restore_best_weights` tests (and keeps) the best epoch's weights."""
+
+    patience: Optional[int] = None
+    monitor: str = "val_loss"
+    mode: str = "min"
+    min_delta: float = 0.0
+    restore_best_weights: bool = False
+
+    def __post_init__(self) -> None:
+        if self.patience is not None:
+            _at_least("early_stopping.patience", self.patience, 0, "early_stopping.patience=3")
+        if self.monitor not in METRICS:
+            raise ConfigError(f"early_stopping.monitor={self.monitor} is not a metric; choose one of: {', '.join(METRICS)}")
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"early_stopping.mode={self.mode} is unknown; choose min (a loss) or max (an accuracy)")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     seed: int = 0
     resume: Optional[str] = None
     # torch threads: a number, or auto: this run's share of the cores (see share.py)

@@ -37,8 +37,9 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
         default_root_dir=output_dir,
     )
     measure = trainer.validate if split == "val" else trainer.test
-    metrics = measure(module, datamodule=datamodule, verbose=False)[0]
+    measure(module, datamodule=datamodule, verbose=False)
     prefix = "val_" if split == "val" else "test_"
+    metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name.startswith(prefix)}
     images, labels = (datamodule.val if split == "val" else datamodule.test).tensors
     probabilities = mistakes.probabilities(module.net.to(images.device), images)
     results = {

@@ -224,5 +224,5 @@ class Classifier(L.LightningModule):
         # metrics go to the loggers, and back from trainer.test, as Lightning sends them.
         self.log_dict(
             {prefix + name: metric for name, metric in metrics.items()},
-            on_step=False, on_epoch=True, prog_bar=True, logger=prefix == "test_",
+            on_step=False, on_epoch=True, prog_bar=True, logger=prefix == "test_" and bool(self.loggers),
         )

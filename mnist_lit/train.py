@@ -13,11 +13,11 @@ import torch
 from hydra import compose, initialize_config_module
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, files, loggers, mistakes, share
-from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find
+from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find, read
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
 from mnist_lit.summary import count, summary
@@ -40,16 +40,24 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         check_resume(cfg.resume, cfg, net)
 
     history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer()
+    stopping = cfg.early_stopping
+    # The best epoch is the one early stopping watches for, if it is on.
+    monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
     # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
     # Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves.
     best = BestAcrossResume(
         dirpath=output_dir / "checkpoints",
-        filename="best-{epoch}-{val_accuracy:.4f}",
-        monitor="val_accuracy",
-        mode="max",
+        filename=f"best-{{epoch}}-{{{monitor}:.4f}}",
+        monitor=monitor,
+        mode=mode,
         save_on_train_epoch_end=True,
     )
     last = BestAcrossResume(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
+    if stopping.patience is not None:
+        callbacks = [
+            EarlyStopping(monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True),
+            *callbacks,
+        ]
     launcher, job = _sweep_job()
     with _ranks_cleaned_up():
         trainer = build.trainer(
@@ -79,7 +87,11 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             recorded = torch.load(output_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
             for callback in (history, timer):
                 callback.load_state_dict(recorded["callbacks"][callback.state_key])
-        test = trainer.test(module, datamodule=datamodule, verbose=False)[0]
+        if stopping.restore_best_weights and best.best_model_path:
+            module.load_state_dict(read(best.best_model_path, "checkpoint")["state_dict"])
+            log.info("Restored the best weights (%s %s): %s", mode, monitor, best.best_model_path)
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        test = {name: trainer.callback_metrics[name].item() for name in ("test_loss", "test_accuracy")}
         per_class = None
         if trainer.is_global_zero:
             per_class = _report_mistakes(module, datamodule, output_dir)
