@@ -1,4 +1,5 @@
 import csv
+import itertools
 import os
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import IntervalSweep
 
 from mnist_lit.config import validate
 
@@ -20,12 +22,22 @@ def test_the_tutorials_exercises_have_experiments():
     assert {"activations", "depth", "loss"} <= set(EXPERIMENTS)
 
 
+def _jobs(params: list[str]) -> list[list[str]]:
+    """Every combination of the sweep's values; an interval (Optuna's) by its two ends."""
+    overrides = OverridesParser.create().parse_overrides(params)
+    if not any(isinstance(o.value(), IntervalSweep) for o in overrides):
+        return BasicSweeper.split_arguments(overrides, None)[0]
+    values = [
+        [o.value().start, o.value().end] if isinstance(o.value(), IntervalSweep) else o.value().list for o in overrides
+    ]
+    return [[f"{o.key_or_group}={v}" for o, v in zip(overrides, job)] for job in itertools.product(*values)]
+
+
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_job_of_every_experiment_composes_and_validates(experiment):
     with initialize_config_module("mnist_lit.conf", version_base="1.3"):
         sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
-        params = [f"{key}={value}" for key, value in sweep.hydra.sweeper.params.items()]
-        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+        jobs = _jobs([f"{key}={value}" for key, value in sweep.hydra.sweeper.params.items()])
         assert len(jobs) >= 2
         for job in jobs:
             validate(compose("config", overrides=[f"experiment={experiment}", *job]))
