@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build, files, loggers, mistakes, share
+from mnist_lit import build, console, files, loggers, mistakes, share
 from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find, read
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
@@ -59,13 +59,15 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             *callbacks,
         ]
     launcher, job = _sweep_job()
-    with _ranks_cleaned_up():
+    bar = console.progress_bar(cfg.trainer.enable_progress_bar)
+    with _ranks_cleaned_up(), console.quiet():
         trainer = build.trainer(
             cfg,
             devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
             default_root_dir=output_dir,
             logger=build.loggers(cfg, output_dir) or False,
-            callbacks=[history, timer, best, last, *callbacks],
+            callbacks=[history, timer, best, last, *bar, *callbacks],
+            enable_progress_bar=bool(bar),
             plugins=[AtomicCheckpointIO()],
         )
         threads = _take_threads(cfg.threads, launcher, trainer)
@@ -147,7 +149,7 @@ def _take_threads(setting: int | str, launcher: dict, trainer: L.Trainer) -> int
     torch.set_num_threads(threads)
     # Lightning's DDP launchers set their own share unless this is set; its processes inherit it.
     os.environ["OMP_NUM_THREADS"] = str(threads)
-    log.info("%d torch thread%s (%s)", threads, "s"[: threads > 1], why)
+    log.info("Training on %s, %d torch thread%s (%s)", trainer.strategy.root_device, threads, "s"[: threads > 1], why)
     return threads
 
 
@@ -191,4 +193,28 @@ def fit(
         cfg = compose("config", overrides=list(overrides))
     if output_dir is None:
         output_dir = unique_dir(f"outputs/{datetime.now():%Y-%m-%d/%H-%M-%S}")
-    return train(cfg, files.directory(output_dir), callbacks)
+    output_dir = files.directory(output_dir)
+    files.directory(output_dir / ".hydra")
+    # What the command line leaves too: the config, the overrides (which sweep summaries and resume
+    # read) and the log; Hydra's own hydra.yaml alone has no counterpart here.
+    files.text(output_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+    files.text(output_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+    with _logged_to(output_dir / "mnist_lit.log"):
+        return train(cfg, output_dir, callbacks)
+
+
+@contextmanager
+def _logged_to(path: Path) -> Iterator[None]:
+    """The run's log records into `path`, in Hydra's format, as the command line's job log has them."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(level, logging.INFO))
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+        handler.close()
