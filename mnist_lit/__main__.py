@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> float:
         validate(cfg)
         from mnist_lit.train import train
 
-        return train(cfg, output_dir)[cfg.objective][-1]
+        return _last(train(cfg, output_dir), cfg.objective)
     argv = sys.argv[:]
     try:
         validate(cfg)
@@ -43,7 +43,7 @@ def run(cfg: DictConfig) -> float:
         from mnist_lit.train import train
 
         _further_ranks_run_this_job(output_dir)
-        return train(cfg, output_dir)[cfg.objective][-1]
+        return _last(train(cfg, output_dir), cfg.objective)
     except Exception as error:
         record_failure(output_dir, error)
         return math.nan
@@ -53,6 +53,11 @@ def run(cfg: DictConfig) -> float:
         raise
     finally:
         sys.argv[:] = argv
+
+
+def _last(history: dict[str, list[float]], metric: str) -> float:
+    """NaN for a run that stopped before its first epoch ended (trainer.max_time)."""
+    return history[metric][-1] if history[metric] else math.nan
 
 
 def _resume_job(job_dir: Path) -> str | None:

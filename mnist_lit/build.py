@@ -23,6 +23,8 @@ from mnist_lit.module import Classifier
 FOR_THE_MODULE = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
 STAGES = ("train", "val", "test", "predict")
 FOR_THE_DATA = tuple(f"limit_{stage}_batches" for stage in STAGES)
+# The run's own Timer (train.py) keeps the time, and stops the run at max_time.
+FOR_THE_TIMER = ("max_time",)
 
 
 def classifier(cfg: DictConfig) -> Classifier:
@@ -42,7 +44,8 @@ def datamodule(cfg: DictConfig, limited: bool = True) -> MNISTDataModule:
 
 def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     """The config's Trainer; `arguments` add to or replace its settings."""
-    settings = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in FOR_THE_MODULE + FOR_THE_DATA])
+    honoured = FOR_THE_MODULE + FOR_THE_DATA + FOR_THE_TIMER
+    settings = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in honoured])
     # A limit of 0 turns a loop off, as in Lightning.
     off = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
     return instantiate(settings, **{"logger": False, **off, **arguments})

@@ -149,6 +149,11 @@ class TrainerConfig:
         fast = self.fast_dev_run
         if not isinstance(fast, bool) and not (isinstance(fast, int) and fast >= 1):
             raise ConfigError(f"trainer.fast_dev_run={fast} is neither true/false nor a number of batches ≥ 1")
+        if self.barebones:
+            raise ConfigError(
+                "trainer.barebones=true turns off the logging that mnist_lit's history, checkpoints and early stopping "
+                "read; leave it false: the engine already runs many mini-batches per Lightning step"
+            )
         if self.deterministic not in (None, True, False, "warn"):
             raise ConfigError(f"trainer.deterministic={self.deterministic} is not one of: true, false, warn")
 

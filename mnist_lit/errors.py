@@ -34,7 +34,10 @@ def explain(error: BaseException) -> str | None:
     with `+key=...`, which a typed config then refuses: name the nearest real key instead."""
     if isinstance(error, UserError):
         return str(error)
-    if isinstance(error, OSError) and any(frame.name == "run_job" for frame in traceback.extract_tb(error.__traceback__)):
+    frames = traceback.extract_tb(error.__traceback__)
+    # Each command line's task function is its module's `run`.
+    started = any(f.name == "run" and f.filename.startswith(os.path.dirname(__file__)) for f in frames)
+    if isinstance(error, OSError) and any(f.name == "run_job" for f in frames) and not started:
         # Hydra creates the run directory (hydra.run.dir) before the job starts.
         return f"cannot create the run directory {error.filename}: {error.strerror}; point hydra.run.dir at a directory you can write to"
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -43,12 +42,19 @@ class History(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
+        self._validated = False
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._validated = True
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._started
         for name in METRICS:
-            # No validation this epoch (limit_val_batches=0, check_val_every_n_epoch): no value.
-            self.history[name].append(trainer.callback_metrics.get(name, torch.tensor(math.nan)).item())
+            # An epoch without validation (limit_val_batches=0, check_val_every_n_epoch) has no
+            # val_ values, whatever an earlier epoch left in callback_metrics.
+            fresh = self._validated or not name.startswith("val_")
+            self.history[name].append(trainer.callback_metrics[name].item() if fresh else math.nan)
         values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
         module.print(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
         if trainer.is_global_zero:

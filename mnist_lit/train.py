@@ -39,7 +39,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     if checkpoint:
         check_resume(cfg.resume, cfg, net)
 
-    history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer()
+    history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer(duration=cfg.trainer.max_time)
     stopping = cfg.early_stopping
     # The best epoch is the one early stopping watches for, if it is on.
     monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
@@ -53,6 +53,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         save_on_train_epoch_end=True,
     )
     last = BestAcrossResume(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
+    checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
     if stopping.patience is not None:
         callbacks = [
             EarlyStopping(monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True),
@@ -66,7 +67,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
             default_root_dir=output_dir,
             logger=build.loggers(cfg, output_dir) or False,
-            callbacks=[history, timer, best, last, *bar, *callbacks],
+            callbacks=[history, timer, *checkpoints, *bar, *callbacks],
             enable_progress_bar=bool(bar),
             plugins=[AtomicCheckpointIO()],
         )
@@ -84,9 +85,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
                 raise
             # The shell's convention, 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM.
             raise SystemExit(128 + history.stopped_by) from None
-        if not history.history["loss"]:
+        saved = output_dir / "checkpoints" / "last.ckpt"
+        if not history.history["loss"] and saved.exists():
             # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
-            recorded = torch.load(output_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+            recorded = torch.load(saved, map_location="cpu", weights_only=True)
             for callback in (history, timer):
                 callback.load_state_dict(recorded["callbacks"][callback.state_key])
         if stopping.restore_best_weights and best.best_model_path:

@@ -5,6 +5,7 @@ fast_dev_run, deterministic) act as a Lightning user expects, counted in mini-ba
 import dataclasses
 import inspect
 import json
+import math
 
 import lightning as L
 import pytest
@@ -103,3 +104,18 @@ def test_deterministic_turns_torch_deterministic_algorithms_on(tiny_env):
     first = fit(*TINY, "trainer.deterministic=true", output_dir="first", callbacks=[observe])
     assert observe.deterministic
     assert fit(*TINY, "trainer.deterministic=true", output_dir="second") == first
+
+
+def test_epochs_without_validation_record_no_validation_values(tiny_env):
+    history = fit(*TINY, "trainer.max_epochs=3", "trainer.check_val_every_n_epoch=2", output_dir="run")
+    assert [math.isnan(value) for value in history["val_loss"]] == [True, False, True]
+
+
+def test_max_time_stops_the_run_with_its_files_written(tiny_env):
+    history = fit(*TINY, "trainer.max_time=00:00:00:00", output_dir="run")
+    assert history["loss"] == [] and (tiny_env / "run" / "results.json").exists()
+
+
+def test_without_checkpointing_a_run_writes_no_checkpoints(tiny_env):
+    history = fit(*TINY, "trainer.enable_checkpointing=false", output_dir="run")
+    assert len(history["loss"]) == 2 and not (tiny_env / "run" / "checkpoints").exists()
