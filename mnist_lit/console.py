@@ -12,9 +12,13 @@ from contextlib import contextmanager
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-# Lightning's notices about this machine and its other products, by how their message starts: the
-# run's own log says which device it trains on.
-NOTICES = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:")
+# Lightning's notices that tell a user nothing to do, by logger and how the message starts: the
+# machine's accelerators (the run's log says which device it trains on), its advertisement, and
+# the MLflow experiment that each run's own store creates.
+NOTICES = {
+    "lightning.pytorch.utilities.rank_zero": ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:"),
+    "lightning.pytorch.loggers.mlflow": ("Experiment with name",),
+}
 
 # (message, module) of warnings about what mnist_lit decides, not the user.
 WARNINGS = (
@@ -29,7 +33,7 @@ LIGHTNING = ("lightning", "lightning.pytorch", "lightning.fabric")
 
 
 def _not_a_notice(record: logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(NOTICES)
+    return not str(record.msg).startswith(NOTICES.get(record.name, ()))
 
 
 @contextmanager
@@ -39,11 +43,12 @@ def quiet() -> Iterator[None]:
     handlers too, which printed each message twice on the command line."""
     routed = logging.getLogger().handlers
     saved = [(logger, logger.handlers[:], logger.propagate) for logger in map(logging.getLogger, LIGHTNING)]
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    noticing = [logging.getLogger(name) for name in NOTICES]
     with warnings.catch_warnings():
         for message, module in WARNINGS:
             warnings.filterwarnings("ignore", message=message, module=module)
-        rank_zero.addFilter(_not_a_notice)
+        for logger in noticing:
+            logger.addFilter(_not_a_notice)
         if routed:
             for logger, _, _ in saved:
                 logger.handlers.clear()
@@ -51,7 +56,8 @@ def quiet() -> Iterator[None]:
         try:
             yield
         finally:
-            rank_zero.removeFilter(_not_a_notice)
+            for logger in noticing:
+                logger.removeFilter(_not_a_notice)
             for logger, handlers, propagate in saved:
                 logger.handlers[:] = handlers
                 logger.propagate = propagate

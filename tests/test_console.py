@@ -7,12 +7,15 @@ import pytest
 
 from tests.conftest import cli
 
-NOISE = ("GPU available", "TPU available", "litlogger", "deprecated", "logging interval", "Epoch 0")
+NOISE = ("GPU available", "TPU available", "litlogger", "deprecated", "logging interval", "Epoch 0", "Creating it", "WARNING")
 
 
 @pytest.mark.slow
-def test_a_default_run_prints_the_summary_epoch_lines_and_results_once_each(tiny_mnist, tmp_path):
-    done = cli(["trainer.max_epochs=2", "data.steps_per_execution=4"], tmp_path, tiny_mnist)
+@pytest.mark.parametrize("logger", ["none", "tensorboard", "mlflow"])
+def test_a_run_prints_the_summary_epoch_lines_and_results_once_each(tiny_mnist, tmp_path, logger):
+    if logger != "none":
+        pytest.importorskip(logger)
+    done = cli(["trainer.max_epochs=2", "data.steps_per_execution=4", f"logger={logger}"], tmp_path, tiny_mnist)
     assert done.returncode == 0, done.stderr
     console = done.stdout + done.stderr
     assert not [word for word in NOISE if word in console], console
