@@ -14,10 +14,11 @@ from lightning.pytorch.callbacks import TQDMProgressBar
 
 # Lightning's notices that tell a user nothing to do, by logger and how the message starts: the
 # machine's accelerators (the run's log says which device it trains on), its advertisement, and
-# the MLflow experiment that each run's own store creates.
+# the MLflow store and experiment that each run creates for itself.
 NOTICES = {
     "lightning.pytorch.utilities.rank_zero": ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:"),
     "lightning.pytorch.loggers.mlflow": ("Experiment with name",),
+    "mlflow.store.db.utils": ("Creating initial MLflow database tables", "Updating database tables"),
 }
 
 # (message, module) of warnings about what mnist_lit decides, not the user.
