@@ -170,6 +170,35 @@ def _check_limit(key: str, limit: Any) -> None:
 
 
 @dataclass
+class TensorBoardConfig:
+    """logger=tensorboard: Lightning's TensorBoardLogger, in <run>/tensorboard
+    (tensorboard --logdir outputs; pip install "mnist_lit[tensorboard]")."""
+
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+    save_dir: str = "."  # relative to the run's directory
+    name: str = "tensorboard"
+    version: str = ""
+    default_hp_metric: bool = False
+    log_graph: bool = False
+    prefix: str = ""
+
+
+@dataclass
+class MLflowConfig:
+    """logger=mlflow: Lightning's MLFlowLogger (pip install "mnist_lit[mlflow]"). Without a
+    tracking_uri (a server, e.g. http://localhost:5000, or a database), a store of the run's own:
+    <run>/mlflow.db, artifacts in <run>/mlartifacts."""
+
+    _target_: str = "lightning.pytorch.loggers.MLFlowLogger"
+    experiment_name: str = "mnist_lit"
+    run_name: Optional[str] = None  # None: the run's directory
+    tracking_uri: Optional[str] = None
+    tags: Optional[dict[str, str]] = None
+    log_model: bool = False
+    prefix: str = ""
+
+
+@dataclass
 class EarlyStoppingConfig:
     """Keras's EarlyStopping: stop once `monitor` has not improved by `min_delta` for `patience`
     epochs; null patience: never. `restore_best_weights` tests (and keeps) the best epoch's weights."""
@@ -280,6 +309,9 @@ def unique_dir(path: str) -> str:
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+# The logger group's options besides conf/logger/none.yaml, typed.
+ConfigStore.instance().store(group="logger", name="tensorboard", node=TensorBoardConfig)
+ConfigStore.instance().store(group="logger", name="mlflow", node=MLflowConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 def sweep_dir(resume: str | None, path: str) -> str:

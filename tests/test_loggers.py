@@ -77,3 +77,9 @@ def test_no_logger_is_the_default_and_writes_no_logger_files(tiny_env):
     fit(*QUIET, output_dir="run")
     assert not (tiny_env / "run" / "tensorboard").exists() and not (tiny_env / "run" / "mlflow.db").exists()
     assert cli(["--cfg", "job"], tiny_env, tiny_env).stdout.count("logger:") == 1
+
+
+def test_a_mistyped_logger_setting_is_one_line_with_the_nearest_name(tmp_path):
+    done = cli(["logger=mlflow", "logger.tracking_ur=http://localhost:5000"], tmp_path, tmp_path)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith("logger.tracking_ur is not a setting: did you mean logger.tracking_uri?")
