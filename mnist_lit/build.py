@@ -47,8 +47,12 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     honoured = FOR_THE_MODULE + FOR_THE_DATA + FOR_THE_TIMER
     settings = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in honoured])
     # A limit of 0 turns a loop off, as in Lightning.
-    off = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
-    return instantiate(settings, **{"logger": False, **off, **arguments})
+    translated: dict[str, Any] = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
+    interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int) and not isinstance(interval, bool):
+        # Every `interval` mini-batches: every so many executions (validate checks it divides).
+        translated["val_check_interval"] = interval // cfg.data.steps_per_execution
+    return instantiate(settings, **{"logger": False, **translated, **arguments})
 
 
 def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:

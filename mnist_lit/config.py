@@ -270,6 +270,12 @@ def validate(cfg: DictConfig) -> None:
         library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
         if library and importlib.util.find_spec(library) is None:
             raise ConfigError(f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"')
+    interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval % cfg.data.steps_per_execution:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} mini-batches is not a whole number of executions: make it a "
+            f"multiple of data.steps_per_execution={cfg.data.steps_per_execution}, or give a fraction of an epoch, e.g. 0.5"
+        )
     # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
     if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
         raise ConfigError(

@@ -51,6 +51,7 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
         ("early_stopping.monitor=val_acc", "early_stopping.monitor=val_acc is not a metric; choose one of: loss, accuracy"),
         ("early_stopping.patience=-1", "early_stopping.patience=-1 is out of range: it must be ≥ 0, e.g. early_stopping.patience=3"),
         ("trainer.barebones=true", "trainer.barebones=true turns off the logging that mnist_lit's history"),
+        ("trainer.val_check_interval=150", "trainer.val_check_interval=150 mini-batches is not a whole number of executions"),
         ("objective=val_acc", "objective=val_acc is not a metric; choose one of: loss, accuracy, val_loss, val_accuracy"),
         ("trainer.gradient_clip_vall=1", "trainer.gradient_clip_vall is not a setting: did you mean trainer.gradient_clip_val?"),
         ("trainer.logger=true", "trainer.logger is mnist_lit's to set: choose one with logger=tensorboard"),

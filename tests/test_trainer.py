@@ -119,3 +119,9 @@ def test_max_time_stops_the_run_with_its_files_written(tiny_env):
 def test_without_checkpointing_a_run_writes_no_checkpoints(tiny_env):
     history = fit(*TINY, "trainer.enable_checkpointing=false", output_dir="run")
     assert len(history["loss"]) == 2 and not (tiny_env / "run" / "checkpoints").exists()
+
+
+def test_val_check_interval_counts_mini_batches(tiny_env):
+    observe = Observe()
+    fit(*TINY, "trainer.max_epochs=1", "trainer.val_check_interval=8", output_dir="run", callbacks=[observe])
+    assert observe.val_images == 2 * 160  # after mini-batches 8 and 16 of 20
