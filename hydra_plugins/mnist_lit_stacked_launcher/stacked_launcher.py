@@ -1,0 +1,108 @@
+"""hydra/launcher=stacked: a sweep's jobs of one shape trained side by side as one batched network
+(mnist_lit/stack.py), each still an ordinary job with its own directory and files.
+
+Hydra finds its plugins in the hydra_plugins namespace; mnist_lit's __init__ also registers this one,
+since an editable install hides it from Hydra's scan. torch is imported only when it launches."""
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StackedLauncherConf:
+    _target_: str = "hydra_plugins.mnist_lit_stacked_launcher.stacked_launcher.StackedLauncher"
+    max_stack: int = 64  # jobs per batched network, at most: bounds its memory
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="mnist_lit")
+
+
+class StackedLauncher(Launcher):
+    def __init__(self, max_stack: int = 64) -> None:
+        self.max_stack = max_stack
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from mnist_lit.config import validate
+        from mnist_lit.errors import UserError
+
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        configs = []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.id = cfg.hydra.job.num = idx
+            configs.append(cfg)
+
+        from mnist_lit.stack import shape, stackable
+
+        groups: dict[str, list[int]] = {}
+        for i, cfg in enumerate(configs):
+            task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            try:
+                validate(task)
+            except UserError:
+                groups.setdefault(f"alone {i}", []).append(i)  # fails as a job of its own, in one line
+                continue
+            key = shape(task) if stackable(task) else f"alone {i}"
+            groups.setdefault(key, []).append(i)
+        stacks = [group[start : start + self.max_stack] for group in groups.values() for start in range(0, len(group), self.max_stack)]
+        log.info(
+            "Stacked %d jobs into %d networks: %s", len(configs), len(stacks),
+            "; ".join(" ".join(f"#{configs[i].hydra.job.num}" for i in stack) for stack in stacks),
+        )
+        returns: list[JobReturn | None] = [None] * len(configs)
+        for stack in stacks:
+            if len(stack) == 1:
+                returns[stack[0]] = self._run(configs[stack[0]], self.task_function)
+            else:
+                for i, ret in zip(stack, self._train(stack, configs)):
+                    returns[i] = ret
+        return returns  # type: ignore[return-value]
+
+    def _run(self, cfg: DictConfig, task_function: TaskFunction) -> JobReturn:
+        log.info("\t#%s : %s", cfg.hydra.job.num, " ".join(filter_overrides(cfg.hydra.overrides.task)))
+        ret = run_job(
+            hydra_context=self.hydra_context, task_function=task_function, config=cfg,
+            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+        )
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def _train(self, stack: list[int], configs: list[DictConfig]) -> list[JobReturn]:
+        """Each job's directory as Hydra makes it (.hydra/, its log), then one training for all."""
+        from mnist_lit.stack import Job, train_stack
+        from mnist_lit.sweep import record_failure
+
+        jobs: list = []
+
+        def prepare(cfg: DictConfig) -> None:
+            jobs.append(Job(cfg, Path(HydraConfig.get().runtime.output_dir)))
+
+        returns = [self._run(configs[i], prepare) for i in stack]
+        try:
+            train_stack(jobs)
+        except Exception as error:  # a bug, not one job's: every job of the stack says so
+            for job in jobs:
+                job.failed = True
+                record_failure(job.directory, error)
+        for job, ret in zip(jobs, returns):
+            history = job.history.history[job.cfg.objective]
+            ret.status = JobStatus.COMPLETED
+            ret.return_value = history[-1] if history and not job.failed else float("nan")
+        return returns

@@ -1,0 +1,277 @@
+"""Jobs of one shape trained side by side as one batched network: the stacked launcher's engine.
+
+K networks of one shape become one: each Dense layer's K weight matrices are one (K, out, in)
+tensor, applied to K mini-batches at once by a batched matmul, and one Adam step serves all (Adam
+is elementwise, so each network keeps its own moments). Each network sees the images its job sees
+alone, in its seed's shuffle, so every job's numbers are its own run's up to float rounding. Each
+job still gets exactly the files a run of its own writes (train.py), checkpoints included.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Timer
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from mnist_lit import build, console, files, mistakes
+from mnist_lit.checkpoint import BestAcrossResume
+from mnist_lit.config import TrainerConfig
+from mnist_lit.history import History, plot, write_csv
+from mnist_lit.module import Diverged
+from mnist_lit.network import DenseNetwork
+from mnist_lit.sweep import record_failure
+from mnist_lit.summary import count, summary
+
+log = logging.getLogger(__name__)
+
+
+class StackedNetwork(nn.Module):
+    """K DenseNetworks of one shape as one: parameters in the order each network lists its own."""
+
+    def __init__(self, nets: list[DenseNetwork]) -> None:
+        super().__init__()
+        layers = dict(nets[0].named_children())
+        self.dense = [name for name, layer in layers.items() if isinstance(layer, nn.Linear)]
+        self.activations = [layer for layer in layers.values() if not isinstance(layer, nn.Linear)]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(torch.stack([getattr(getattr(net, name), kind).detach() for net in nets]).clone())
+            for name in self.dense
+            for kind in ("weight", "bias")
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, n, 784) → (K, n, 10) logits."""
+        for i in range(len(self.dense)):
+            weight, bias = self.stacked[2 * i], self.stacked[2 * i + 1]
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if i < len(self.activations):
+                x = self.activations[i](x)
+        return x
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        """Network k's state_dict, as its own DenseNetwork names it."""
+        return {
+            f"{name}.{kind}": self.stacked[2 * i + j][k].detach().clone()
+            for i, name in enumerate(self.dense)
+            for j, kind in enumerate(("weight", "bias"))
+        }
+
+
+class Job:
+    """One job of a stack: its config, its directory, its history and its checkpoints."""
+
+    def __init__(self, cfg: DictConfig, directory: Path) -> None:
+        self.cfg, self.directory = cfg, Path(directory)
+        self.history = History(self.directory)
+        checkpoints = self.directory / "checkpoints"
+        # As train.py makes them, so that their state is what a resumed run of this job expects.
+        self.best = BestAcrossResume(
+            dirpath=checkpoints, filename="best-{epoch}-{val_accuracy:.4f}", monitor="val_accuracy", mode="max",
+            save_on_train_epoch_end=True,
+        )
+        self.last = BestAcrossResume(dirpath=checkpoints, filename="last", save_on_train_epoch_end=True)
+        self.failed = False
+
+
+class Stack(L.LightningModule):
+    """Trains the networks of `jobs` (one shape, one learning rate) side by side."""
+
+    def __init__(self, jobs: list[Job]) -> None:
+        super().__init__()
+        self.jobs = jobs
+        nets = []
+        for job in jobs:
+            L.seed_everything(job.cfg.seed, verbose=False)  # each network starts as its job's would alone
+            nets.append(build.classifier(job.cfg).net)
+        self.net = StackedNetwork(nets)
+        self.single = nets[0]
+        self.data = build.datamodule(jobs[0].cfg)
+        self.automatic_optimization = False
+
+    def setup(self, stage: str) -> None:
+        self.data.trainer = self.trainer
+        self.data.prepare_data()
+        self.data.setup(stage)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return instantiate(self.jobs[0].cfg.optimizer, _convert_="all")(self.net.parameters())
+
+    def train_dataloader(self) -> DataLoader:
+        execution = self.data.batch_size * self.data.steps_per_execution
+        return DataLoader(range(-(-len(self.data.train) // execution)), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.data.val_dataloader()
+
+    def on_train_epoch_start(self) -> None:
+        # DistributedSampler's order for one process: randperm seeded with seed + epoch.
+        n, epoch = len(self.data.train), self.current_epoch
+        orders = [torch.randperm(n, generator=torch.Generator().manual_seed(job.cfg.data.seed + epoch)) for job in self.jobs]
+        self.orders = torch.stack(orders).to(self.device)
+        self.sums = torch.zeros(3, len(self.jobs), device=self.device)  # train loss, right, images
+        self.minibatches = 0
+
+    def training_step(self, index: int) -> None:
+        images, labels = self.data.train.tensors
+        batch, execution = self.data.batch_size, self.data.batch_size * self.data.steps_per_execution
+        optimizer = self.optimizers().optimizer
+        progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+        losses = []
+        for order in self.orders[:, index * execution : (index + 1) * execution].split(batch, dim=1):
+            logits = self.net(images[order])
+            target = labels[order]
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
+            optimizer.zero_grad()
+            # Each network's gradient is its own loss's: the sum's backward gives every term 1.
+            loss.sum().backward()
+            optimizer.step()
+            progress.increment_ready()
+            progress.increment_completed()
+            losses.append(loss.detach())
+            right = (logits.detach().argmax(-1) == target).sum(1).float()
+            self.sums += torch.stack([loss.detach() * target.shape[1], right, torch.full_like(right, target.shape[1])])
+        self._stop_diverged(torch.stack(losses, 1))
+        self.minibatches += len(losses)
+
+    def _stop_diverged(self, losses: torch.Tensor) -> None:
+        """A job whose loss is no longer finite fails alone, with a run's own message; the others train on."""
+        bad = ~torch.isfinite(losses)
+        for k in bad.any(1).nonzero().flatten().tolist():
+            job = self.jobs[k]
+            if job.failed:
+                continue
+            i = int(bad[k].nonzero()[0])
+            job.failed = True
+            record_failure(job.directory, Diverged(
+                f"The loss became {losses[k, i].item()} at epoch {self.current_epoch + 1}, mini-batch "
+                f"{self.minibatches + i + 1}: lower optimizer.lr (now {job.cfg.optimizer.lr:g}) and start again"
+            ))
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_sums = torch.zeros(3, len(self.jobs), device=self.device)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        images, labels = batch
+        logits = self.net(images.expand(len(self.jobs), -1, -1))
+        target = labels.expand(len(self.jobs), -1)
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).sum(1)
+        right = (logits.argmax(-1) == target).sum(1).float()
+        self.val_sums += torch.stack([loss, right, torch.full_like(right, len(labels))])
+
+    def on_train_epoch_end(self) -> None:
+        train, val = (sums[:2] / sums[2] for sums in (self.sums, self.val_sums))
+        base = self.trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        for k, job in enumerate(self.jobs):
+            if job.failed:
+                continue
+            values = dict(zip(("loss", "accuracy", "val_loss", "val_accuracy"), (*train[:, k].tolist(), *val[:, k].tolist())))
+            for name, value in values.items():
+                job.history.history[name].append(value)
+            log.info("Job %s: epoch %d/%d - %s", job.directory.name, self.current_epoch + 1, self.trainer.max_epochs,
+                     " - ".join(f"{name}: {value:.4f}" for name, value in values.items()))
+            write_csv(job.history.history, job.directory / "metrics.csv")
+            self._save(job, k, base, values["val_accuracy"])
+
+    def _save(self, job: Job, k: int, base: dict, val_accuracy: float) -> None:
+        """Job k's last.ckpt (and best-*.ckpt when it improved), as its own run would have written them."""
+        checkpoint = dict(base)
+        checkpoint["state_dict"] = {f"net.{name}": tensor for name, tensor in self.net.state_of(k).items()}
+        checkpoint["hyper_parameters"] = OmegaConf.to_container(job.cfg, resolve=True)
+        optimizer = base["optimizer_states"][0]
+        checkpoint["optimizer_states"] = [{
+            "state": {i: {name: value if name == "step" else value[k].clone() for name, value in state.items()}
+                      for i, state in optimizer["state"].items()},
+            "param_groups": optimizer["param_groups"],
+        }]
+        epoch = self.current_epoch
+        best, last = job.best, job.last
+        if best.best_model_score is None or val_accuracy > best.best_model_score:
+            old = best.best_model_path
+            best.best_model_path = str(Path(best.dirpath) / f"best-epoch={epoch}-val_accuracy={val_accuracy:.4f}.ckpt")
+            best.best_model_score = torch.tensor(val_accuracy)
+            best.best_k_models = {best.best_model_path: best.best_model_score}
+            best.kth_best_model_path, best.kth_value = best.best_model_path, best.best_model_score
+        else:
+            old = None
+        last.best_model_path = str(Path(last.dirpath) / "last.ckpt")
+        checkpoint["callbacks"] = {
+            job.history.state_key: job.history.state_dict(),
+            best.state_key: best.state_dict(),
+            last.state_key: last.state_dict(),
+        }
+        files.directory(Path(last.dirpath))
+        with files.whole(last.best_model_path, "wb") as f:
+            torch.save(checkpoint, f)
+        if old is not None:
+            with files.whole(best.best_model_path, "wb") as f:
+                torch.save(checkpoint, f)
+            if old:
+                Path(old).unlink(missing_ok=True)
+
+    def finish(self, seconds: float) -> None:
+        """Each job's remaining files: history.png, summary.txt, results.json, mistakes, on the test images."""
+        images, labels = self.data.test.tensors
+        with torch.no_grad():
+            logits = torch.cat([self.net(chunk.expand(len(self.jobs), -1, -1)) for chunk in images.split(10_000)], 1)
+        for k, job in enumerate(self.jobs):
+            if job.failed:
+                continue
+            net = self.single
+            net.load_state_dict(self.net.state_of(k))
+            files.figure(job.directory / "history.png", plot(job.history.history))
+            files.text(job.directory / "summary.txt", summary(net) + "\n")
+            loss = F.cross_entropy(logits[k], labels).item()
+            accuracy = (logits[k].argmax(-1) == labels).float().mean().item()
+            per_class = mistakes.write(job.directory, images, labels, logits[k].softmax(-1).float(), self.data.names)
+            results = {
+                "test_loss": loss, "test_accuracy": accuracy, "parameters": count(net), "train_seconds": seconds,
+                "torch_threads": torch.get_num_threads(), "epochs": len(job.history.history["loss"]),
+                "per_class_accuracy": per_class, "best_checkpoint": job.best.best_model_path, "stacked_with": len(self.jobs),
+            }
+            files.text(job.directory / "results.json", json.dumps(results, indent=2) + "\n")
+
+
+def train_stack(jobs: list[Job]) -> None:
+    """Train the jobs' networks as one, inside Lightning, and leave each job its run's files."""
+    cfg = jobs[0].cfg
+    stack = Stack(jobs)
+    trainer = L.Trainer(
+        max_epochs=cfg.trainer.max_epochs, accelerator=cfg.trainer.accelerator, devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+        callbacks=[timer := Timer()],
+    )
+    with console.quiet():
+        trainer.fit(stack)
+    stack.finish(timer.time_elapsed("train"))
+
+
+def shape(cfg: DictConfig) -> str:
+    """What the jobs of one stack share: everything but the seed (and so the initial weights and
+    the shuffle) and the initialisation; the learning rate too, since torch's Adam takes one per tensor."""
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings.pop("seed")
+    settings["data"].pop("seed")
+    settings["model"].pop("init")
+    return json.dumps(settings, sort_keys=True)
+
+
+# Trainer settings a stack honours as a run would; any other that differs from its default makes a
+# job run alone (clipping, accumulation, limits, max_steps, several devices, mixed precision, ...).
+STACK_HONOURS = {"max_epochs", "accelerator", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "benchmark"}
+
+
+def stackable(cfg: DictConfig) -> bool:
+    """A job that a stack trains as its own run would."""
+    defaults = OmegaConf.structured(TrainerConfig)
+    trainer_as_run = all(cfg.trainer[key] == defaults[key] for key in defaults if key not in STACK_HONOURS)
+    return (
+        trainer_as_run and cfg.trainer.max_epochs is not None and cfg.resume is None and cfg.logger is None
+        and cfg.early_stopping.patience is None and cfg.data.val_size == 0 and cfg.model.activation != "prelu"
+    )

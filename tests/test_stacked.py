@@ -1,0 +1,116 @@
+"""hydra/launcher=stacked: a sweep's jobs of one shape trained as one batched network, every job
+still a job with a run's files and a run's numbers."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from mnist_lit import fit, load
+from mnist_lit.stack import Job, StackedNetwork, shape, stackable, train_stack
+from tests.conftest import cli
+
+TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]
+RUN_FILES = (
+    ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv", "history.png", "summary.txt", "results.json",
+    "confusion_matrix.csv", "confusion_matrix.png", "mistakes.png", "checkpoints/last.ckpt",
+)
+
+
+def metrics(job: Path) -> list[dict[str, float]]:
+    with open(job / "metrics.csv") as f:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
+
+
+def summary(sweep: Path) -> list[dict[str, str]]:
+    with open(sweep / "summary.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.slow
+def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, tmp_path):
+    for name in ("stacked", "basic"):
+        (tmp_path / name).mkdir()
+    sweep = ["-m", "seed=0,1,2", "optimizer.lr=1e-3,3e-3", *TINY]
+    stacked = cli([*sweep, "hydra/launcher=stacked"], tmp_path / "stacked", tiny_mnist)
+    basic = cli(sweep, tmp_path / "basic", tiny_mnist)
+    assert stacked.returncode == basic.returncode == 0, stacked.stderr
+    # Same shape, but Adam takes one learning rate per tensor: one network per learning rate.
+    assert "Stacked 6 jobs into 2 networks: #0 #2 #4; #1 #3 #5" in stacked.stdout + stacked.stderr
+    [stacked_sweep], [basic_sweep] = (list((tmp_path / name).glob("outputs/multirun/*/*")) for name in ("stacked", "basic"))
+    assert [job["status"] for job in summary(stacked_sweep)] == ["ok"] * 6
+    for job in range(6):
+        ours, theirs = stacked_sweep / str(job), basic_sweep / str(job)
+        assert all((ours / name).exists() for name in RUN_FILES), job
+        assert len(list((ours / "checkpoints").glob("best-*.ckpt"))) == 1
+        for a, b in zip(metrics(ours), metrics(theirs), strict=True):
+            assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.002
+            assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-4)
+
+
+@pytest.mark.slow
+def test_max_stack_bounds_the_networks(tiny_mnist, tmp_path):
+    done = cli(["-m", "hydra/launcher=stacked", "hydra.launcher.max_stack=2", "seed=0,1,2", *TINY], tmp_path, tiny_mnist)
+    assert done.returncode == 0 and "Stacked 3 jobs into 2 networks: #0 #1; #2" in done.stdout + done.stderr
+
+
+def jobs(root: Path, *seeds: int, overrides=()) -> list[Job]:
+    made = []
+    for seed in seeds:
+        with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[*TINY, f"seed={seed}", *overrides])
+        (root / str(seed)).mkdir(parents=True)
+        made.append(Job(cfg, root / str(seed)))
+    return made
+
+
+def test_a_stacked_jobs_checkpoint_resumes_evaluates_and_predicts_as_a_runs(tiny_env):
+    train_stack(jobs(tiny_env / "stack", 0, 1))
+    job = tiny_env / "stack" / "1"
+    resumed = fit(*TINY, "seed=1", "trainer.max_epochs=3", f"resume={job}", output_dir="resumed")
+    alone = fit(*TINY, "seed=1", "trainer.max_epochs=3", output_dir="alone")
+    assert resumed["val_accuracy"][:2] == [row["val_accuracy"] for row in metrics(job)]
+    assert resumed["loss"] == pytest.approx(alone["loss"], rel=1e-3)
+    images = torch.rand(5, 28, 28)
+    fit(*TINY, "seed=1", output_dir="two")
+    assert torch.allclose(load(job).predict(images), load("two").predict(images), atol=1e-3)
+
+
+def test_a_job_whose_loss_turns_nan_fails_alone(tiny_env, monkeypatch):
+    made = StackedNetwork.__init__
+
+    def poisoned(self, nets):
+        made(self, nets)
+        with torch.no_grad():
+            self.stacked[0][1, 0, 0] = math.nan  # job 1's first weight
+
+    monkeypatch.setattr(StackedNetwork, "__init__", poisoned)
+    train_stack(jobs(tiny_env / "stack", 0, 1))
+    failed, ok = tiny_env / "stack" / "1", tiny_env / "stack" / "0"
+    assert (failed / "error.txt").read_text().startswith("Diverged: The loss became nan at epoch 1, mini-batch 1:")
+    assert not (failed / "results.json").exists()
+    alone = fit(*TINY, "seed=0", output_dir="alone")
+    assert [row["val_accuracy"] for row in metrics(ok)] == pytest.approx(alone["val_accuracy"], abs=0.002)
+    assert (ok / "results.json").exists()
+
+
+def test_seeds_and_initialisations_share_a_network_learning_rates_and_shapes_do_not():
+    def key(*overrides):
+        with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+            return shape(compose("config", overrides=["model=mlp", *overrides]))
+
+    assert key("seed=0") == key("seed=7") == key("seed=7", "model.init=torch")
+    assert key("optimizer.lr=3e-3") != key() != key("model.hidden=[64]")
+    assert key("model.activation=tanh") != key()
+
+
+@pytest.mark.parametrize(
+    "alone", ["trainer.gradient_clip_val=1", "trainer.devices=2", "trainer.precision=bf16-mixed", "data.val_size=100", "resume=x"]
+)
+def test_a_job_the_stacked_step_cannot_train_as_its_run_would_runs_alone(alone):
+    with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+        assert stackable(compose("config", overrides=["trainer.max_epochs=3"]))
+        assert not stackable(compose("config", overrides=[alone]))
