@@ -202,6 +202,7 @@ class Stack(L.LightningModule):
             old = None
         last.best_model_path = str(Path(last.dirpath) / "last.ckpt")
         checkpoint["callbacks"] = {
+            **{key: state for key, state in base["callbacks"].items() if key.startswith("Timer")},  # the stack's time
             job.history.state_key: job.history.state_dict(),
             best.state_key: best.state_dict(),
             last.state_key: last.state_dict(),

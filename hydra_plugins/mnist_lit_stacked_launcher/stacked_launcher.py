@@ -30,6 +30,10 @@ ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=Stacke
 
 class StackedLauncher(Launcher):
     def __init__(self, max_stack: int = 64) -> None:
+        if max_stack < 1:
+            from mnist_lit.errors import ConfigError
+
+            raise ConfigError(f"hydra.launcher.max_stack={max_stack} is out of range: it must be ≥ 1, e.g. hydra.launcher.max_stack=16")
         self.max_stack = max_stack
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
