@@ -2,13 +2,15 @@
 forward pass, a loss and a backward pass, with an optimizer step after each mini-batch (or after every
 `accumulate` of them, the gradients clipped first if asked), and reports their losses and predictions.
 
-One contract, two forms:
+One contract, three forms:
 
 - `Eager` runs the mini-batches one after another in Python. Given Lightning's `manual_backward` and
   optimizer `step`, every backward and optimizer hook fires and DDP all-reduces every mini-batch's
   gradients; given the plain torch calls, nothing else runs.
 - `Captured` records an `Eager` execution once as a CUDA graph and replays it: one launch per
   execution instead of one per operation, and the host never waits for the device.
+- `Batched` runs K networks of one shape as one `StackedNetwork` (the stacked launcher, stack.py):
+  K mini-batches through batched matmuls, one optimizer step for all.
 
 Pure torch: the LightningModule (module.py) chooses the form and supplies the calls.
 """
@@ -19,6 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class Execution(NamedTuple):
@@ -115,3 +118,59 @@ class Captured:
         self.graphs[key] = (graph, static_order, static_outcome)
         return outcome
 
+
+class StackedNetwork(nn.Module):
+    """K DenseNetworks of one shape as one: each Dense layer's K weight matrices one (K, out, in)
+    tensor, its K biases one (K, out), in the order each network lists its own parameters."""
+
+    def __init__(self, nets: list[nn.Sequential]) -> None:
+        super().__init__()
+        layers = dict(nets[0].named_children())
+        self.dense = [name for name, layer in layers.items() if isinstance(layer, nn.Linear)]
+        self.activations = [layer for layer in layers.values() if not isinstance(layer, nn.Linear)]
+        self.stacked = nn.ParameterList(
+            nn.Parameter(torch.stack([getattr(getattr(net, name), kind).detach() for net in nets]).clone())
+            for name in self.dense
+            for kind in ("weight", "bias")
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(K, n, 784) → (K, n, 10) logits, by batched matmuls."""
+        for i in range(len(self.dense)):
+            weight, bias = self.stacked[2 * i], self.stacked[2 * i + 1]
+            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            if i < len(self.activations):
+                x = self.activations[i](x)
+        return x
+
+    def state_of(self, k: int) -> dict[str, torch.Tensor]:
+        """Network k's state_dict, as its own network names it."""
+        return {
+            f"{name}.{kind}": self.stacked[2 * i + j][k].detach().clone()
+            for i, name in enumerate(self.dense)
+            for j, kind in enumerate(("weight", "bias"))
+        }
+
+
+class Batched:
+    """The step contract for K networks of one shape at once (a StackedNetwork): `order` is
+    (K, n), one order per network, and the Outcome's tensors gain a leading K. Each network's
+    gradient is its own loss's (the sum's backward gives every term 1), so one network's NaN never
+    reaches another; Adam is elementwise, so one optimizer step serves all."""
+
+    def __init__(self, net: StackedNetwork, optimizer: torch.optim.Optimizer) -> None:
+        self.net, self.optimizer = net, optimizer
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
+        losses, predictions = [], []
+        for index in order.split(batch_size, dim=1):
+            logits = self.net(images[index])
+            target = labels[index]
+            # Both of the tutorial's losses: cross-entropy of one-hot targets is that of integer labels.
+            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
+            self.optimizer.zero_grad()
+            loss.sum().backward()
+            self.optimizer.step()
+            losses.append(loss.detach())
+            predictions.append(logits.detach().argmax(-1))
+        return Outcome(torch.stack(losses, 1), torch.cat(predictions, 1), labels[order])

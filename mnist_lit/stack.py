@@ -1,10 +1,9 @@
-"""Jobs of one shape trained side by side as one batched network: the stacked launcher's engine.
+"""Jobs of one shape trained side by side as one batched network (the engine's `Batched` form),
+inside Lightning, for the stacked launcher.
 
-K networks of one shape become one: each Dense layer's K weight matrices are one (K, out, in)
-tensor, applied to K mini-batches at once by a batched matmul, and one Adam step serves all (Adam
-is elementwise, so each network keeps its own moments). Each network sees the images its job sees
-alone, in its seed's shuffle, so every job's numbers are its own run's up to float rounding. Each
-job still gets exactly the files a run of its own writes (train.py), checkpoints included.
+Each network starts from its job's seed and sees the images its job sees alone, in its seed's
+shuffle, so every job's numbers are its own run's up to float rounding. Each job still gets exactly
+the files a run of its own writes (train.py), checkpoints included.
 """
 
 import json
@@ -16,7 +15,6 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
@@ -24,44 +22,12 @@ from mnist_lit import build, console, files, mistakes
 from mnist_lit.checkpoint import BestAcrossResume
 from mnist_lit.config import TrainerConfig
 from mnist_lit.history import History, plot, write_csv
+from mnist_lit.engine import Batched, StackedNetwork
 from mnist_lit.module import Diverged
-from mnist_lit.network import DenseNetwork
 from mnist_lit.sweep import record_failure
 from mnist_lit.summary import count, summary
 
 log = logging.getLogger(__name__)
-
-
-class StackedNetwork(nn.Module):
-    """K DenseNetworks of one shape as one: parameters in the order each network lists its own."""
-
-    def __init__(self, nets: list[DenseNetwork]) -> None:
-        super().__init__()
-        layers = dict(nets[0].named_children())
-        self.dense = [name for name, layer in layers.items() if isinstance(layer, nn.Linear)]
-        self.activations = [layer for layer in layers.values() if not isinstance(layer, nn.Linear)]
-        self.stacked = nn.ParameterList(
-            nn.Parameter(torch.stack([getattr(getattr(net, name), kind).detach() for net in nets]).clone())
-            for name in self.dense
-            for kind in ("weight", "bias")
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, n, 784) → (K, n, 10) logits."""
-        for i in range(len(self.dense)):
-            weight, bias = self.stacked[2 * i], self.stacked[2 * i + 1]
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            if i < len(self.activations):
-                x = self.activations[i](x)
-        return x
-
-    def state_of(self, k: int) -> dict[str, torch.Tensor]:
-        """Network k's state_dict, as its own DenseNetwork names it."""
-        return {
-            f"{name}.{kind}": self.stacked[2 * i + j][k].detach().clone()
-            for i, name in enumerate(self.dense)
-            for j, kind in enumerate(("weight", "bias"))
-        }
 
 
 class Job:
@@ -118,27 +84,24 @@ class Stack(L.LightningModule):
         self.sums = torch.zeros(3, len(self.jobs), device=self.device)  # train loss, right, images
         self.minibatches = 0
 
+    def on_train_start(self) -> None:
+        self.engine = Batched(self.net, self.optimizers().optimizer)
+
     def training_step(self, index: int) -> None:
         images, labels = self.data.train.tensors
-        batch, execution = self.data.batch_size, self.data.batch_size * self.data.steps_per_execution
-        optimizer = self.optimizers().optimizer
+        execution = self.data.batch_size * self.data.steps_per_execution
+        order = self.orders[:, index * execution : (index + 1) * execution]
+        outcome = self.engine(images, labels, order, self.data.batch_size)
         progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-        losses = []
-        for order in self.orders[:, index * execution : (index + 1) * execution].split(batch, dim=1):
-            logits = self.net(images[order])
-            target = labels[order]
-            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
-            optimizer.zero_grad()
-            # Each network's gradient is its own loss's: the sum's backward gives every term 1.
-            loss.sum().backward()
-            optimizer.step()
+        for _ in range(outcome.losses.shape[1]):  # Lightning counted none of these optimizer steps
             progress.increment_ready()
             progress.increment_completed()
-            losses.append(loss.detach())
-            right = (logits.detach().argmax(-1) == target).sum(1).float()
-            self.sums += torch.stack([loss.detach() * target.shape[1], right, torch.full_like(right, target.shape[1])])
-        self._stop_diverged(torch.stack(losses, 1))
-        self.minibatches += len(losses)
+        # Each image weighs in with its mini-batch's mean loss; the last mini-batch may be short.
+        losses = outcome.losses.repeat_interleave(self.data.batch_size, dim=1)[:, : order.shape[1]]
+        right = (outcome.predictions == outcome.labels).sum(1).float()
+        self.sums += torch.stack([losses.sum(1), right, torch.full_like(right, order.shape[1])])
+        self._stop_diverged(outcome.losses)
+        self.minibatches += outcome.losses.shape[1]
 
     def _stop_diverged(self, losses: torch.Tensor) -> None:
         """A job whose loss is no longer finite fails alone, with a run's own message; the others train on."""

@@ -10,7 +10,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 from mnist_lit import fit, load
-from mnist_lit.stack import Job, StackedNetwork, shape, stackable, train_stack
+from mnist_lit.engine import StackedNetwork
+from mnist_lit.stack import Job, shape, stackable, train_stack
 from tests.conftest import cli
 
 TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]
