@@ -3,6 +3,7 @@ still a job with a run's files and a run's numbers."""
 
 import csv
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,28 @@ def test_a_job_the_stacked_step_cannot_train_as_its_run_would_runs_alone(alone):
     with initialize_config_module("mnist_lit.conf", version_base="1.3"):
         assert stackable(compose("config", overrides=["trainer.max_epochs=3"]))
         assert not stackable(compose("config", overrides=[alone]))
+
+
+@pytest.mark.slow
+def test_a_stopped_stacked_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["-m", "hydra/launcher=stacked", "seed=0,1", "model=mlp", "trainer.max_epochs=12", "data.steps_per_execution=1", "hydra.sweep.dir=sweep"]
+    env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
+    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    last = tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "Sweep stopped: continue with the same command and resume=sweep"
+    assert [job["status"] for job in summary(tmp_path / "sweep")] == ["interrupted"] * 2
+    done = cli([*args, "resume=sweep"], tmp_path, tiny_mnist)
+    assert done.returncode == 0, done.stderr
+    assert [job["status"] for job in summary(tmp_path / "sweep")] == ["ok"] * 2
+    assert [len(metrics(tmp_path / "sweep" / job)) for job in ("0", "1")] == [12, 12]

@@ -90,8 +90,10 @@ class StackedLauncher(Launcher):
 
     def _train(self, stack: list[int], configs: list[DictConfig]) -> list[JobReturn]:
         """Each job's directory as Hydra makes it (.hydra/, its log), then one training for all."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
         from mnist_lit.stack import Job, train_stack
-        from mnist_lit.sweep import record_failure
+        from mnist_lit.sweep import record_failure, summarise
 
         jobs: list = []
 
@@ -105,6 +107,11 @@ class StackedLauncher(Launcher):
             for job in jobs:
                 job.failed = True
                 record_failure(job.directory, error)
+        except (KeyboardInterrupt, SystemExit) as stop:
+            # Ctrl-C (Lightning exits 1 after it) or SIGTERM: the sweep stops, and says where every
+            # job stands; resume=<sweep dir> continues each from its own last checkpoint.
+            summarise(Path(str(self.config.hydra.sweep.dir)), stopped=True)
+            raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from None
         for job, ret in zip(jobs, returns):
             history = job.history.history[job.cfg.objective]
             ret.status = JobStatus.COMPLETED
