@@ -95,6 +95,23 @@ class BestAcrossResume(ModelCheckpoint):
         self.kth_value = state_dict.get("kth_value", self.kth_value)
 
 
+def for_a_run(directory: Path, monitor: str = "val_accuracy", mode: str = "max") -> tuple[BestAcrossResume, BestAcrossResume]:
+    """A run's two checkpoint callbacks, best by `monitor` and last, in <directory>/checkpoints: one
+    place that makes them, since a resume finds their state by their settings.
+
+    Saved after History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it
+    too. Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves."""
+    best = BestAcrossResume(
+        dirpath=directory / "checkpoints",
+        filename=f"best-{{epoch}}-{{{monitor}:.4f}}",
+        monitor=monitor,
+        mode=mode,
+        save_on_train_epoch_end=True,
+    )
+    last = BestAcrossResume(dirpath=directory / "checkpoints", filename="last", save_on_train_epoch_end=True)
+    return best, last
+
+
 def check_fits(checkpoint: dict[str, Any], resume: str, net: nn.Module, hidden: list[int]) -> None:
     """Refuse, naming the differing shapes, a checkpoint that holds another network."""
     saved = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()}

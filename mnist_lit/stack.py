@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from mnist_lit import build, console, files, mistakes
-from mnist_lit.checkpoint import BestAcrossResume
+from mnist_lit.checkpoint import for_a_run
 from mnist_lit.config import TrainerConfig
 from mnist_lit.history import History, plot, write_csv
 from mnist_lit.engine import Batched, StackedNetwork
@@ -36,13 +36,7 @@ class Job:
     def __init__(self, cfg: DictConfig, directory: Path) -> None:
         self.cfg, self.directory = cfg, Path(directory)
         self.history = History(self.directory)
-        checkpoints = self.directory / "checkpoints"
-        # As train.py makes them, so that their state is what a resumed run of this job expects.
-        self.best = BestAcrossResume(
-            dirpath=checkpoints, filename="best-{epoch}-{val_accuracy:.4f}", monitor="val_accuracy", mode="max",
-            save_on_train_epoch_end=True,
-        )
-        self.last = BestAcrossResume(dirpath=checkpoints, filename="last", save_on_train_epoch_end=True)
+        self.best, self.last = for_a_run(self.directory)
         self.failed = False
 
 
@@ -153,17 +147,16 @@ class Stack(L.LightningModule):
                       for i, state in optimizer["state"].items()},
             "param_groups": optimizer["param_groups"],
         }]
-        epoch = self.current_epoch
         best, last = job.best, job.last
         if best.best_model_score is None or val_accuracy > best.best_model_score:
             old = best.best_model_path
-            best.best_model_path = str(Path(best.dirpath) / f"best-epoch={epoch}-val_accuracy={val_accuracy:.4f}.ckpt")
+            best.best_model_path = best.format_checkpoint_name({"epoch": self.current_epoch, "val_accuracy": val_accuracy})
             best.best_model_score = torch.tensor(val_accuracy)
             best.best_k_models = {best.best_model_path: best.best_model_score}
             best.kth_best_model_path, best.kth_value = best.best_model_path, best.best_model_score
         else:
             old = None
-        last.best_model_path = str(Path(last.dirpath) / "last.ckpt")
+        last.best_model_path = last.format_checkpoint_name({})
         checkpoint["callbacks"] = {
             **{key: state for key, state in base["callbacks"].items() if key.startswith("Timer")},  # the stack's time
             job.history.state_key: job.history.state_dict(),

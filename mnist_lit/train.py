@@ -17,7 +17,7 @@ from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, console, files, loggers, mistakes, share
-from mnist_lit.checkpoint import AtomicCheckpointIO, BestAcrossResume, check_resume, find, read
+from mnist_lit.checkpoint import AtomicCheckpointIO, check_resume, find, for_a_run, read
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
 from mnist_lit.summary import count, summary
@@ -43,16 +43,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     stopping = cfg.early_stopping
     # The best epoch is the one early stopping watches for, if it is on.
     monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
-    # After History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it too.
-    # Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves.
-    best = BestAcrossResume(
-        dirpath=output_dir / "checkpoints",
-        filename=f"best-{{epoch}}-{{{monitor}:.4f}}",
-        monitor=monitor,
-        mode=mode,
-        save_on_train_epoch_end=True,
-    )
-    last = BestAcrossResume(dirpath=output_dir / "checkpoints", filename="last", save_on_train_epoch_end=True)
+    best, last = for_a_run(output_dir, monitor, mode)
     checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
     if stopping.patience is not None:
         callbacks = [
