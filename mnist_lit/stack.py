@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 from mnist_lit import build, console, files, mistakes
 from mnist_lit.checkpoint import for_a_run
 from mnist_lit.config import TrainerConfig
+from mnist_lit.data import Shuffled
 from mnist_lit.history import History, plot, write_csv
 from mnist_lit.engine import Batched, StackedNetwork
 from mnist_lit.module import Diverged
@@ -71,9 +72,12 @@ class Stack(L.LightningModule):
         return self.data.val_dataloader()
 
     def on_train_epoch_start(self) -> None:
-        # DistributedSampler's order for one process: randperm seeded with seed + epoch.
-        n, epoch = len(self.data.train), self.current_epoch
-        orders = [torch.randperm(n, generator=torch.Generator().manual_seed(job.cfg.data.seed + epoch)) for job in self.jobs]
+        # Each job's order is the one its own run's sampler gives it this epoch.
+        orders = []
+        for job in self.jobs:
+            sampler = Shuffled(self.data.train, num_replicas=1, rank=0, shuffle=True, seed=job.cfg.data.seed)
+            sampler.set_epoch(self.current_epoch)
+            orders.append(torch.tensor(list(sampler)))
         self.orders = torch.stack(orders).to(self.device)
         self.sums = torch.zeros(3, len(self.jobs), device=self.device)  # train loss, right, images
         self.minibatches = 0
