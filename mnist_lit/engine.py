@@ -119,6 +119,12 @@ class Captured:
         return outcome
 
 
+def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each image's cross-entropy, for logits (..., n, classes) and labels (..., n). Both of the
+    tutorial's losses: the cross-entropy of one-hot targets is that of integer labels."""
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
+
+
 class StackedNetwork(nn.Module):
     """K DenseNetworks of one shape as one: each Dense layer's K weight matrices one (K, out, in)
     tensor, its K biases one (K, out), in the order each network lists its own parameters."""
@@ -165,9 +171,7 @@ class Batched:
         losses, predictions = [], []
         for index in order.split(batch_size, dim=1):
             logits = self.net(images[index])
-            target = labels[index]
-            # Both of the tutorial's losses: cross-entropy of one-hot targets is that of integer labels.
-            loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).mean(1)
+            loss = image_losses(logits, labels[index]).mean(1)
             self.optimizer.zero_grad()
             loss.sum().backward()
             self.optimizer.step()

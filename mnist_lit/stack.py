@@ -15,7 +15,6 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
-from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from mnist_lit import build, console, files, mistakes
@@ -23,7 +22,7 @@ from mnist_lit.checkpoint import for_a_run
 from mnist_lit.config import TrainerConfig
 from mnist_lit.data import Shuffled
 from mnist_lit.history import History, plot, write_csv
-from mnist_lit.engine import Batched, StackedNetwork
+from mnist_lit.engine import Batched, StackedNetwork, image_losses
 from mnist_lit.module import Diverged
 from mnist_lit.sweep import record_failure
 from mnist_lit.summary import count, summary
@@ -122,7 +121,7 @@ class Stack(L.LightningModule):
         images, labels = batch
         logits = self.net(images.expand(len(self.jobs), -1, -1))
         target = labels.expand(len(self.jobs), -1)
-        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape).sum(1)
+        loss = image_losses(logits, target).sum(1)
         right = (logits.argmax(-1) == target).sum(1).float()
         self.val_sums += torch.stack([loss, right, torch.full_like(right, len(labels))])
 
@@ -188,7 +187,7 @@ class Stack(L.LightningModule):
             net.load_state_dict(self.net.state_of(k))
             files.figure(job.directory / "history.png", plot(job.history.history))
             files.text(job.directory / "summary.txt", summary(net) + "\n")
-            loss = F.cross_entropy(logits[k], labels).item()
+            loss = image_losses(logits[k], labels).mean().item()
             accuracy = (logits[k].argmax(-1) == labels).float().mean().item()
             per_class = mistakes.write(job.directory, images, labels, logits[k].softmax(-1).float(), self.data.names)
             results = {
