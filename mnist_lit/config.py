@@ -159,13 +159,11 @@ class TrainerConfig:
 
 
 def _check_limit(key: str, limit: Any) -> None:
-    if limit is None or isinstance(limit, bool):
-        if isinstance(limit, bool):
-            raise ConfigError(f"{key}={limit} is not a limit: give a number of mini-batches, e.g. {key}=10, or a fraction, e.g. 0.25")
+    if limit is None:
         return
     if isinstance(limit, float) and not 0 <= limit <= 1:
         raise ConfigError(f"{key}={limit} is out of range: a fraction is between 0.0 and 1.0; a number of mini-batches is an integer")
-    if not isinstance(limit, (int, float)) or limit < 0:
+    if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
         raise ConfigError(f"{key}={limit} is not a limit: give a number of mini-batches, e.g. {key}=10, or a fraction, e.g. 0.25")
 
 
