@@ -144,6 +144,7 @@ class Stack(L.LightningModule):
         checkpoint = dict(base)
         checkpoint["state_dict"] = {f"net.{name}": tensor for name, tensor in self.net.state_of(k).items()}
         checkpoint["hyper_parameters"] = OmegaConf.to_container(job.cfg, resolve=True)
+        checkpoint["processes"] = 1
         optimizer = base["optimizer_states"][0]
         checkpoint["optimizer_states"] = [{
             "state": {i: {name: value if name == "step" else value[k].clone() for name, value in state.items()}
@@ -191,9 +192,12 @@ class Stack(L.LightningModule):
             accuracy = (logits[k].argmax(-1) == labels).float().mean().item()
             per_class = mistakes.write(job.directory, images, labels, logits[k].softmax(-1).float(), self.data.names)
             results = {
-                "test_loss": loss, "test_accuracy": accuracy, "parameters": count(net), "train_seconds": seconds,
+                "test_loss": loss, "test_accuracy": accuracy, "parameters": count(net),
+                # This job's share of the stack's training time, so that a sweep's seconds add up.
+                "train_seconds": seconds / len(self.jobs),
                 "torch_threads": torch.get_num_threads(), "epochs": len(job.history.history["loss"]),
-                "per_class_accuracy": per_class, "best_checkpoint": job.best.best_model_path, "stacked_with": len(self.jobs),
+                "per_class_accuracy": per_class, "best_checkpoint": job.best.best_model_path,
+                "stacked_with": len(self.jobs), "stack_train_seconds": seconds,
             }
             files.text(job.directory / "results.json", json.dumps(results, indent=2) + "\n")
 
@@ -225,13 +229,30 @@ def shape(cfg: DictConfig) -> str:
 # Trainer settings a stack honours as a run would; any other that differs from its default makes a
 # job run alone (clipping, accumulation, limits, max_steps, several devices, mixed precision, ...).
 STACK_HONOURS = {"max_epochs", "accelerator", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "benchmark"}
+# What the batched step computes, and nothing else: each image's cross-entropy (both of the
+# tutorial's losses), elementwise activations without parameters or randomness (not PReLU, not
+# RReLU), and an optimizer whose update is elementwise, so that one step over the stacked tensors
+# is each network's own.
+STACKED_LOSSES = ("mnist_lit.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss")
+NOT_STACKED_ACTIVATIONS = ("prelu", "rrelu")
+STACKED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW")
 
 
-def stackable(cfg: DictConfig) -> bool:
-    """A job that a stack trains as its own run would."""
+def why_alone(cfg: DictConfig) -> str | None:
+    """Why a stack would not train this job exactly as its own run would, or None if it would."""
     defaults = OmegaConf.structured(TrainerConfig)
-    trainer_as_run = all(cfg.trainer[key] == defaults[key] for key in defaults if key not in STACK_HONOURS)
-    return (
-        trainer_as_run and cfg.trainer.max_epochs is not None and cfg.resume is None and cfg.logger is None
-        and cfg.early_stopping.patience is None and cfg.data.val_size == 0 and cfg.model.activation != "prelu"
+    changed = [key for key in defaults if key not in STACK_HONOURS and cfg.trainer[key] != defaults[key]]
+    reasons = (
+        (changed, lambda: f"trainer.{changed[0]}={cfg.trainer[changed[0]]} is not stackable"),
+        (cfg.trainer.max_epochs is None, lambda: "trainer.max_epochs=null: a stack trains a number of epochs"),
+        (cfg.resume is not None, lambda: "it resumes a run"),
+        (cfg.logger is not None, lambda: "it sends its metrics to a logger"),
+        (cfg.early_stopping.patience is not None, lambda: "it stops early"),
+        (cfg.data.val_size != 0, lambda: "data.val_size holds images out"),
+        (cfg.loss._target_ not in STACKED_LOSSES, lambda: f"loss {cfg.loss._target_} is not stackable"),
+        (cfg.optimizer._target_ not in STACKED_OPTIMIZERS, lambda: f"optimizer {cfg.optimizer._target_} is not stackable"),
+        # Without hidden layers the activation is never used.
+        (cfg.model.hidden and cfg.model.activation in NOT_STACKED_ACTIVATIONS,
+         lambda: f"activation {cfg.model.activation} is not stackable"),
     )
+    return next((reason() for applies, reason in reasons if applies), None)

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 
 from mnist_lit import fit, load
 from mnist_lit.engine import StackedNetwork
-from mnist_lit.stack import Job, shape, stackable, train_stack
+from mnist_lit.stack import Job, shape, train_stack, why_alone
 from tests.conftest import cli
 
 TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]
@@ -110,12 +110,50 @@ def test_seeds_and_initialisations_share_a_network_learning_rates_and_shapes_do_
 
 
 @pytest.mark.parametrize(
-    "alone", ["trainer.gradient_clip_val=1", "trainer.devices=2", "trainer.precision=bf16-mixed", "data.val_size=100", "resume=x"]
+    ("alone", "reason"),
+    [
+        ("trainer.gradient_clip_val=1", "trainer.gradient_clip_val=1.0 is not stackable"),
+        ("trainer.devices=2", "trainer.devices=2 is not stackable"),
+        ("trainer.precision=bf16-mixed", "trainer.precision=bf16-mixed is not stackable"),
+        ("data.val_size=100", "data.val_size holds images out"),
+        ("resume=x", "it resumes a run"),
+        ("loss._target_=torch.nn.MultiMarginLoss", "loss torch.nn.MultiMarginLoss is not stackable"),
+        ("model.activation=rrelu", "activation rrelu is not stackable"),
+        ("model.activation=prelu", "activation prelu is not stackable"),
+        ("optimizer._target_=torch.optim.AdamW", None),
+        ("loss=sparse", None),
+        ("model.activation=sigmoid", None),
+    ],
 )
-def test_a_job_the_stacked_step_cannot_train_as_its_run_would_runs_alone(alone):
+def test_a_stack_takes_only_jobs_it_trains_exactly_as_their_runs(alone, reason):
     with initialize_config_module("mnist_lit.conf", version_base="1.3"):
-        assert stackable(compose("config", overrides=["trainer.max_epochs=3"]))
-        assert not stackable(compose("config", overrides=[alone]))
+        assert why_alone(compose("config", overrides=["model=mlp", "trainer.max_epochs=3"])) is None
+        assert why_alone(compose("config", overrides=["model=mlp", alone])) == reason
+
+
+def test_a_stacks_activations_follow_train_and_eval():
+    from mnist_lit.network import DenseNetwork
+
+    stacked = StackedNetwork([DenseNetwork([8], "rrelu"), DenseNetwork([8], "rrelu")])
+    stacked.eval()
+    assert [layer.training for layer in stacked.activations] == [False]
+    x = torch.randn(2, 5, 784)
+    assert torch.equal(stacked(x), stacked(x))  # RReLU in eval mode: one fixed slope, no randomness
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("job", ["loss._target_=torch.nn.MultiMarginLoss", "model.activation=rrelu"])
+def test_a_job_the_stack_does_not_implement_runs_alone_with_its_own_numbers(tiny_mnist, tmp_path, monkeypatch, job):
+    done = cli(["-m", "hydra/launcher=stacked", "seed=0,1", job, *TINY, "hydra.sweep.dir=sweep"], tmp_path, tiny_mnist)
+    assert done.returncode == 0, done.stderr
+    reason = "loss torch.nn.MultiMarginLoss" if "loss" in job else "activation rrelu"
+    assert f"Job #0 runs alone: {reason} is not stackable" in done.stdout + done.stderr
+    assert "Stacked 2 jobs into 2 networks" in done.stdout + done.stderr
+    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+    monkeypatch.chdir(tmp_path)
+    for seed in (0, 1):
+        alone = fit(*TINY, f"seed={seed}", job, output_dir=f"alone{seed}")
+        assert [row["val_loss"] for row in metrics(tmp_path / "sweep" / str(seed))] == pytest.approx(alone["val_loss"], rel=5e-3)
 
 
 @pytest.mark.slow

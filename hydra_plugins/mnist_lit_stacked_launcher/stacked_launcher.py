@@ -53,7 +53,7 @@ class StackedLauncher(Launcher):
                 cfg.hydra.job.id = cfg.hydra.job.num = idx
             configs.append(cfg)
 
-        from mnist_lit.stack import shape, stackable
+        from mnist_lit.stack import shape, why_alone
 
         groups: dict[str, list[int]] = {}
         for i, cfg in enumerate(configs):
@@ -63,8 +63,10 @@ class StackedLauncher(Launcher):
             except UserError:
                 groups.setdefault(f"alone {i}", []).append(i)  # fails as a job of its own, in one line
                 continue
-            key = shape(task) if stackable(task) else f"alone {i}"
-            groups.setdefault(key, []).append(i)
+            reason = why_alone(task)
+            if reason:
+                log.info("Job #%s runs alone: %s", cfg.hydra.job.num, reason)
+            groups.setdefault(f"alone {i}" if reason else shape(task), []).append(i)
         stacks = [group[start : start + self.max_stack] for group in groups.values() for start in range(0, len(group), self.max_stack)]
         log.info(
             "Stacked %d jobs into %d networks: %s", len(configs), len(stacks),
