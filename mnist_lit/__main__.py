@@ -15,7 +15,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.config import validate, validate_launcher
 from mnist_lit.errors import command_line
-from mnist_lit.sweep import ERROR_FILE, finished, is_sweep, last_value, record_failure, summarise
+from mnist_lit.sweep import ERROR_FILE, finished, is_sweep, last_value, record_failure, set_aside, summarise
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +35,8 @@ def run(cfg: DictConfig) -> float:
     try:
         validate(cfg)
         validate_launcher(cfg, hydra_cfg.launcher._target_)
-        if cfg.resume and is_sweep(Path(cfg.resume)):
-            if finished(output_dir):
-                log.info("Job %s finished in %s before: kept as it is", hydra_cfg.job.num, cfg.resume)
-                return last_value(output_dir / "metrics.csv", cfg.objective)
-            cfg.resume = _resume_job(output_dir)
+        if cfg.resume and is_sweep(Path(cfg.resume)) and _resume_job(output_dir, cfg):
+            return last_value(output_dir / "metrics.csv", cfg.objective)
         from mnist_lit.train import train
 
         _further_ranks_run_this_job(output_dir)
@@ -60,12 +57,34 @@ def _last(history: dict[str, list[float]], metric: str) -> float:
     return history[metric][-1] if history[metric] else math.nan
 
 
-def _resume_job(job_dir: Path) -> str | None:
-    """A job of a resumed sweep that failed or never finished runs again in its own directory,
-    from its own last checkpoint when it has one."""
-    (job_dir / ERROR_FILE).unlink(missing_ok=True)
+def _resume_job(job_dir: Path, cfg: DictConfig) -> bool:
+    """A job of a resumed sweep: True if it is kept, having finished the training the sweep now
+    asks for. Otherwise it trains on from its own last checkpoint (cfg.resume) if that holds the
+    start of the same training; else again from the start, what it wrote before set aside."""
+    from mnist_lit.checkpoint import UNSEEN, UNTIL, among, differences, read
+
+    num, done, sweep = HydraConfig.get().job.num, finished(job_dir), cfg.resume
     last = job_dir / "checkpoints" / "last.ckpt"
-    return str(last) if last.exists() else None
+    cfg.resume = None
+    if not last.exists():
+        (job_dir / ERROR_FILE).unlink(missing_ok=True)
+        return False
+    differ = {key: values for key, values in differences(read(last)["config"], cfg).items() if key != "resume"}
+    if done and all(among(key, UNSEEN) for key in differ):
+        log.info("Job %s finished in %s before: kept as it is", num, sweep)
+        return True
+    (job_dir / ERROR_FILE).unlink(missing_ok=True)
+    other = [key for key in differ if not among(key, UNSEEN + UNTIL)]
+    if not other:
+        cfg.resume = str(last)
+        return False
+    before, now = differ[other[0]]
+    moved = set_aside(job_dir)
+    log.info(
+        "Job %s was trained with %s=%s, the sweep now asks for %s=%s: it trains again from the start (what it wrote "
+        "before is in %s)", num, other[0], before, other[0], now, moved,
+    )
+    return False
 
 
 def _further_ranks_run_this_job(output_dir: Path) -> None:

@@ -13,7 +13,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.checkpoint import read
-from mnist_lit.config import Config
+from mnist_lit.config import config_of
 from mnist_lit.data import MNISTDataModule
 from mnist_lit.module import Classifier
 
@@ -71,15 +71,20 @@ def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     return [instantiate(cfg.logger, **where)]
 
 
-def config_of(hyper_parameters: Mapping[str, Any]) -> DictConfig:
-    """The config a checkpoint's (or a restored module's) hyper-parameters hold; keys added since
-    it was trained take their defaults."""
-    return OmegaConf.merge(OmegaConf.structured(Config), dict(hyper_parameters))
-
-
-def restore(path: str | Path, key: str = "checkpoint", map_location: str | torch.device = "cpu") -> Classifier:
-    """The trained Classifier of a run directory or .ckpt file, rebuilt from the checkpoint alone."""
+def restore(
+    path: str | Path,
+    key: str = "checkpoint",
+    map_location: str | torch.device = "cpu",
+    strict: bool = True,
+    overrides: Mapping[str, Any] | None = None,
+) -> Classifier:
+    """The trained Classifier of a run directory or .ckpt file, rebuilt from the project's own
+    choices as the checkpoint's config names them (checkpoint.read checks it); `overrides`
+    replace top-level keys of that config, checked by the same rules."""
     checkpoint = read(path, key, map_location)
-    module = classifier(config_of(checkpoint["hyper_parameters"]))
-    module.load_state_dict(checkpoint["state_dict"])
+    cfg = checkpoint["config"]
+    if overrides:
+        cfg = config_of({**checkpoint["hyper_parameters"], **overrides}, f"{key}={path}")
+    module = classifier(cfg)
+    module.load_state_dict(checkpoint["state_dict"], strict=strict)
     return module.eval()

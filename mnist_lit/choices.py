@@ -32,6 +32,24 @@ LOGGER_LIBRARIES = {
     "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
 }
 
+# What a config may name by `_target_`, and where: the project's own choices. A config from a file
+# (a checkpoint's) is data: its classes are looked up here, never imported by the name it gives, and
+# nothing else in it is called. config.check_targets enforces this when composing and when loading.
+TARGETS = {
+    "model": ("mnist_lit.network.DenseNetwork",),
+    # The losses that take logits and class labels; tests/test_loss.py trains with each.
+    "loss": ("mnist_lit.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss", "torch.nn.MultiMarginLoss"),
+    # Optimizers that take Adam's lr, betas and eps, and have the fused step the captured form records.
+    "optimizer": ("torch.optim.Adam", "torch.optim.AdamW"),
+    "data": ("mnist_lit.data.MNISTDataModule",),
+    "trainer": ("lightning.pytorch.Trainer",),
+    "logger": tuple(LOGGER_LIBRARIES),
+}
+TARGET_KINDS = {
+    "model": "networks", "loss": "losses", "optimizer": "optimizers", "data": "data modules",
+    "trainer": "trainers", "logger": "loggers",
+}
+
 # Trainer arguments that mnist_lit sets itself, and where a user sets what they carry.
 OWNED_BY_PROJECT = {
     "logger": "choose one with logger=tensorboard or logger=mlflow",

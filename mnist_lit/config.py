@@ -5,13 +5,17 @@ import importlib.util
 import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI, DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mnist_lit import files
-from mnist_lit.choices import ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, METRICS, PRECISIONS, STRATEGIES
+from mnist_lit.choices import (
+    ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, METRICS, PRECISIONS, STRATEGIES, TARGET_KINDS, TARGETS,
+)
 from mnist_lit.errors import ConfigError
 
 
@@ -257,17 +261,25 @@ def require(cfg: DictConfig, **keys: str) -> None:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check every value: building the dataclasses runs their __post_init__."""
-    OmegaConf.to_object(OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"]))
+    """Check every value of a composed config, and that what it asks for is installed."""
+    check(cfg)
+    if cfg.get("logger"):
+        library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
+        if library and importlib.util.find_spec(library) is None:
+            raise ConfigError(f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"')
+
+
+def check(cfg: DictConfig) -> None:
+    """Check every value, a composed config's or a checkpoint's alike: building the dataclasses runs
+    their __post_init__, and every `_target_` must be one of the project's own (check_targets)."""
+    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    OmegaConf.to_object(task)
+    check_targets(OmegaConf.to_container(task, resolve=True))
     threads = cfg.threads
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
         raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
     if cfg.objective not in METRICS:
         raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
-    if cfg.get("logger"):
-        library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
-        if library and importlib.util.find_spec(library) is None:
-            raise ConfigError(f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"')
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int) and not isinstance(interval, bool) and interval % cfg.data.steps_per_execution:
         raise ConfigError(
@@ -280,6 +292,63 @@ def validate(cfg: DictConfig) -> None:
             f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} does not divide "
             f"data.steps_per_execution={cfg.data.steps_per_execution}: make the latter a multiple of it"
         )
+
+
+# Hydra's instantiate keys besides _target_ (and the optimizer's _partial_, which must stay true):
+# each would make instantiate call or pass something the project did not choose.
+_INSTANTIATE_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
+
+
+def check_targets(settings: Any, path: str = "") -> None:
+    """Refuse, naming the key, any `_target_` that is not one of TARGETS at its place, and any
+    other key of Hydra's instantiate: what a config names is looked up among the project's own
+    choices, so that a config read from a file can call nothing else."""
+    if isinstance(settings, Mapping):
+        for key, value in settings.items():
+            where = f"{path}.{key}" if path else str(key)
+            if key == "_target_":
+                if path not in TARGETS:
+                    raise ConfigError(f"{where}={value}: mnist_lit builds nothing from {path}; remove its _target_")
+                if value not in TARGETS[path]:
+                    raise ConfigError(
+                        f"{where}={value} is not one of mnist_lit's {TARGET_KINDS[path]}; choose one of: {', '.join(TARGETS[path])}"
+                    )
+            elif key in _INSTANTIATE_KEYS and not (where == "optimizer._partial_" and value is True):
+                raise ConfigError(f"{where}={value}: mnist_lit builds its objects itself; remove {key}")
+            else:
+                check_targets(value, where)
+    elif isinstance(settings, list):
+        for i, value in enumerate(settings):
+            check_targets(value, f"{path}[{i}]")
+
+
+def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
+    """A config saved in a file (a checkpoint's hyper-parameters), read as data: into the typed
+    schema, keys added since it was saved taking their defaults, and checked by the rules a composed
+    config passes. `where` (e.g. "checkpoint=x.ckpt") begins the one line that refuses it."""
+    try:
+        _refuse_interpolations(saved)
+        check_targets(saved)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), dict(saved))
+        check(cfg)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except (OmegaConfBaseException, ValueError, TypeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{where}: its config does not fit mnist_lit's ({detail})") from None
+    return cfg
+
+
+def _refuse_interpolations(settings: Any, path: str = "") -> None:
+    """A saved config holds plain values (it is saved resolved): an ${...} in it would run a resolver."""
+    if isinstance(settings, Mapping):
+        for key, value in settings.items():
+            _refuse_interpolations(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(settings, list):
+        for i, value in enumerate(settings):
+            _refuse_interpolations(value, f"{path}[{i}]")
+    elif isinstance(settings, str) and "${" in settings:
+        raise ConfigError(f"{path}={settings} is an interpolation; a saved config holds plain values only")
 
 
 def validate_launcher(cfg: DictConfig, launcher: str) -> None:

@@ -85,6 +85,22 @@ class Shuffled(DistributedSampler):
         return min(super().__len__(), self.limit) if self.limit is not None else super().__len__()
 
 
+class Shard(DistributedSampler):
+    """This rank's images of an evaluation split, in order, cut to its first `limit` if given. Each
+    image is on exactly one rank: DistributedSampler repeats images to even the ranks out, and so
+    counts them twice. (A DistributedSampler still, so that Lightning keeps it.)"""
+
+    def __init__(self, dataset: Dataset, limit: int | None = None, **settings: Any) -> None:
+        super().__init__(dataset, shuffle=False, **settings)
+        self.limit = limit
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(range(self.rank, len(self.dataset), self.num_replicas), self.limit)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.dataset), self.num_replicas)[: self.limit])
+
+
 class MNISTDataModule(L.LightningDataModule):
     """The official split: 60,000 images to train on, the 10,000 test images to validate and test on.
 
@@ -202,7 +218,7 @@ class MNISTDataModule(L.LightningDataModule):
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
 
     def train_dataloader(self) -> DataLoader:
-        world_size, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+        world_size, rank = self._ranks()
         # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
         # a resumed run sees the same batches as an uninterrupted one.
         shard = -(-len(self.train) // world_size)
@@ -227,12 +243,28 @@ class MNISTDataModule(L.LightningDataModule):
         minibatches = limit if isinstance(limit, int) else int(limit * -(-images // self.batch_size))
         return min(images, minibatches * self.batch_size)
 
+    def _shard(self, stage: str, split: InMemory, rank: int, world_size: int) -> Shard:
+        """The images of `split` that `rank` evaluates: its share, then the stage's limit, per rank
+        as Lightning's limits are."""
+        share = len(range(rank, len(split), world_size))
+        return Shard(split, self._limit(stage, share), num_replicas=world_size, rank=rank)
+
+    def _ranks(self) -> tuple[int, int]:
+        return (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
+
     def _eval_dataloader(self, stage: str, split: InMemory) -> DataLoader:
-        kept = self._limit(stage, len(split))
-        if kept is not None:
-            split = InMemory(*(tensor[:kept] for tensor in split.tensors))
+        world_size, rank = self._ranks()
         # Evaluation takes no optimizer steps, so it reads a whole training step's images at once.
-        return DataLoader(split, batch_size=self.batch_size * self.steps_per_execution, collate_fn=default_convert)
+        return DataLoader(
+            split, batch_size=self.batch_size * self.steps_per_execution, sampler=self._shard(stage, split, rank, world_size),
+            collate_fn=default_convert,
+        )
+
+    def evaluated(self, stage: str, world_size: int = 1) -> InMemory:
+        """The images that `stage` ("val" or "test") evaluates on `world_size` ranks together."""
+        split = self.val if stage == "val" else self.test
+        index = sorted(i for rank in range(world_size) for i in self._shard(stage, split, rank, world_size))
+        return split if len(index) == len(split) else InMemory(*(tensor[index] for tensor in split.tensors))
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_dataloader("val", self.val)

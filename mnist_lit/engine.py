@@ -95,6 +95,9 @@ class Captured:
     def __init__(self, eager: Eager) -> None:
         self.eager = eager
         self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Outcome]] = {}
+        # A graph replays on the tensors it recorded: loading an optimizer state replaces Adam's
+        # (and the module's post-hook its step counts), so the graphs recorded before are dropped.
+        eager.optimizer.register_load_state_dict_post_hook(lambda optimizer: self.graphs.clear())
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
         key = (images.data_ptr(), labels.data_ptr(), len(order), batch_size)
@@ -119,6 +122,18 @@ class Captured:
         return outcome
 
 
+def clip_gradients(parameters: list[nn.Parameter], value: float, algorithm: str = "norm") -> None:
+    """Clip the gradients to a total norm of `value` ("norm"), or each to [-value, value] ("value").
+
+    torch's own clipping, as Lightning's precision plugins call it for the precisions the engine
+    takes, none of which scales gradients; Lightning's bf16-mixed plugin would refuse a fused Adam
+    that it thinks unscales them."""
+    if algorithm == "value":
+        torch.nn.utils.clip_grad_value_(parameters, value)
+    else:
+        torch.nn.utils.clip_grad_norm_(parameters, value)
+
+
 def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each image's cross-entropy, for logits (..., n, classes) and labels (..., n). Both of the
     tutorial's losses: the cross-entropy of one-hot targets is that of integer labels."""
@@ -133,7 +148,8 @@ class StackedNetwork(nn.Module):
         super().__init__()
         layers = dict(nets[0].named_children())
         self.dense = [name for name, layer in layers.items() if isinstance(layer, nn.Linear)]
-        self.activations = [layer for layer in layers.values() if not isinstance(layer, nn.Linear)]
+        # Modules, so that train() and eval() reach them as they reach each network's own.
+        self.activations = nn.ModuleList(layer for layer in layers.values() if not isinstance(layer, nn.Linear))
         self.stacked = nn.ParameterList(
             nn.Parameter(torch.stack([getattr(getattr(net, name), kind).detach() for net in nets]).clone())
             for name in self.dense

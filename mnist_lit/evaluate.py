@@ -26,9 +26,10 @@ def run(cfg: DictConfig) -> None:
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
     from mnist_lit import build, files, mistakes
+    from mnist_lit.config import config_of
 
     module = build.restore(checkpoint)
-    cfg = build.config_of(module.hparams)
+    cfg = config_of(module.hparams, f"checkpoint={checkpoint}")
     cfg.data.root = root
     datamodule = build.datamodule(cfg, limited=False)
     # One device, wherever the run trained: the numbers do not depend on it.

@@ -22,7 +22,7 @@ Digits = str | Path | Image.Image | np.ndarray | torch.Tensor | Iterable
 class Model:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier.eval()
-        self.names = names(build.config_of(classifier.hparams).data.dataset)
+        self.names = names(classifier.hparams["data"]["dataset"])
 
     def predict(self, x: Digits) -> torch.Tensor:
         """Class probabilities, one row per digit. `x`: file paths or PIL images (prepared as

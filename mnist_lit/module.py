@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -11,7 +12,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.engine import Captured, Eager, Execution
+from mnist_lit.engine import Captured, Eager, Execution, clip_gradients
 from mnist_lit.errors import UserError
 from mnist_lit.network import CLASSES
 
@@ -90,17 +91,40 @@ class Classifier(L.LightningModule):
         return self.net(images)
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs) -> "Classifier":  # type: ignore[override]
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device | None = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **overrides: Any,
+    ) -> "Classifier":
         """Lightning's way back from a checkpoint. Its hyper-parameters are the run's whole config,
-        from which the builder makes the network, loss and optimizer again."""
+        from which the builder makes the network, loss and optimizer again; keyword arguments
+        replace its top-level keys (e.g. capture=False), as Lightning's replace saved hyper-parameters."""
         from mnist_lit.build import restore
+        from mnist_lit.errors import ConfigError
 
-        return restore(checkpoint_path, map_location=map_location or "cpu")
+        if hparams_file is not None:
+            raise ConfigError(
+                f"hparams_file={hparams_file}: a mnist_lit checkpoint holds its run's whole config; give changes as "
+                "keyword arguments instead, e.g. capture=False"
+            )
+        if weights_only is False:
+            raise ConfigError("weights_only=False: mnist_lit reads checkpoints as data only; leave weights_only out")
+        return restore(checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides)
 
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where
         anything listens (a callback's hooks, DDP, a gradient scaler), else plain torch calls,
         captured as a CUDA graph on a GPU."""
+        # A spawned rank receives the module pickled, its metric states moved into memory that
+        # every rank shares (Lightning un-shares parameters and buffers only): fresh states, each
+        # rank's own, before any rank adds to them.
+        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
+            for metric in metrics.values():
+                metric.reset()
         if stage != "fit":
             return
         trainer = self.trainer
@@ -115,18 +139,27 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if self.form == "captured" else {}))
+        if self.form == "captured":
+            # A CUDA graph keeps the address of what it reads, not a float's value: the learning
+            # rate as a tensor, so that a new one (a resume, a scheduler's fill_) reaches every replay.
+            for group in optimizer.param_groups:
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way,
         # at the learning rate it was given.
         settings = {key: optimizer.param_groups[0][key] for key in (*_CAPTURABLE, "lr") if key in optimizer.param_groups[0]}
         optimizer.register_load_state_dict_post_hook(partial(_step_as, settings))
         return optimizer
 
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resume on another number of processes trains with another real batch: it says so.
+        checkpoint["processes"] = self.trainer.world_size
+
     def on_train_start(self) -> None:
         optimizer = self.optimizers()
         settings = {
             "forward_context": self.trainer.precision_plugin.forward_context,
             "accumulate": self.accumulate_grad_batches,
-            "clip": partial(self.clip_gradients, optimizer, self.gradient_clip_val, self.gradient_clip_algorithm)
+            "clip": partial(clip_gradients, list(self.net.parameters()), self.gradient_clip_val, self.gradient_clip_algorithm)
             if self.gradient_clip_val
             else None,
         }
@@ -199,7 +232,7 @@ class Classifier(L.LightningModule):
             step = minibatches_before + i + 1
             raise Diverged(
                 f"The loss became {losses[i].item()} at epoch {self.current_epoch + 1}, mini-batch {step}: "
-                f"lower optimizer.lr (now {lr:g}) and start again"
+                f"lower optimizer.lr (now {float(lr):g}) and start again"
             )
 
     def validation_step(self, batch: Batch) -> None:

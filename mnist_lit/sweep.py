@@ -37,6 +37,20 @@ def record_failure(output_dir: Path, error: Exception) -> None:
     (output_dir / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n")
 
 
+def set_aside(job_dir: Path) -> Path:
+    """Move what a job wrote into <job>/replaced-N, so that training it again loses nothing; its
+    .hydra/ (already the new job's) and its log (which Hydra appends to) stay."""
+    n = 1
+    while (job_dir / f"replaced-{n}").exists():
+        n += 1
+    target = job_dir / f"replaced-{n}"
+    target.mkdir()
+    for path in job_dir.iterdir():
+        if path.name != ".hydra" and path.suffix != ".log" and not path.name.startswith("replaced-"):
+            path.rename(target / path.name)
+    return target
+
+
 def is_sweep(path: Path) -> bool:
     return (path / "multirun.yaml").is_file()
 

@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -17,7 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, console, files, loggers, mistakes, share
-from mnist_lit.checkpoint import AtomicCheckpointIO, check_resume, find, for_a_run, read
+from mnist_lit.checkpoint import AtomicCheckpointIO, check_resume, find, for_a_run, read, tell_processes
 from mnist_lit.config import unique_dir, validate
 from mnist_lit.history import History
 from mnist_lit.summary import count, summary
@@ -36,8 +37,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     L.seed_everything(cfg.seed, verbose=False)
     module = build.classifier(cfg)
     net = module.net
-    if checkpoint:
-        check_resume(cfg.resume, cfg, net)
+    resumed = check_resume(cfg.resume, cfg, net) if checkpoint else None
 
     history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer(duration=cfg.trainer.max_time)
     stopping = cfg.early_stopping
@@ -63,6 +63,9 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             plugins=[AtomicCheckpointIO()],
         )
         threads = _take_threads(cfg.threads, launcher, trainer)
+        if resumed and trainer.is_global_zero:
+            # world_size is known only once the ranks start: count them from the devices.
+            tell_processes(resumed, trainer.num_nodes * trainer.num_devices, cfg.data.batch_size)
         if trainer.is_global_zero:
             model_summary = summary(net)
             log.info("\n%s", model_summary)
@@ -89,7 +92,8 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         test = {name: trainer.callback_metrics[name].item() for name in ("test_loss", "test_accuracy")}
         per_class = None
         if trainer.is_global_zero:
-            per_class = _report_mistakes(module, datamodule, output_dir)
+            # The ranks' count from the devices: after ddp_spawn this process knows no world_size.
+            per_class = _report_mistakes(module, datamodule, output_dir, trainer.num_nodes * trainer.num_devices)
             for picture in ("confusion_matrix.png", "mistakes.png"):
                 loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
             loggers.close(trainer.loggers)
@@ -122,16 +126,17 @@ def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
     again (from the checkpoint it resumed, if any) while it has none."""
     if not HydraConfig.initialized():
         return f'fit(..., "resume={output_dir}")', "fit(...)" if not cfg.resume else f'fit(..., "resume={cfg.resume}")'
-    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
-    again = " ".join(["python -m mnist_lit", *overrides])
-    return f"{again} resume={output_dir}", f"{again} resume={cfg.resume}" if cfg.resume else again
+    # Quoted as a shell reads them back: an override may hold spaces, brackets or quotes.
+    again = ["python", "-m", "mnist_lit", *(o for o in HydraConfig.get().overrides.task if not o.startswith("resume="))]
+    return shlex.join([*again, f"resume={output_dir}"]), shlex.join([*again, f"resume={cfg.resume}"] if cfg.resume else again)
 
 
-def _report_mistakes(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path) -> dict[str, float]:
+def _report_mistakes(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path, ranks: int) -> dict[str, float]:
     """The final weights on the test images: confusion matrix, mistakes, per-class accuracy."""
     if datamodule.train is None:  # a spawned strategy set the data up in its own processes
         datamodule.setup("test")
-    images, labels = datamodule.test.tensors
+    # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
+    images, labels = datamodule.evaluated("test", ranks).tensors
     probabilities = mistakes.probabilities(module.net.to(images.device), images)
     return mistakes.write(output_dir, images, labels, probabilities, datamodule.names)
 

@@ -1,6 +1,7 @@
 """DDP on two CPU processes (gloo): gradients all-reduced on every mini-batch, epoch metrics over
 the images of all ranks, rank 0 alone writing, resumable, and inside a sweep."""
 
+import json
 import os
 
 import lightning as L
@@ -8,7 +9,9 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from tests.conftest import cli, final_test_loss, last_weights
+from mnist_lit.build import restore
+from mnist_lit.data import MNISTDataModule
+from tests.conftest import cli, final_test_loss, last_weights, make_mnist
 from tests.test_sweep import finish, multirun, read_csv, sweep_dirs
 
 pytestmark = pytest.mark.slow
@@ -65,6 +68,7 @@ def test_ddp_and_ddp_spawn_train_alike_resume_and_load_into_one_device(tiny_mnis
     # A 2-process checkpoint goes on in a 1-process run.
     one = cli(["model=mlp", "trainer.max_epochs=3", "resume=straight", "hydra.run.dir=one", *DDP[3:]], tmp_path, tiny_mnist)
     assert one.returncode == 0, one.stderr
+    assert "Resuming on 1 process (it was 2): the real batch goes from 64 to 32" in one.stdout
     assert (tmp_path / "one" / "metrics.csv").read_text().startswith(straight)
 
 
@@ -87,3 +91,39 @@ def test_several_devices_in_a_parallel_sweep_are_refused_before_any_process_star
         assert row["status"] == "failed"
         assert row["error"].startswith("ConfigError: trainer.devices=2 inside a sweep run by JoblibLauncher: Lightning's DDP cannot")
         assert not (tmp_path / row["directory"] / "checkpoints").exists()
+
+
+class MetricStates(L.Callback):
+    """Records, on each rank, whether any metric state lies in memory shared with other processes."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def on_train_start(self, trainer, module):
+        metrics = [m for group in (module.train_metrics, module.val_metrics, module.test_metrics) for m in group.values()]
+        shared = any(getattr(m, state).is_shared() for m in metrics for state in m._defaults)
+        with open(f"{self.directory}/shared{trainer.global_rank}.txt", "w") as f:
+            f.write(str(shared))
+
+
+def test_spawned_ranks_count_into_their_own_metrics_each_image_once_and_limits_per_rank(tmp_path, monkeypatch):
+    """161 test images on 2 ranks: 81 and 80, none counted twice; limit_test_batches=1 is one
+    mini-batch on each rank, 64 images, and the confusion matrix covers those 64 too."""
+    data = make_mnist(tmp_path / "data", test=161)
+    monkeypatch.setenv("MNIST_LIT_DATA", str(data))
+    monkeypatch.chdir(tmp_path)
+    history = fit(*DDP, "trainer.strategy=ddp_spawn", "trainer.max_epochs=1", "trainer.limit_test_batches=1", output_dir="run",
+                  callbacks=[MetricStates(str(tmp_path))])
+    assert [(tmp_path / f"shared{rank}.txt").read_text() for rank in (0, 1)] == ["False", "False"]
+    module = restore(tmp_path / "run")
+    datamodule = MNISTDataModule(str(data))
+    datamodule.setup("test")
+    images, labels = datamodule.test.tensors
+    with torch.no_grad():
+        losses = torch.nn.functional.cross_entropy(module.net(images), labels, reduction="none")
+    assert len(labels) == 161
+    assert history["val_loss"][-1] == pytest.approx(losses.mean().item(), rel=1e-6)
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test_loss"] == pytest.approx(losses[:64].mean().item(), rel=1e-6)
+    rows = read_csv(tmp_path / "run" / "confusion_matrix.csv")
+    assert sum(int(v) for row in rows for k, v in row.items() if k != "true \\ predicted") == 64

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.engine import Eager
+from mnist_lit.engine import Captured, Eager
 from mnist_lit.loss import CategoricalCrossentropy
 from mnist_lit.network import DenseNetwork
 from tests.conftest import last_weights
@@ -111,7 +111,9 @@ def test_an_eager_execution_is_the_hand_written_loop():
     assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
 
 
-@pytest.mark.parametrize("flags", [{"capturable": True, "fused": True}, {"capturable": True}])
+@pytest.mark.parametrize(
+    "flags", [{"capturable": True, "fused": True}, {"capturable": True}, {"capturable": True, "fused": True, "lr": torch.tensor(1e-3)}]
+)
 def test_a_checkpoint_of_a_captured_gpu_run_resumes_on_a_cpu(tiny_env, flags):
     """A captured GPU run's Adam is capturable (and fused); a CPU run resumes it stepping its own way."""
     fit(*TINY, "trainer.max_epochs=1", output_dir="gpu")
@@ -123,3 +125,13 @@ def test_a_checkpoint_of_a_captured_gpu_run_resumes_on_a_cpu(tiny_env, flags):
     fit(*TINY, "resume=gpu", output_dir="cpu")
     fit(*TINY, output_dir="straight")
     assert (tiny_env / "cpu" / "metrics.csv").read_text() == (tiny_env / "straight" / "metrics.csv").read_text()
+
+
+def test_a_captured_executions_graphs_are_dropped_when_the_optimizer_state_is_replaced():
+    """A CUDA graph replays on the tensors it recorded; loading an optimizer state replaces Adam's."""
+    net = DenseNetwork([8])
+    optimizer = torch.optim.Adam(net.parameters())
+    captured = Captured(Eager(net, CategoricalCrossentropy(), optimizer))
+    captured.graphs[("recorded before",)] = None
+    optimizer.load_state_dict(optimizer.state_dict())
+    assert captured.graphs == {}

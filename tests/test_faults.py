@@ -7,6 +7,7 @@ import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -259,12 +260,13 @@ def test_damaged_data_on_the_command_line_is_one_line_and_a_failure(tiny_mnist, 
 @pytest.mark.slow
 @pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny_mnist, tmp_path, stop, code):
-    args = ["model=mlp", "data.steps_per_execution=1", QUIET[0]]
+    # A list with a space and a directory with a space: the hint must paste back into a shell.
+    args = ["model=mlp", "model.hidden=[16, 8]", "data.steps_per_execution=1", QUIET[0]]
     env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
     env.pop("HYDRA_FULL_ERROR", None)
-    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args, "trainer.max_epochs=1000", "hydra.run.dir=stopped"],
+    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args, "trainer.max_epochs=1000", "hydra.run.dir=stopped run"],
                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    last = tmp_path / "stopped" / "checkpoints" / "last.ckpt"
+    last = tmp_path / "stopped run" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not last.exists():
         time.sleep(0.02)
@@ -272,14 +274,20 @@ def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
-    match = re.fullmatch(r"Stopped during epoch (\d+) of 1000: continue with python -m mnist_lit (.*) resume=(\S+)", last)
+    match = re.fullmatch(r"Stopped during epoch (\d+) of 1000: continue with (.*)", last)
     assert match, stderr
-    assert match[2] == " ".join([*args, "trainer.max_epochs=1000"]) and match[3] == str(tmp_path / "stopped")
-    assert (tmp_path / "stopped" / "history.png").exists()
+    hint = match[2]
+    assert shlex.split(hint) == ["python", "-m", "mnist_lit", *args, "trainer.max_epochs=1000", f"resume={tmp_path / 'stopped run'}"]
+    assert (tmp_path / "stopped run" / "history.png").exists()
     epochs = int(match[1]) + 1
-    for name, extra in (("resumed", ["resume=stopped"]), ("straight", [])):
-        done = cli([*args, f"trainer.max_epochs={epochs}", f"hydra.run.dir={name}", *extra], tmp_path, tiny_mnist)
-        assert done.returncode == 0, done.stderr
+    # The hint as a user pastes it, to the next epoch.
+    pasted = f"{shlex.quote(sys.executable)} {hint.removeprefix('python ')} hydra.run.dir=resumed".replace(
+        "trainer.max_epochs=1000", f"trainer.max_epochs={epochs}"
+    )
+    done = subprocess.run(["bash", "-c", pasted], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    done = cli([*args, f"trainer.max_epochs={epochs}", "hydra.run.dir=straight"], tmp_path, tiny_mnist)
+    assert done.returncode == 0, done.stderr
     assert (tmp_path / "resumed" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
     a, b = last_weights(tmp_path / "resumed"), last_weights(tmp_path / "straight")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -305,12 +313,21 @@ def test_the_best_checkpoint_and_a_new_learning_rate_hold_across_a_resume(tiny_e
         ("data.batch_size=16", "was trained with data.batch_size=32, this run has data.batch_size=16"),
         ("seed=7", "was trained with seed=0, this run has seed=7"),
         ("data.val_size=100", "was trained with data.val_size=0, this run has data.val_size=100"),
+        ("model.activation=tanh", "was trained with model.activation=relu, this run has model.activation=tanh"),
+        ("optimizer.eps=0.001", "was trained with optimizer.eps=1e-07, this run has optimizer.eps=0.001"),
+        ("optimizer.betas=[0.8,0.9]", "was trained with optimizer.betas=[0.9, 0.999], this run has optimizer.betas=[0.8, 0.9]"),
+        ("loss=sparse", "was trained with loss._target_=mnist_lit.loss.CategoricalCrossentropy, this run has loss._target_=torch.nn.CrossEntropyLoss"),
+        ("trainer.precision=bf16-mixed", "was trained with trainer.precision=32-true, this run has trainer.precision=bf16-mixed"),
+        ("trainer.gradient_clip_val=1", "was trained with trainer.gradient_clip_val=None, this run has trainer.gradient_clip_val=1.0"),
+        ("trainer.accumulate_grad_batches=2", "was trained with trainer.accumulate_grad_batches=1, this run has trainer.accumulate_grad_batches=2"),
+        ("trainer.limit_train_batches=3", "was trained with trainer.limit_train_batches=None, this run has trainer.limit_train_batches=3"),
+        ("data.seed=3", "was trained with data.seed=0, this run has data.seed=3"),
     ],
 )
 def test_a_resume_that_could_not_continue_the_same_training_is_refused(tiny_env, change, message):
-    fit(*QUIET, "trainer.max_epochs=1", output_dir="first")
+    fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="first")
     with pytest.raises(ConfigError) as error:
-        fit(*QUIET, "trainer.max_epochs=2", change, "resume=first", output_dir="resumed")
+        fit(*QUIET, "model=mlp", "trainer.max_epochs=2", change, "resume=first", output_dir="resumed")
     assert str(error.value).startswith(f"resume=first {message}") and "Resume with" in str(error.value)
     assert not (tiny_env / "resumed" / "metrics.csv").exists()
 

@@ -1,6 +1,7 @@
 """The captured form on a GPU: the eager path's numbers, Lightning's steps, one launch per execution.
 Skipped where CUDA is absent (CI); run them with `pytest -m gpu` on a machine with a GPU."""
 
+import lightning as L
 import pytest
 import torch
 
@@ -46,9 +47,68 @@ def test_max_steps_and_divergence_when_captured(tiny_env):
         fit(*GPU, "optimizer.lr=1e30", output_dir="nan")
 
 
-def test_bf16_mixed_captured_learns(tiny_env):
-    history = fit(*GPU, "trainer.precision=bf16-mixed", output_dir="run")
-    assert history["val_accuracy"][-1] > 0.9
+def test_bf16_mixed_captured_gives_eager_bf16s_numbers_with_clipping_too(tiny_env):
+    for extra in ([], ["trainer.gradient_clip_val=0.5"]):
+        captured = fit(*GPU, "trainer.precision=bf16-mixed", *extra, output_dir=f"captured{len(extra)}")
+        eager = fit(*GPU, "trainer.precision=bf16-mixed", "capture=false", *extra, output_dir=f"eager{len(extra)}")
+        close(captured, eager)
+
+
+class Replays(L.Callback):
+    """Counts CUDA graph replays; from the second epoch on, sets the learning rate to 0 as torch's
+    schedulers do (fill_ on a tensor) and poisons a weight at the third, if asked."""
+
+    def __init__(self, poison: bool = False) -> None:
+        self.replays, self.poison = 0, poison
+
+    def on_train_start(self, trainer, module):
+        replay = torch.cuda.CUDAGraph.replay
+
+        def counted(graph):
+            self.replays += 1
+            return replay(graph)
+
+        self.patch = pytest.MonkeyPatch()
+        self.patch.setattr(torch.cuda.CUDAGraph, "replay", counted)
+
+    def on_train_epoch_start(self, trainer, module):
+        if trainer.current_epoch == 1:
+            self.before = {k: v.clone() for k, v in module.net.state_dict().items()}
+            for group in module.optimizers().optimizer.param_groups:
+                group["lr"].fill_(0.0)
+        if trainer.current_epoch == 2 and self.poison:
+            with torch.no_grad():
+                module.net.output.weight[0, 0] = float("nan")
+
+    def on_train_epoch_end(self, trainer, module):
+        if trainer.current_epoch == 1:
+            self.after = {k: v.clone() for k, v in module.net.state_dict().items()}
+
+    def on_train_end(self, trainer, module):
+        self.patch.undo()
+
+
+def test_every_execution_after_the_first_is_a_replay_that_follows_the_learning_rate(tiny_env):
+    replays = Replays()
+    fit(*GPU, output_dir="run", callbacks=[replays])
+    # 640 images, 32 a mini-batch, 4 mini-batches an execution: 5 executions of one length an epoch.
+    assert replays.replays == 3 * 5 - 1
+    assert all(torch.equal(replays.before[k], replays.after[k]) for k in replays.before)  # lr 0: no step moved them
+
+
+def test_a_loss_that_turns_nan_during_a_replay_stops_the_run(tiny_env):
+    replays = Replays(poison=True)
+    with pytest.raises(Diverged, match="The loss became nan at epoch 3, mini-batch 1"):
+        fit(*GPU, output_dir="run", callbacks=[replays])
+    assert replays.replays > 5
+
+
+def test_a_captured_run_resumed_with_another_learning_rate_steps_with_it(tiny_env):
+    fit(*GPU, "trainer.max_epochs=1", output_dir="first")
+    fit(*GPU, "trainer.max_epochs=2", "optimizer.lr=1e-12", "resume=first", output_dir="resumed")
+    a, b = last_weights(tiny_env / "first"), last_weights(tiny_env / "resumed")
+    # lr 1e-12: Adam's steps are at most about 1e-12 each, 20 of them.
+    assert all(torch.allclose(a[k].cpu(), b[k].cpu(), atol=1e-9) for k in a)
 
 
 def test_a_captured_run_resumes_and_a_gpu_checkpoint_loads_on_the_cpu(tiny_env):

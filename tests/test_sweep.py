@@ -161,6 +161,32 @@ def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_p
 
 
 @pytest.mark.slow
+def test_a_resumed_sweep_keeps_continues_or_retrains_each_job_by_what_its_directory_was_trained_with(tiny_mnist, tmp_path):
+    args = ["model=mlp", "data.steps_per_execution=4", "trainer.enable_progress_bar=false", "hydra.sweep.dir=sweep"]
+    code, _, stderr = finish(multirun([*args, "model.activation=relu,tanh", "trainer.max_epochs=1"], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    first = {job: (tmp_path / "sweep" / job / "metrics.csv").read_text() for job in ("0", "1")}
+    kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
+
+    # Same first job, another second: job 0 is kept, job 1 trains again from the start, its old files set aside.
+    code, stdout, stderr = finish(multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    assert "Job 0 finished in sweep before: kept as it is" in stdout
+    assert "Job 1 was trained with model.activation=tanh, the sweep now asks for model.activation=sigmoid: it trains again" in stdout
+    assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
+    assert (tmp_path / "sweep" / "1" / "replaced-1" / "metrics.csv").read_text() == first["1"]
+    assert (tmp_path / "sweep" / "1" / "metrics.csv").read_text() != first["1"]
+
+    # More epochs of the same training: each job goes on from its own last checkpoint.
+    code, stdout, stderr = finish(multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=2", "resume=sweep"], tmp_path, tiny_mnist))
+    assert code == 0, stderr
+    assert "Resuming with trainer.max_epochs=2 (it was 1)" in stdout
+    for job in ("0", "1"):
+        rows = (tmp_path / "sweep" / job / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 3 and (job == "1" or rows[:2] == first["0"].splitlines())
+
+
+@pytest.mark.slow
 def test_a_resumed_sweep_runs_its_failed_job_again_once_fixed(tiny_mnist, tmp_path):
     """Job 1 reads a damaged copy of MNIST and fails; the file is replaced, the sweep resumed."""
     damaged = tmp_path / "damaged"

@@ -2,10 +2,12 @@
 those the project's own optimisation loop must honour (clipping, accumulation, limits,
 fast_dev_run, deterministic) act as a Lightning user expects, counted in mini-batches."""
 
+import csv
 import dataclasses
 import inspect
 import json
 import math
+from functools import partial
 
 import lightning as L
 import pytest
@@ -53,6 +55,52 @@ class Observe(L.Callback):
 
     def on_train_end(self, trainer, module):
         self.global_step = trainer.global_step
+
+
+class FusedAdam(L.Callback):
+    """Gives the module a fused Adam, as the captured form on a GPU has."""
+
+    def setup(self, trainer, module, stage):
+        module.optimizer = partial(module.optimizer, fused=True)
+
+    def on_train_start(self, trainer, module):
+        self.fused = module.optimizers().optimizer.defaults["fused"]
+
+
+def test_bf16_mixed_clips_a_fused_adam_as_it_clips_any(tiny_env):
+    """Lightning's bf16-mixed plugin refuses to clip an optimizer that it thinks unscales gradients
+    (a fused one); bf16 scales none, so the engine clips with torch itself."""
+    args = (*TINY, "trainer.precision=bf16-mixed", "trainer.gradient_clip_val=0.01")
+    fused = FusedAdam()
+    a = fit(*args, output_dir="fused", callbacks=[fused])
+    b = fit(*args, output_dir="plain")
+    assert fused.fused is True
+    for name in a:
+        assert a[name] == pytest.approx(b[name], rel=1e-4), name
+
+
+def test_a_test_limit_covers_the_same_images_in_the_metrics_and_the_pictures(tiny_env):
+    fit(*TINY, "trainer.limit_test_batches=2", output_dir="run")
+    results = json.loads((tiny_env / "run" / "results.json").read_text())
+    with open(tiny_env / "run" / "confusion_matrix.csv") as f:
+        counted = sum(int(v) for row in csv.DictReader(f) for k, v in row.items() if k != "true \\ predicted")
+    assert counted == 64  # two mini-batches of 32 of the 160 test images
+    expected = final_loss_of(tiny_env / "run", 64)
+    assert results["test_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def final_loss_of(run, images: int) -> float:
+    import os
+
+    from mnist_lit.build import restore
+    from mnist_lit.data import MNISTDataModule
+
+    module = restore(run)
+    datamodule = MNISTDataModule(os.environ["MNIST_LIT_DATA"])
+    datamodule.setup("test")
+    x, y = (tensor[:images] for tensor in datamodule.test.tensors)
+    with torch.no_grad():
+        return module.loss(module.net(x), y).item()
 
 
 @pytest.mark.parametrize(("algorithm", "measure"), [("norm", "gradient_norms"), ("value", "gradient_maxima")])
