@@ -17,6 +17,9 @@ INITS = ("keras", "torch")
 # precision need none.
 PRECISIONS = ("32-true", "32", "64-true", "64", "bf16-mixed", "bf16-true")
 
+# Lightning's accelerators that the engine runs on (the captured form on CUDA GPUs).
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
+
 # What History records each epoch, as Keras names it.
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 

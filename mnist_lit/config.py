@@ -1,8 +1,11 @@
 """Typed configuration. Hydra checks types and keys while composing; `validate` checks values
 before any data is read, so a bad override ends in one line that names the key and the fix."""
 
+import difflib
 import importlib.util
 import itertools
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping
@@ -14,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mnist_lit import files
 from mnist_lit.choices import (
-    ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, METRICS, PRECISIONS, STRATEGIES, TARGET_KINDS, TARGETS,
+    ACCELERATORS, ACTIVATIONS, DATASETS, INITS, LOGGER_LIBRARIES, METRICS, PRECISIONS, STRATEGIES, TARGET_KINDS, TARGETS,
 )
 from mnist_lit.errors import ConfigError
 
@@ -59,8 +62,14 @@ class OptimizerConfig:
     eps: float = 1e-7
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ConfigError(f"optimizer.lr={self.lr} is out of range: it must be > 0, e.g. optimizer.lr=1e-3")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optimizer.lr={self.lr} is out of range: it must be > 0 and finite, e.g. optimizer.lr=1e-3")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ConfigError(
+                f"optimizer.betas={list(self.betas)} is out of range: two numbers, each in [0, 1), e.g. optimizer.betas=[0.9,0.999]"
+            )
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"optimizer.eps={self.eps} is out of range: it must be > 0 and finite, e.g. optimizer.eps=1e-7")
 
 
 @dataclass
@@ -130,6 +139,10 @@ class TrainerConfig:
     model_registry: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"trainer.accelerator={self.accelerator} is not supported; choose one of: {', '.join(ACCELERATORS)}")
+        _check_devices(self.devices)
+        _check_duration("trainer.max_time", self.max_time)
         if self.max_epochs is not None and self.max_epochs != -1:
             _at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
         if self.max_steps != -1:
@@ -160,6 +173,38 @@ class TrainerConfig:
             )
         if self.deterministic not in (None, True, False, "warn"):
             raise ConfigError(f"trainer.deterministic={self.deterministic} is not one of: true, false, warn")
+
+
+def _check_devices(devices: Any) -> None:
+    """Lightning's forms: a number of devices (-1: every GPU), auto, or GPU indices as a list or "0,1"."""
+    fine = (
+        devices == "auto"
+        or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
+        or (isinstance(devices, str) and re.fullmatch(r"\d+(,\d+)*,?", devices.strip()) is not None)
+        or (isinstance(devices, list) and devices and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
+    )
+    if not fine:
+        raise ConfigError(
+            f"trainer.devices={devices} is not a number of devices: give one ≥ 1 (e.g. trainer.devices=2), -1 for every "
+            "GPU, a list of GPU indices (trainer.devices=[0,1]) or auto"
+        )
+
+
+# timedelta's keywords: Lightning's Timer takes a dict of them too.
+_DURATION_KEYS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds")
+
+
+def _check_duration(key: str, duration: Any) -> None:
+    """Lightning's forms of a duration: "DD:HH:MM:SS", or a dict such as {hours: 1}."""
+    if duration is None:
+        return
+    if isinstance(duration, str) and re.fullmatch(r"\d+:\d+:\d+:\d+", duration.strip()):
+        return
+    if isinstance(duration, dict) and duration and set(duration) <= set(_DURATION_KEYS) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in duration.values()
+    ):
+        return
+    raise ConfigError(f"{key}={duration} is not a duration: give days:hours:minutes:seconds, e.g. {key}=00:01:30:00, or {key}={{hours:1}}")
 
 
 def _check_limit(key: str, limit: Any) -> None:
@@ -273,7 +318,12 @@ def check(cfg: DictConfig) -> None:
     """Check every value, a composed config's or a checkpoint's alike: building the dataclasses runs
     their __post_init__, and every `_target_` must be one of the project's own (check_targets)."""
     task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    _check_keys(task, OmegaConf.structured(Config))
     OmegaConf.to_object(task)
+    for key in ("seed", "data.seed"):
+        seed = OmegaConf.select(task, key)
+        if not 0 <= seed < 2**32:
+            raise ConfigError(f"{key}={seed} is out of range: a seed is in [0, 2**32 - 1], e.g. {key}=0")
     check_targets(OmegaConf.to_container(task, resolve=True))
     threads = cfg.threads
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
@@ -292,6 +342,19 @@ def check(cfg: DictConfig) -> None:
             f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} does not divide "
             f"data.steps_per_execution={cfg.data.steps_per_execution}: make the latter a multiple of it"
         )
+
+
+def _check_keys(cfg: DictConfig, schema: DictConfig, path: str = "") -> None:
+    """Refuse a key that the schema does not have (Hydra's `+key=value` adds one), with the nearest real one."""
+    for key in cfg:
+        where = f"{path}.{key}" if path else str(key)
+        if key not in schema.keys():  # `in` alone says no for a key whose value is missing
+            keys = [k for k in schema.keys() if not str(k).startswith("_")]
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f"did you mean {path + '.' if path else ''}{close[0]}? " if close else ""
+            raise ConfigError(f"{where} is not a setting: {hint}Settings{' of ' + path if path else ''}: {', '.join(keys)}")
+        if OmegaConf.get_type(schema, key) not in (None, dict, Any) and isinstance(cfg[key], DictConfig) and isinstance(schema[key], DictConfig):
+            _check_keys(cfg[key], schema[key], where)
 
 
 # Hydra's instantiate keys besides _target_ (and the optimizer's _partial_, which must stay true):
@@ -349,6 +412,22 @@ def _refuse_interpolations(settings: Any, path: str = "") -> None:
             _refuse_interpolations(value, f"{path}[{i}]")
     elif isinstance(settings, str) and "${" in settings:
         raise ConfigError(f"{path}={settings} is an interpolation; a saved config holds plain values only")
+
+
+def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:
+    """What the devices ask of the machine the job runs on (a launcher may send it to another)."""
+    accelerator, devices = cfg.trainer.accelerator, cfg.trainer.devices
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"trainer.accelerator={accelerator}: no GPU found here; use trainer.accelerator=cpu (or auto)")
+    if accelerator == "cpu" or (accelerator == "auto" and gpus == 0):
+        if devices == -1 or not isinstance(devices, (int, str)) or (isinstance(devices, str) and devices != "auto"):
+            raise ConfigError(
+                f"trainer.devices={devices} names GPUs, and this run trains on the CPU: give a number of processes, e.g. trainer.devices=2"
+            )
+        if isinstance(devices, int) and devices > cores:
+            raise ConfigError(
+                f"trainer.devices={devices} CPU processes on {cores} core{'s'[: cores > 1]}: give at most trainer.devices={cores}"
+            )
 
 
 def validate_launcher(cfg: DictConfig, launcher: str) -> None:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, console, files, loggers, mistakes, share
 from mnist_lit.checkpoint import AtomicCheckpointIO, check_resume, find, for_a_run, read, tell_processes
-from mnist_lit.config import unique_dir, validate
+from mnist_lit.config import check_machine, unique_dir, validate
 from mnist_lit.history import History
 from mnist_lit.summary import count, summary
 
@@ -32,6 +32,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     `callbacks` are added to the run's own (history, timer, checkpoints).
     """
     validate(cfg)
+    check_machine(cfg, _gpus(), share.cores())
     checkpoint = find(cfg.resume) if cfg.resume else None
     output_dir = Path(output_dir)
     L.seed_everything(cfg.seed, verbose=False)

@@ -74,3 +74,19 @@ def final_test_loss(run: Path, data: str | Path) -> float:
     images, labels = datamodule.test.tensors
     with torch.no_grad():
         return module.loss(module.net(images), labels).item()
+
+
+# CI sets this when ../shared holds the real MNIST: a test that needs it must not quietly skip.
+REQUIRE_REAL_DATA = os.environ.get("MNIST_LIT_REQUIRE_REAL_DATA") == "1"
+_skipped_real_data: list[str] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and "mnist" in report.keywords and "gpu" not in report.keywords:
+        _skipped_real_data.append(report.nodeid)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if REQUIRE_REAL_DATA and _skipped_real_data:
+        print(f"\nThe real MNIST is there, yet these tests that need it were skipped: {', '.join(_skipped_real_data)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

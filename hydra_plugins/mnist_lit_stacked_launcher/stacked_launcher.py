@@ -40,8 +40,13 @@ class StackedLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mnist_lit.config import validate
+        import torch
+
+        from mnist_lit.config import check_machine, validate
         from mnist_lit.errors import UserError
+        from mnist_lit.share import cores
+
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -60,6 +65,7 @@ class StackedLauncher(Launcher):
             task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
             try:
                 validate(task)
+                check_machine(task, gpus, cores())
             except UserError:
                 groups.setdefault(f"alone {i}", []).append(i)  # fails as a job of its own, in one line
                 continue
