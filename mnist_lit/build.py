@@ -39,6 +39,9 @@ def classifier(cfg: DictConfig) -> Classifier:
 def datamodule(cfg: DictConfig, limited: bool = True) -> MNISTDataModule:
     """`limited`: as the config's trainer.limit_*_batches say; else whole splits."""
     limits = {stage: cfg.trainer[f"limit_{stage}_batches"] for stage in STAGES} if limited else {}
+    if limited and cfg.trainer.fast_dev_run:
+        # Lightning runs N batches of each loop: N mini-batches here, as every limit counts them.
+        limits = dict.fromkeys(STAGES, int(cfg.trainer.fast_dev_run))
     return instantiate(cfg.data, limits=limits)
 
 

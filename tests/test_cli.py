@@ -11,11 +11,32 @@ from tests.conftest import cli
 TINY = ["trainer.max_epochs=1", "data.steps_per_execution=4"]
 
 
-def test_help_and_bad_overrides_are_answered_without_importing_torch():
-    """--help, --cfg and a bad override are answered at once: torch and Lightning take seconds to import."""
-    code = "import sys, mnist_lit.__main__; print(sorted(m for m in ('torch', 'lightning', 'matplotlib') if m in sys.modules))"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.stdout.strip() == "[]", done.stderr
+# Runs the command line's main() on its arguments, then names the heavy modules it imported.
+MAIN_THEN_MODULES = """
+import sys
+import mnist_lit.__main__ as main
+sys.argv = ["mnist_lit", *sys.argv[1:]]
+try:
+    main.main()
+except SystemExit as stop:
+    print("exit", stop.code)
+print(sorted(name for name in ("torch", "lightning", "matplotlib") if name in sys.modules))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argument", "said"),
+    [
+        ("--help", "== Config =="),
+        ("model.activation=relux", "exit model.activation=relux is unknown; choose one of: celu"),
+        ("+seeed=1", "exit seeed is not a setting: did you mean seed?"),
+    ],
+)
+def test_help_and_bad_overrides_are_answered_without_importing_torch(tmp_path, argument, said):
+    """--help and a bad override are answered at once: torch and Lightning take seconds to import."""
+    done = subprocess.run([sys.executable, "-c", MAIN_THEN_MODULES, argument], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert said in done.stdout, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
 
 def test_help_lists_the_accelerator_settings(tiny_mnist, tmp_path):

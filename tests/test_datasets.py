@@ -8,6 +8,7 @@ import pytest
 
 from mnist_lit import fit, load
 from mnist_lit.data import DataError, names
+from mnist_lit.errors import ConfigError
 from tests.conftest import make_mnist
 
 QUIET = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -23,7 +24,7 @@ def test_each_data_set_trains_from_its_own_folder_and_shows_its_class_names(tmp_
     make_mnist(tmp_path / "data", dataset=dataset)
     monkeypatch.chdir(tmp_path)
     history = fit(f"data={choice}", f"data.root={tmp_path / 'data'}", *QUIET, output_dir="run")
-    assert history["val_accuracy"][-1] > 0.5  # the tiny images are learnable in one epoch
+    assert 0.5 < history["val_accuracy"][-1] < 0.9  # the tiny images are learnable, not to perfection
     assert names(dataset) == classes
     with open(tmp_path / "run" / "confusion_matrix.csv") as f:
         assert next(csv.reader(f))[1:] == classes
@@ -50,7 +51,7 @@ def test_resuming_on_another_data_set_is_refused(tmp_path, monkeypatch):
     make_mnist(tmp_path / "data", dataset="FashionMNIST")
     root = f"data.root={tmp_path / 'data'}"
     fit(root, *QUIET, output_dir=tmp_path / "mnist")
-    with pytest.raises(Exception, match="data.dataset"):
+    with pytest.raises(ConfigError, match=r"was trained with data.dataset=MNIST, this run has data.dataset=FashionMNIST"):
         fit("data=fashion_mnist", root, *QUIET, f"resume={tmp_path / 'mnist'}", "trainer.max_epochs=2", output_dir=tmp_path / "run")
 
 
@@ -63,4 +64,4 @@ def test_archives_placed_by_hand_are_unpacked_even_when_recompressed(tmp_path):
         with gzip.open(raw / f"{file.name}.gz", "wb") as archive:
             archive.write(file.read_bytes())
     history = fit("data=fashion_mnist", f"data.root={tmp_path / 'data'}", *QUIET, output_dir=tmp_path / "run")
-    assert history["val_accuracy"][-1] > 0.5
+    assert 0.5 < history["val_accuracy"][-1] < 0.9

@@ -88,7 +88,9 @@ def test_bf16_autocast_covers_forward_and_loss_not_backward(tiny_env):
     history = fit(*TINY, "trainer.precision=bf16-mixed", output_dir="run", callbacks=[hooks, Watch()])
     assert forward_autocast == {True} and net_dtypes == {torch.bfloat16}
     assert hooks.autocast_in_backward == {False}
-    assert history["val_accuracy"][-1] > 0.9
+    # bf16's forward pass rounds, the rest is float32: the same training, to bf16's precision.
+    full = fit(*TINY, output_dir="full")
+    assert history["val_loss"] == pytest.approx(full["val_loss"], rel=2e-2) and history["val_loss"] != full["val_loss"]
 
 
 def test_an_eager_execution_is_the_hand_written_loop():

@@ -15,14 +15,17 @@ import sys
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
+from hydra import compose, initialize_config_module
 from matplotlib.figure import Figure
 from torchvision.datasets import MNIST
 
 from mnist_lit import fit
+from mnist_lit.config import validate
 from mnist_lit.data import FILES
 from mnist_lit.errors import ConfigError, DataError
 from mnist_lit.files import WriteError
@@ -61,25 +64,9 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
         ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is out of range: a fraction is between"),
         ("trainer.accumulate_grad_batches=3", "trainer.accumulate_grad_batches=3 does not divide data.steps_per_execution=100"),
         ("optimizer.lr=nan", "optimizer.lr=nan is out of range: it must be > 0 and finite"),
-        ("optimizer.lr=inf", "optimizer.lr=inf is out of range: it must be > 0 and finite"),
-        ("optimizer.betas=[2,3]", "optimizer.betas=[2.0, 3.0] is out of range: two numbers, each in [0, 1)"),
-        ("optimizer.betas=[0.9]", "optimizer.betas=[0.9] is out of range: two numbers, each in [0, 1)"),
-        ("optimizer.eps=-1", "optimizer.eps=-1.0 is out of range: it must be > 0 and finite"),
         ("trainer.accelerator=gpu", "trainer.accelerator=gpu: no GPU found here; use trainer.accelerator=cpu (or auto)"),
-        ("trainer.accelerator=tpu", "trainer.accelerator=tpu is not supported; choose one of: auto, cpu, gpu, cuda, mps"),
-        ("trainer.devices=0", "trainer.devices=0 is not a number of devices: give one ≥ 1"),
-        ("trainer.devices=-1", "trainer.devices=-1 names GPUs, and this run trains on the CPU"),
-        ("trainer.devices=[0,1]", "trainer.devices=[0, 1] names GPUs, and this run trains on the CPU"),
         ("trainer.devices=4096", "trainer.devices=4096 CPU processes on "),
-        ("trainer.max_time=forever", "trainer.max_time=forever is not a duration: give days:hours:minutes:seconds"),
-        ("seed=-1", "seed=-1 is out of range: a seed is in [0, 2**32 - 1]"),
-        ("seed=4294967296", "seed=4294967296 is out of range: a seed is in [0, 2**32 - 1]"),
         ("+foo=1", "foo is not a setting: Settings: model, loss"),
-        ("+seeed=1", "seeed is not a setting: did you mean seed?"),
-        ("+trainer.foo=1", "trainer.foo is not a setting: Settings of trainer: accelerator"),
-        ("+model.widht=1", "model.widht is not a setting: Settings of model: hidden, activation, init"),
-        ("loss._target_=os.system", "loss._target_=os.system is not one of mnist_lit's losses"),
-        ("optimizer._partial_=false", "optimizer._partial_=False: mnist_lit builds its objects itself"),
     ],
 )
 def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mnist, tmp_path):
@@ -89,6 +76,51 @@ def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mn
     lines = [line for line in done.stderr.splitlines() if line and not line.startswith("Error executing job")]
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
     assert not list(tmp_path.glob("outputs/*/*/metrics.csv"))
+
+
+# The bad settings whose line a config check gives (the command line prints it as it is, as the
+# table above shows for some of each kind), checked in this process: each a subprocess would take seconds.
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optimizer.lr=inf", "optimizer.lr=inf is out of range: it must be > 0 and finite"),
+        ("optimizer.betas=[2,3]", "optimizer.betas=[2.0, 3.0] is out of range: two numbers, each in [0, 1)"),
+        ("optimizer.betas=[0.9]", "optimizer.betas=[0.9] is out of range: two numbers, each in [0, 1)"),
+        ("optimizer.eps=-1", "optimizer.eps=-1.0 is out of range: it must be > 0 and finite"),
+        ("trainer.accelerator=tpu", "trainer.accelerator=tpu is not supported; choose one of: auto, cpu, gpu, cuda, mps"),
+        ("trainer.devices=0", "trainer.devices=0 is not a number of devices: give one ≥ 1"),
+        ("trainer.devices=-1", "trainer.devices=-1 names GPUs, and this run trains on the CPU"),
+        ("trainer.devices=[0,1]", "trainer.devices=[0, 1] names GPUs, and this run trains on the CPU"),
+        ("trainer.max_time=forever", "trainer.max_time=forever is not a duration: give days:hours:minutes:seconds"),
+        ("seed=-1", "seed=-1 is out of range: a seed is in [0, 2**32 - 1]"),
+        ("seed=4294967296", "seed=4294967296 is out of range: a seed is in [0, 2**32 - 1]"),
+        ("+seeed=1", "seeed is not a setting: did you mean seed?"),
+        ("+trainer.foo=1", "trainer.foo is not a setting: Settings of trainer: accelerator"),
+        ("+model.widht=1", "model.widht is not a setting: Settings of model: hidden, activation, init"),
+        ("loss._target_=os.system", "loss._target_=os.system is not one of mnist_lit's losses"),
+        ("optimizer._partial_=false", "optimizer._partial_=False: mnist_lit builds its objects itself"),
+        ("trainer.max_time={days:1,hour:2}", "trainer.max_time={'days': 1, 'hour': 2} is not a duration"),
+        ("trainer.devices=auto", None),
+        ("trainer.max_time=00:01:30:00", None),
+        ("trainer.max_time={hours:1}", None),
+        ("optimizer.betas=[0,0.5]", None),
+    ],
+)
+def test_every_bad_setting_is_one_line_naming_the_key(override, message):
+    from mnist_lit.config import check_machine
+
+    def settle() -> None:
+        with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[override])
+        validate(cfg)
+        check_machine(cfg, gpus=0, cores=2)
+
+    if message is None:
+        settle()
+        return
+    with pytest.raises(ConfigError) as error:
+        settle()
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 @pytest.mark.slow
@@ -194,23 +226,43 @@ def test_checkpoints_hold_only_plain_data(tiny_env):
         assert loaded["hyper_parameters"]["model"]["hidden"] == []
 
 
+# Runs mnist_lit, holding it inside the write of its second epoch's last.ckpt (after the bytes are
+# written, before the rename) and saying so with a file, so that a kill lands there for certain.
+HELD_IN_A_CHECKPOINT_WRITE = """
+import os, runpy, sys, time
+from pathlib import Path
+
+fsync = os.fsync
+
+def held(fd):
+    fsync(fd)
+    epochs = Path("run/metrics.csv").read_text().count("\\n") - 1 if Path("run/metrics.csv").exists() else 0
+    if os.readlink(f"/proc/self/fd/{fd}").endswith(".last.ckpt.partial") and epochs >= 2:
+        Path("in-write").touch()
+        time.sleep(600)
+
+os.fsync = held
+runpy.run_module("mnist_lit", run_name="__main__")
+"""
+
+
 @pytest.mark.slow
-def test_kill_9_mid_epoch_leaves_a_whole_checkpoint_to_resume_from(tiny_mnist, tmp_path):
-    args = ["model=mlp", "trainer.max_epochs=1000", "data.steps_per_execution=1", "hydra.run.dir=run", QUIET[0]]
+def test_kill_9_during_a_checkpoint_write_leaves_the_last_whole_one_to_resume_from(tiny_mnist, tmp_path):
+    args = ["model=mlp", "trainer.max_epochs=1000", "data.steps_per_execution=4", "hydra.run.dir=run", QUIET[0]]
     env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
-    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env,
+    process = subprocess.Popen([sys.executable, "-c", HELD_IN_A_CHECKPOINT_WRITE, *args], cwd=tmp_path, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not last.exists() or len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) < 4):
+    while time.monotonic() < deadline and not (tmp_path / "in-write").exists():
         time.sleep(0.05)
-    time.sleep(0.13)  # somewhere in an epoch, perhaps in a checkpoint's write
     process.send_signal(signal.SIGKILL)
     process.wait()
-    epochs = torch.load(last, weights_only=True)["epoch"] + 1
-    done = cli(["model=mlp", f"trainer.max_epochs={epochs + 1}", "resume=run", *QUIET], tmp_path, tiny_mnist)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / ".last.ckpt.partial").exists()  # the kill landed inside the write
+    assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # the first epoch's, whole
+    done = cli(["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4", "resume=run", QUIET[0], "hydra.run.dir=resumed"], tmp_path, tiny_mnist)
     assert done.returncode == 0, done.stderr
-    assert f"Epoch {epochs + 1}/{epochs + 1}" in done.stdout
+    assert "Epoch 2/2" in done.stdout and (tmp_path / "resumed" / "metrics.csv").read_text().count("\n") == 3
 
 
 class CountingHandler(http.server.SimpleHTTPRequestHandler):
@@ -344,12 +396,21 @@ def test_the_best_checkpoint_and_a_new_learning_rate_hold_across_a_resume(tiny_e
         ("data.seed=3", "was trained with data.seed=0, this run has data.seed=3"),
     ],
 )
-def test_a_resume_that_could_not_continue_the_same_training_is_refused(tiny_env, change, message):
-    fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir="first")
+def test_a_resume_that_could_not_continue_the_same_training_is_refused(one_epoch, tiny_env, change, message):
     with pytest.raises(ConfigError) as error:
-        fit(*QUIET, "model=mlp", "trainer.max_epochs=2", change, "resume=first", output_dir="resumed")
-    assert str(error.value).startswith(f"resume=first {message}") and "Resume with" in str(error.value)
+        fit(*QUIET, "model=mlp", "trainer.max_epochs=2", change, f"resume={one_epoch}", output_dir="resumed")
+    assert str(error.value).startswith(f"resume={one_epoch} {message}") and "Resume with" in str(error.value)
     assert not (tiny_env / "resumed" / "metrics.csv").exists()
+
+
+@pytest.fixture(scope="module")
+def one_epoch(tmp_path_factory, tiny_mnist) -> Path:
+    """One epoch of the MLP, for the tests that only resume from it."""
+    run = tmp_path_factory.mktemp("one_epoch") / "first"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+        fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir=run)
+    return run
 
 
 def test_a_resume_may_change_the_execution_size(tiny_env):

@@ -129,3 +129,12 @@ def test_captured_mlp_on_mnist_matches_eager_within_0_002(tmp_path, monkeypatch)
     eager = fit(*args, "capture=false", output_dir="eager")
     assert captured["val_accuracy"][-1] == pytest.approx(eager["val_accuracy"][-1], abs=0.002)
     assert captured["val_accuracy"][-1] >= 0.975
+
+
+def test_the_captured_check_notices_a_graph_that_never_replays(tiny_env, monkeypatch):
+    """The claim "captured = eager" is checked by close(); with replays skipped it must fail."""
+    monkeypatch.setattr(torch.cuda.CUDAGraph, "replay", lambda graph: None)
+    captured = fit(*GPU, output_dir="captured")
+    eager = fit(*GPU, "capture=false", output_dir="eager")
+    with pytest.raises(AssertionError):
+        close(captured, eager)

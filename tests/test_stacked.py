@@ -36,21 +36,21 @@ def summary(sweep: Path) -> list[dict[str, str]]:
 def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, tmp_path):
     for name in ("stacked", "basic"):
         (tmp_path / name).mkdir()
-    sweep = ["-m", "seed=0,1,2", "optimizer.lr=1e-3,3e-3", *TINY]
+    sweep = ["-m", "seed=0,1", "optimizer.lr=1e-3,3e-3", *TINY]
     stacked = cli([*sweep, "hydra/launcher=stacked"], tmp_path / "stacked", tiny_mnist)
     basic = cli(sweep, tmp_path / "basic", tiny_mnist)
     assert stacked.returncode == basic.returncode == 0, stacked.stderr
     # Same shape, but Adam takes one learning rate per tensor: one network per learning rate.
-    assert "Stacked 6 jobs into 2 networks: #0 #2 #4; #1 #3 #5" in stacked.stdout + stacked.stderr
+    assert "Stacked 4 jobs into 2 networks: #0 #2; #1 #3" in stacked.stdout + stacked.stderr
     [stacked_sweep], [basic_sweep] = (list((tmp_path / name).glob("outputs/multirun/*/*")) for name in ("stacked", "basic"))
-    assert [job["status"] for job in summary(stacked_sweep)] == ["ok"] * 6
-    for job in range(6):
+    assert [job["status"] for job in summary(stacked_sweep)] == ["ok"] * 4
+    for job in range(4):
         ours, theirs = stacked_sweep / str(job), basic_sweep / str(job)
         assert all((ours / name).exists() for name in RUN_FILES), job
         assert len(list((ours / "checkpoints").glob("best-*.ckpt"))) == 1
         for a, b in zip(metrics(ours), metrics(theirs), strict=True):
-            assert abs(a["val_accuracy"] - b["val_accuracy"]) <= 0.002
-            assert a["loss"] == pytest.approx(b["loss"], rel=1e-3, abs=1e-4)
+            # Batched and single matmuls round differently: equal to float rounding.
+            assert a == pytest.approx(b, rel=1e-4)
 
 
 @pytest.mark.slow
@@ -74,8 +74,10 @@ def test_a_stacked_jobs_checkpoint_resumes_evaluates_and_predicts_as_a_runs(tiny
     job = tiny_env / "stack" / "1"
     resumed = fit(*TINY, "seed=1", "trainer.max_epochs=3", f"resume={job}", output_dir="resumed")
     alone = fit(*TINY, "seed=1", "trainer.max_epochs=3", output_dir="alone")
-    assert resumed["val_accuracy"][:2] == [row["val_accuracy"] for row in metrics(job)]
-    assert resumed["loss"] == pytest.approx(alone["loss"], rel=1e-3)
+    # The stacked job's epochs are its run's, and the resumed epoch goes on from them as the run does.
+    assert [row["val_loss"] for row in metrics(job)] == pytest.approx(alone["val_loss"][:2], rel=1e-4)
+    assert resumed["loss"] == pytest.approx(alone["loss"], rel=1e-4)
+    assert resumed["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-4)
     images = torch.rand(5, 28, 28)
     fit(*TINY, "seed=1", output_dir="two")
     assert torch.allclose(load(job).predict(images), load("two").predict(images), atol=1e-3)
@@ -142,12 +144,13 @@ def test_a_stacks_activations_follow_train_and_eval():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("job", ["loss._target_=torch.nn.MultiMarginLoss", "model.activation=rrelu"])
-def test_a_job_the_stack_does_not_implement_runs_alone_with_its_own_numbers(tiny_mnist, tmp_path, monkeypatch, job):
+def test_a_job_the_stack_does_not_implement_runs_alone_with_its_own_numbers(tiny_mnist, tmp_path, monkeypatch):
+    """A stack once trained this sweep with cross-entropy; rrelu's random slopes take the same path
+    (test_a_stack_takes_only_jobs_it_trains_exactly_as_their_runs)."""
+    job = "loss._target_=torch.nn.MultiMarginLoss"
     done = cli(["-m", "hydra/launcher=stacked", "seed=0,1", job, *TINY, "hydra.sweep.dir=sweep"], tmp_path, tiny_mnist)
     assert done.returncode == 0, done.stderr
-    reason = "loss torch.nn.MultiMarginLoss" if "loss" in job else "activation rrelu"
-    assert f"Job #0 runs alone: {reason} is not stackable" in done.stdout + done.stderr
+    assert "Job #0 runs alone: loss torch.nn.MultiMarginLoss is not stackable" in done.stdout + done.stderr
     assert "Stacked 2 jobs into 2 networks" in done.stdout + done.stderr
     monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
     monkeypatch.chdir(tmp_path)

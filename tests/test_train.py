@@ -43,7 +43,8 @@ def test_a_run_leaves_metrics_history_summary_results_and_checkpoints(tiny_env):
 def test_tiny_data_is_learned(tiny_env):
     history = fit("trainer.max_epochs=3", "trainer.enable_progress_bar=false", output_dir="run")
     assert history["loss"][-1] < history["loss"][0]
-    assert history["val_accuracy"][-1] > 0.9
+    # Learnable, not to perfection (conftest.py): an untrained or broken network stays near 0.1.
+    assert 0.65 < history["val_accuracy"][-1] < 0.9
 
 
 def test_same_seed_gives_identical_metrics(tiny_env):
@@ -59,12 +60,12 @@ def test_same_seed_gives_identical_metrics(tiny_env):
 def test_one_hot_and_integer_targets_follow_the_same_trajectory(tiny_env):
     categorical = fit(*TINY, "model=mlp", "loss=categorical", output_dir="a")
     sparse = fit(*TINY, "model=mlp", "loss=sparse", output_dir="b")
-    for name in ("loss", "accuracy", "val_accuracy"):
-        assert categorical[name] == sparse[name]
-    # One mean over a whole evaluation batch: the two kernels may sum it in another order.
-    assert categorical["val_loss"] == pytest.approx(sparse["val_loss"], rel=1e-6)
+    # The same computation by two kernels (soft targets and class indices), which may round the
+    # last bit of a loss differently: equal to float rounding, step after step.
+    for name in categorical:
+        assert categorical[name] == pytest.approx(sparse[name], rel=1e-5), name
     a, b = last_weights(tiny_env / "a"), last_weights(tiny_env / "b")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
 def test_exercises_change_the_network(tiny_env):

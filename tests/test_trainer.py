@@ -144,7 +144,9 @@ def test_fast_dev_run_runs_one_mini_batch_through_every_stage_and_keeps_nothing(
     assert observe.global_step == 1 and len(history["loss"]) == 1
     assert not (tiny_env / "run" / "checkpoints").exists()
     results = json.loads((tiny_env / "run" / "results.json").read_text())
-    assert 0 <= results["test_accuracy"] <= 1 and results["best_checkpoint"] == ""
+    # The test ran one mini-batch of 32 images: its accuracy is a whole number of them.
+    assert round(results["test_accuracy"] * 32, 4) == int(round(results["test_accuracy"] * 32)) and results["best_checkpoint"] == ""
+    assert sum(int(v) for row in csv.DictReader(open(tiny_env / "run" / "confusion_matrix.csv")) for k, v in row.items() if k != "true \\ predicted") == 32
 
 
 def test_deterministic_turns_torch_deterministic_algorithms_on(tiny_env):
