@@ -6,9 +6,9 @@ import importlib.util
 import itertools
 import math
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -362,27 +362,34 @@ def _check_keys(cfg: DictConfig, schema: DictConfig, path: str = "") -> None:
 _INSTANTIATE_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
 
 
-def check_targets(settings: Any, path: str = "") -> None:
+def _entries(settings: Any, path: str = "") -> Iterator[tuple[str, str, Any, Any]]:
+    """Every entry of nested mappings and lists, depth first: (its parent's path, its own path,
+    its key or index, its value)."""
+    if isinstance(settings, Mapping):
+        items = ((f"{path}.{key}" if path else str(key), key, value) for key, value in settings.items())
+    elif isinstance(settings, list):
+        items = ((f"{path}[{i}]", i, value) for i, value in enumerate(settings))
+    else:
+        return
+    for where, key, value in items:
+        yield path, where, key, value
+        yield from _entries(value, where)
+
+
+def check_targets(settings: Any) -> None:
     """Refuse, naming the key, any `_target_` that is not one of TARGETS at its place, and any
     other key of Hydra's instantiate: what a config names is looked up among the project's own
     choices, so that a config read from a file can call nothing else."""
-    if isinstance(settings, Mapping):
-        for key, value in settings.items():
-            where = f"{path}.{key}" if path else str(key)
-            if key == "_target_":
-                if path not in TARGETS:
-                    raise ConfigError(f"{where}={value}: mnist_lit builds nothing from {path}; remove its _target_")
-                if value not in TARGETS[path]:
-                    raise ConfigError(
-                        f"{where}={value} is not one of mnist_lit's {TARGET_KINDS[path]}; choose one of: {', '.join(TARGETS[path])}"
-                    )
-            elif key in _INSTANTIATE_KEYS and not (where == "optimizer._partial_" and value is True):
-                raise ConfigError(f"{where}={value}: mnist_lit builds its objects itself; remove {key}")
-            else:
-                check_targets(value, where)
-    elif isinstance(settings, list):
-        for i, value in enumerate(settings):
-            check_targets(value, f"{path}[{i}]")
+    for parent, where, key, value in _entries(settings):
+        if key == "_target_":
+            if parent not in TARGETS:
+                raise ConfigError(f"{where}={value}: mnist_lit builds nothing from {parent}; remove its _target_")
+            if value not in TARGETS[parent]:
+                raise ConfigError(
+                    f"{where}={value} is not one of mnist_lit's {TARGET_KINDS[parent]}; choose one of: {', '.join(TARGETS[parent])}"
+                )
+        elif key in _INSTANTIATE_KEYS and not (where == "optimizer._partial_" and value is True):
+            raise ConfigError(f"{where}={value}: mnist_lit builds its objects itself; remove {key}")
 
 
 def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
@@ -402,16 +409,11 @@ def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
     return cfg
 
 
-def _refuse_interpolations(settings: Any, path: str = "") -> None:
+def _refuse_interpolations(settings: Any) -> None:
     """A saved config holds plain values (it is saved resolved): an ${...} in it would run a resolver."""
-    if isinstance(settings, Mapping):
-        for key, value in settings.items():
-            _refuse_interpolations(value, f"{path}.{key}" if path else str(key))
-    elif isinstance(settings, list):
-        for i, value in enumerate(settings):
-            _refuse_interpolations(value, f"{path}[{i}]")
-    elif isinstance(settings, str) and "${" in settings:
-        raise ConfigError(f"{path}={settings} is an interpolation; a saved config holds plain values only")
+    for _, where, _, value in _entries(settings):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(f"{where}={value} is an interpolation; a saved config holds plain values only")
 
 
 def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:

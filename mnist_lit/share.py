@@ -15,6 +15,13 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def gpus() -> int:
+    """The CUDA GPUs this process sees (none without CUDA)."""
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 def threads(
     setting: int | str,
     launcher: Mapping[str, Any] | None = None,

@@ -32,7 +32,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     `callbacks` are added to the run's own (history, timer, checkpoints).
     """
     validate(cfg)
-    check_machine(cfg, _gpus(), share.cores())
+    check_machine(cfg, share.gpus(), share.cores())
     checkpoint = find(cfg.resume) if cfg.resume else None
     output_dir = Path(output_dir)
     L.seed_everything(cfg.seed, verbose=False)
@@ -56,7 +56,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     with _ranks_cleaned_up(), console.quiet():
         trainer = build.trainer(
             cfg,
-            devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, _gpus()),
+            devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),
             default_root_dir=output_dir,
             logger=build.loggers(cfg, output_dir) or False,
             callbacks=[history, timer, *checkpoints, *bar, *callbacks],
@@ -64,9 +64,11 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             plugins=[AtomicCheckpointIO()],
         )
         threads = _take_threads(cfg.threads, launcher, trainer)
+        # From the devices: world_size is known only once the ranks start, and after ddp_spawn
+        # this process knows none.
+        ranks = trainer.num_nodes * trainer.num_devices
         if resumed and trainer.is_global_zero:
-            # world_size is known only once the ranks start: count them from the devices.
-            tell_processes(resumed, trainer.num_nodes * trainer.num_devices, cfg.data.batch_size)
+            tell_processes(resumed, ranks, cfg.data.batch_size)
         if trainer.is_global_zero:
             model_summary = summary(net)
             log.info("\n%s", model_summary)
@@ -93,8 +95,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         test = {name: trainer.callback_metrics[name].item() for name in ("test_loss", "test_accuracy")}
         per_class = None
         if trainer.is_global_zero:
-            # The ranks' count from the devices: after ddp_spawn this process knows no world_size.
-            per_class = _report_mistakes(module, datamodule, output_dir, trainer.num_nodes * trainer.num_devices)
+            per_class = _report_mistakes(module, datamodule, output_dir, ranks)
             for picture in ("confusion_matrix.png", "mistakes.png"):
                 loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
             loggers.close(trainer.loggers)
@@ -173,10 +174,6 @@ def _sweep_job() -> tuple[dict, int]:
         return {}, 0
     hydra_cfg = HydraConfig.get()
     return OmegaConf.to_container(hydra_cfg.launcher, resolve=True), hydra_cfg.job.num
-
-
-def _gpus() -> int:
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
 def fit(

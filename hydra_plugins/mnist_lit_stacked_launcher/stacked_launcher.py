@@ -40,13 +40,9 @@ class StackedLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        import torch
-
         from mnist_lit.config import check_machine, validate
         from mnist_lit.errors import UserError
-        from mnist_lit.share import cores
-
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        from mnist_lit.share import cores, gpus
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -61,11 +57,12 @@ class StackedLauncher(Launcher):
         from mnist_lit.stack import shape, why_alone
 
         groups: dict[str, list[int]] = {}
+        machine = {"gpus": gpus(), "cores": cores()}
         for i, cfg in enumerate(configs):
             task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
             try:
                 validate(task)
-                check_machine(task, gpus, cores())
+                check_machine(task, **machine)
             except UserError:
                 groups.setdefault(f"alone {i}", []).append(i)  # fails as a job of its own, in one line
                 continue
