@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 from torchvision.datasets import MNIST
 
 import mnist_lit
-from mnist_lit.data import flatten, normalize
+from mnist_lit.nn.images import flatten, normalize
 
 MODELS = {"logreg": "model=logreg", "mlp": "model=mlp"}
 

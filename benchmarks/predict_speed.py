@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from mnist_lit import digits
-from mnist_lit.model import load
+from mnist_lit.nn import digits
+from mnist_lit.trained import load
 
 
 def main() -> None:

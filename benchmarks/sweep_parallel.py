@@ -2,7 +2,7 @@
 
     MNIST_LIT_DATA=../shared/data python benchmarks/sweep_parallel.py [--epochs 2]
 
-Each parallel job gets cores / n_jobs torch threads (mnist_lit.sweep.SweepSummary), so the
+Each parallel job gets cores / n_jobs torch threads (mnist_lit.sweeps.summary.SweepSummary), so the
 two never ask for more threads than there are cores. Whole processes are timed: start-up,
 data loading, training, testing and the summary.
 """

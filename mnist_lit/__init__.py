@@ -1,14 +1,20 @@
-"""The classic Keras MNIST tutorial in PyTorch Lightning + Hydra."""
+"""The classic Keras MNIST tutorial in PyTorch Lightning + Hydra.
+
+    from mnist_lit import fit, load, Classifier, MNISTDataModule
+"""
 
 from hydra.core.plugins import Plugins
+
 from hydra_plugins.mnist_lit_stacked_launcher.stacked_launcher import StackedLauncher
 
-from mnist_lit import config as _config  # noqa: F401  registers the typed schema that conf/ composes with
+# The typed schema that conf/ composes with, and the resolvers that make run directories.
+from mnist_lit.config import directories as _directories  # noqa: F401
+from mnist_lit.config import schema as _schema
 
 # Hydra's scan of hydra_plugins misses the stacked launcher in an editable install: register it.
 Plugins.instance().register(StackedLauncher)
 
-__all__ = ["fit", "load"]
+__all__ = ["fit", "load", "Classifier", "MNISTDataModule"]
 
 
 def __getattr__(name: str):
@@ -18,7 +24,15 @@ def __getattr__(name: str):
 
         return fit
     if name == "load":
-        from mnist_lit.model import load
+        from mnist_lit.trained import load
 
         return load
+    if name == "Classifier":
+        from mnist_lit.build import Classifier  # with the builder, which rebuilds one from a checkpoint
+
+        return Classifier
+    if name == "MNISTDataModule":
+        from mnist_lit.lit.data import MNISTDataModule
+
+        return MNISTDataModule
     raise AttributeError(f"module 'mnist_lit' has no attribute {name!r}")

@@ -13,9 +13,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
-from mnist_lit.config import validate, validate_launcher
-from mnist_lit.errors import command_line
-from mnist_lit.sweep import ERROR_FILE, finished, is_sweep, last_value, record_failure, set_aside, summarise
+from mnist_lit.command_line import command_line
+from mnist_lit.config.checks import validate, validate_launcher
+from mnist_lit.sweeps.resume import is_sweep, last_value, resume_job
+from mnist_lit.sweeps.summary import record_failure, summarise
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def run(cfg: DictConfig) -> float:
     try:
         validate(cfg)
         validate_launcher(cfg, hydra_cfg.launcher._target_)
-        if cfg.resume and is_sweep(Path(cfg.resume)) and _resume_job(output_dir, cfg):
+        if cfg.resume and is_sweep(Path(cfg.resume)) and resume_job(output_dir, cfg):
             return last_value(output_dir / "metrics.csv", cfg.objective)
         from mnist_lit.train import train
 
@@ -55,36 +56,6 @@ def run(cfg: DictConfig) -> float:
 def _last(history: dict[str, list[float]], metric: str) -> float:
     """NaN for a run that stopped before its first epoch ended (trainer.max_time)."""
     return history[metric][-1] if history[metric] else math.nan
-
-
-def _resume_job(job_dir: Path, cfg: DictConfig) -> bool:
-    """A job of a resumed sweep: True if it is kept, having finished the training the sweep now
-    asks for. Otherwise it trains on from its own last checkpoint (cfg.resume) if that holds the
-    start of the same training; else again from the start, what it wrote before set aside."""
-    from mnist_lit.checkpoint import UNSEEN, UNTIL, among, differences, read
-
-    num, done, sweep = HydraConfig.get().job.num, finished(job_dir), cfg.resume
-    last = job_dir / "checkpoints" / "last.ckpt"
-    cfg.resume = None
-    if not last.exists():
-        (job_dir / ERROR_FILE).unlink(missing_ok=True)
-        return False
-    differ = {key: values for key, values in differences(read(last)["config"], cfg).items() if key != "resume"}
-    if done and all(among(key, UNSEEN) for key in differ):
-        log.info("Job %s finished in %s before: kept as it is", num, sweep)
-        return True
-    (job_dir / ERROR_FILE).unlink(missing_ok=True)
-    other = [key for key in differ if not among(key, UNSEEN + UNTIL)]
-    if not other:
-        cfg.resume = str(last)
-        return False
-    before, now = differ[other[0]]
-    moved = set_aside(job_dir)
-    log.info(
-        "Job %s was trained with %s=%s, the sweep now asks for %s=%s: it trains again from the start (what it wrote "
-        "before is in %s)", num, other[0], before, other[0], now, moved,
-    )
-    return False
 
 
 def _further_ranks_run_this_job(output_dir: Path) -> None:

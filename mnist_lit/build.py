@@ -7,16 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import Logger
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.checkpoint import read
-from mnist_lit.config import config_of
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.module import Classifier
-
+from mnist_lit.config.checks import config_of
+from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.lit.module import Classifier
 
 # Trainer arguments that count batches or act on gradients: the module and the DataModule honour
 # them in mini-batches (Lightning would count executions, or refuses them with manual optimization).
@@ -91,3 +90,6 @@ def restore(
     module = classifier(cfg)
     module.load_state_dict(checkpoint["state_dict"], strict=strict)
     return module.eval()
+
+
+Classifier.restore = restore

@@ -5,31 +5,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.plugins.io import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from mnist_lit import files
-from mnist_lit.config import config_of
-from mnist_lit.errors import ConfigError
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.config.checks import config_of
 
 log = logging.getLogger(__name__)
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning stages a checkpoint in the system's temporary directory and moves it into place,
-    a copy when that is another file system: a kill -9 then leaves half a file. Write it beside
-    its target, flush it to disk, and rename it over the old one instead."""
-
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
-        files.directory(Path(path).parent)
-        with files.whole(path, "wb") as f:
-            torch.save(checkpoint, f)
-
-    def load_checkpoint(self, path: str | Path, *args: Any, weights_only: bool | None = None, **kwargs: Any) -> dict[str, Any]:
-        # Lightning's own load (ckpt_path=) reads a user's file as data too, whatever it is asked.
-        return super().load_checkpoint(path, *args, weights_only=True, **kwargs)
 
 
 def find(path: str | Path, key: str = "resume") -> Path:
@@ -143,39 +125,6 @@ def tell_processes(checkpoint: dict[str, Any], processes: int, batch_size: int) 
             "Resuming on %d process%s (it was %d): the real batch goes from %d to %d",
             processes, "es"[: 2 * (processes > 1)], before, before * batch_size, processes * batch_size,
         )
-
-
-class BestAcrossResume(ModelCheckpoint):
-    """Lightning's ModelCheckpoint forgets the best score when a run resumes into another
-    directory, so the first epoch after a resume would count as best whatever its score. Keep the
-    best across the resume: the old run's best file stays where it is (Lightning removes files only
-    inside its own directory)."""
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict.get("dirpath", self.dirpath) == self.dirpath:
-            super().load_state_dict(state_dict)
-            return
-        self.best_model_score, self.best_model_path = state_dict["best_model_score"], state_dict["best_model_path"]
-        self.best_k_models = dict(state_dict.get("best_k_models", {}))
-        self.kth_best_model_path = state_dict.get("kth_best_model_path", "")
-        self.kth_value = state_dict.get("kth_value", self.kth_value)
-
-
-def for_a_run(directory: Path, monitor: str = "val_accuracy", mode: str = "max") -> tuple[BestAcrossResume, BestAcrossResume]:
-    """A run's two checkpoint callbacks, best by `monitor` and last, in <directory>/checkpoints: one
-    place that makes them, since a resume finds their state by their settings.
-
-    Saved after History has recorded the epoch (save_on_train_epoch_end), so checkpoints hold it
-    too. Two callbacks: with a monitor, Lightning refreshes last.ckpt only when the best improves."""
-    best = BestAcrossResume(
-        dirpath=directory / "checkpoints",
-        filename=f"best-{{epoch}}-{{{monitor}:.4f}}",
-        monitor=monitor,
-        mode=mode,
-        save_on_train_epoch_end=True,
-    )
-    last = BestAcrossResume(dirpath=directory / "checkpoints", filename="last", save_on_train_epoch_end=True)
-    return best, last
 
 
 def check_fits(checkpoint: dict[str, Any], resume: str, net: nn.Module, hidden: list[int]) -> None:

@@ -10,8 +10,9 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_lit.config import require
-from mnist_lit.errors import ConfigError, command_line
+from mnist_lit.command_line import command_line
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.config.checks import require
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ def run(cfg: DictConfig) -> None:
 
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
-    from mnist_lit import build, files, mistakes
-    from mnist_lit.config import config_of
+    from mnist_lit import build
+    from mnist_lit.common import files
+    from mnist_lit.config.checks import config_of
+    from mnist_lit.reports import mistakes
 
     module = build.restore(checkpoint)
     cfg = config_of(module.hparams, f"checkpoint={checkpoint}")

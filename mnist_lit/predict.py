@@ -12,11 +12,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_lit.config import require
-from mnist_lit.errors import ConfigError, UserError, command_line
+from mnist_lit.command_line import command_line
+from mnist_lit.common.errors import ConfigError, UserError
+from mnist_lit.config.checks import require
 
 if TYPE_CHECKING:
-    from mnist_lit.model import Model
+    from mnist_lit.trained import TrainedNetwork
 
 log = logging.getLogger(__name__)
 PREVIEWED = 64  # images shown in preview.png
@@ -29,7 +30,7 @@ class Unreadable(UserError):
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="predict")
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file", images="image file, folder or glob")
-    from mnist_lit.model import load
+    from mnist_lit.trained import load
 
     model = load(cfg.checkpoint)
     rows = predict(model, image_files(cfg.images), Path(HydraConfig.get().runtime.output_dir))
@@ -59,10 +60,11 @@ def image_files(images: str) -> list[Path]:
     return found
 
 
-def predict(model: "Model", paths: list[Path], output_dir: Path) -> list[dict]:
+def predict(model: "TrainedNetwork", paths: list[Path], output_dir: Path) -> list[dict]:
     import torch
 
-    from mnist_lit import digits, files
+    from mnist_lit.common import files
+    from mnist_lit.nn import digits
 
     prepared, rows = {}, []
     for file in paths:
@@ -83,7 +85,7 @@ def predict(model: "Model", paths: list[Path], output_dir: Path) -> list[dict]:
         print(f"{row['file']}: cannot classify: {row['error']}" if row["error"] else
               f"{row['file']}: {row['class']} ({row['probability']:.2f}), runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})")
     fields = ["file", "class", "probability", "runner_up", "runner_up_probability", "error"]
-    with files.whole(output_dir / "predictions.csv") as f:
+    with files.atomic_write(output_dir / "predictions.csv") as f:
         writer = csv.DictWriter(f, fields, restval="")
         writer.writeheader()
         writer.writerows(rows)
@@ -97,9 +99,11 @@ def preview(prepared: dict, rows: dict):
     """Each image as the network saw it (28×28, ink bright on black), titled with its prediction."""
     from matplotlib.figure import Figure
 
+    from mnist_lit.nn.engine import batches
+
     shown = list(prepared.items())[:PREVIEWED]
     columns = min(8, len(shown))
-    lines = -(-len(shown) // columns)
+    lines = batches(len(shown), columns)
     fig = Figure(figsize=(1.4 * columns, 1.6 * lines), layout="constrained")
     axes = fig.subplots(lines, columns, squeeze=False).flatten()
     for ax in axes:

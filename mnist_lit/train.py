@@ -17,11 +17,16 @@ from hydra.types import RunMode
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build, console, files, loggers, mistakes, share
-from mnist_lit.checkpoint import AtomicCheckpointIO, check_resume, find, for_a_run, read, tell_processes
-from mnist_lit.config import check_machine, unique_dir, validate
-from mnist_lit.history import History
-from mnist_lit.summary import count, summary
+from mnist_lit import build, share
+from mnist_lit.checkpoint import check_resume, find, read, tell_processes
+from mnist_lit.common import files
+from mnist_lit.config.checks import check_machine, validate
+from mnist_lit.config.directories import unique_dir
+from mnist_lit.lit import console, loggers
+from mnist_lit.lit.history import History
+from mnist_lit.lit.saving import AtomicCheckpointIO, run_checkpoints
+from mnist_lit.nn.summary import count, summary
+from mnist_lit.reports import mistakes
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     stopping = cfg.early_stopping
     # The best epoch is the one early stopping watches for, if it is on.
     monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
-    best, last = for_a_run(output_dir, monitor, mode)
+    best, last = run_checkpoints(output_dir, monitor, mode)
     checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
     if stopping.patience is not None:
         callbacks = [

@@ -75,7 +75,7 @@ def last_weights(run: Path) -> dict[str, torch.Tensor]:
 def final_test_loss(run: Path, data: str | Path) -> float:
     """The loss of a run's last weights over all the test images, computed here in one piece."""
     from mnist_lit.build import restore
-    from mnist_lit.data import MNISTDataModule
+    from mnist_lit.lit.data import MNISTDataModule
 
     module = restore(run)
     datamodule = MNISTDataModule(str(data))

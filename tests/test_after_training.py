@@ -13,9 +13,9 @@ from PIL import Image, ImageDraw
 
 import mnist_lit
 from mnist_lit import fit
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.digits import NoDigit, prepare
-from mnist_lit.module import Classifier
+from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit import Classifier
+from mnist_lit.nn.digits import NoDigit, prepare
 from tests.conftest import cli
 
 EVALUATE, PREDICT = ((sys.executable, "-m", f"mnist_lit.{name}") for name in ("evaluate", "predict"))

@@ -12,9 +12,9 @@ import torch
 
 import mnist_lit
 from mnist_lit import fit
-from mnist_lit.errors import ConfigError
+from mnist_lit.common.errors import ConfigError
 from mnist_lit.evaluate import evaluate
-from mnist_lit.module import Classifier
+from mnist_lit import Classifier
 from tests.conftest import cli
 
 TINY = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -165,9 +165,9 @@ def test_a_run_trained_with_another_torch_loss_loads_back(tiny_env):
 
 
 def test_lightnings_own_checkpoint_load_reads_data_only(trained, tmp_path):
-    from mnist_lit.checkpoint import AtomicCheckpointIO
-
     import argparse
+
+    from mnist_lit.lit.saving import AtomicCheckpointIO
 
     path = tmp_path / "code.ckpt"
     torch.save({"state_dict": {}, "code": argparse.Namespace(x=1)}, path)  # unpickling it imports a class

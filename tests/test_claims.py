@@ -12,10 +12,13 @@ import pytest
 import torch
 from hydra import compose, initialize_config_module
 
-from mnist_lit import engine, fit, module, stack
-from mnist_lit.data import Shuffled
-from mnist_lit.loss import CategoricalCrossentropy
-from mnist_lit.stack import Job, train_stack
+from mnist_lit import fit
+from mnist_lit.lit import module
+from mnist_lit.lit.data import Shuffled
+from mnist_lit.nn import engine
+from mnist_lit.nn.loss import CategoricalCrossentropy
+from mnist_lit.sweeps import stacking
+from mnist_lit.sweeps.stacking import Job, train_stack
 from tests.conftest import REAL_DATA, last_weights
 from tests.test_stacked import metrics
 
@@ -69,7 +72,7 @@ def test_a_stacked_job_trains_as_its_run_alone(tiny_env, monkeypatch):
         def __init__(self, dataset, limit=None, **settings):
             super().__init__(dataset, limit, **{**settings, "seed": 0})
 
-    bites(check, monkeypatch, (engine, "image_losses", smoothed), (stack, "Shuffled", FirstJobsOrder))
+    bites(check, monkeypatch, (engine, "image_losses", smoothed), (stacking, "Shuffled", FirstJobsOrder))
 
 
 def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):
@@ -83,13 +86,13 @@ def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):
         assert (tiny_env / f"resumed{n}" / "metrics.csv").read_text() == (tiny_env / f"straight{n}" / "metrics.csv").read_text()
         same_weights(tiny_env / f"resumed{n}", tiny_env / f"straight{n}")
 
-    stepped_as = module._step_as
+    stepped_as = module._restore_step_settings
 
     def forgets_adam(settings, optimizer):  # the resumed Adam starts without its moments
         stepped_as(settings, optimizer)
         optimizer.state.clear()
 
-    bites(check, monkeypatch, (module, "_step_as", forgets_adam))
+    bites(check, monkeypatch, (module, "_restore_step_settings", forgets_adam))
 
 
 def test_a_new_learning_rate_is_applied_on_resume(tiny_env, monkeypatch):
@@ -102,12 +105,12 @@ def test_a_new_learning_rate_is_applied_on_resume(tiny_env, monkeypatch):
         # 20 Adam steps of at most about 1e-12 each.
         same_weights(tiny_env / f"still{n}", tiny_env / f"first{n}", atol=1e-9, rtol=0)
 
-    stepped_as = module._step_as
+    stepped_as = module._restore_step_settings
 
     def keeps_the_saved_lr(settings, optimizer):
         stepped_as({key: value for key, value in settings.items() if key != "lr"}, optimizer)
 
-    bites(check, monkeypatch, (module, "_step_as", keeps_the_saved_lr))
+    bites(check, monkeypatch, (module, "_restore_step_settings", keeps_the_saved_lr))
 
 
 def test_categorical_and_sparse_cross_entropy_train_the_same_network(tiny_env, monkeypatch):
@@ -181,7 +184,7 @@ def redrawn_digits_recognised(run: Path, directory: Path) -> None:
     from PIL import Image
 
     import mnist_lit
-    from mnist_lit.data import MNISTDataModule
+    from mnist_lit.lit.data import MNISTDataModule
 
     datamodule = MNISTDataModule(REAL_DATA)
     datamodule.setup("test")
@@ -202,7 +205,7 @@ def redrawn_digits_recognised(run: Path, directory: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA, reason="set MNIST_LIT_DATA to the real MNIST")
 def test_predict_reads_real_digits_as_mnist_made_them(tmp_path, monkeypatch):
-    from mnist_lit import digits
+    from mnist_lit.nn import digits
 
     monkeypatch.chdir(tmp_path)
     fit("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", output_dir="run")

@@ -2,7 +2,9 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from mnist_lit.config import ConfigError, unique_dir, validate
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.config.checks import validate
+from mnist_lit.config.directories import unique_dir
 
 
 def config(*overrides):

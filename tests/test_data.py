@@ -1,6 +1,7 @@
 import torch
 
-from mnist_lit.data import MNISTDataModule, flatten, normalize
+from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.nn.images import flatten, normalize
 
 
 def test_normalize_and_flatten():

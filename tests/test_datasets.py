@@ -7,8 +7,8 @@ import json
 import pytest
 
 from mnist_lit import fit, load
-from mnist_lit.data import DataError, names
-from mnist_lit.errors import ConfigError
+from mnist_lit.common.errors import ConfigError, DataError
+from mnist_lit.lit.data import names
 from tests.conftest import make_mnist
 
 QUIET = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")

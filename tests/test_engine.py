@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.engine import Captured, Eager
-from mnist_lit.loss import CategoricalCrossentropy
-from mnist_lit.network import DenseNetwork
+from mnist_lit.nn.engine import Captured, Eager
+from mnist_lit.nn.loss import CategoricalCrossentropy
+from mnist_lit.nn.network import DenseNetwork
 from tests.conftest import last_weights
 
 # 640 tiny training images: 20 mini-batches of 32 an epoch, in executions of 3 (the last one of 2).
@@ -48,7 +48,7 @@ def test_with_nothing_listening_the_plain_form_counts_the_same_steps_and_numbers
     steps = GlobalStep()
     plain = fit(*TINY, output_dir="plain", callbacks=[steps])
     hooked = fit(*TINY, output_dir="hooked", callbacks=[StepHooks()])
-    assert steps.form == "plain" and steps.global_step == 40
+    assert steps.form == "eager" and steps.global_step == 40
     assert plain == hooked
     a, b = last_weights(tiny_env / "plain"), last_weights(tiny_env / "hooked")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -25,11 +25,11 @@ from matplotlib.figure import Figure
 from torchvision.datasets import MNIST
 
 from mnist_lit import fit
-from mnist_lit.config import validate
-from mnist_lit.data import FILES
-from mnist_lit.errors import ConfigError, DataError
-from mnist_lit.files import WriteError
-from mnist_lit.module import Diverged
+from mnist_lit.common.errors import ConfigError, DataError
+from mnist_lit.common.files import WriteError
+from mnist_lit.config.checks import validate
+from mnist_lit.lit.data import FILES
+from mnist_lit.lit.module import Diverged
 from tests.conftest import cli, last_weights, make_mnist
 
 QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -107,7 +107,7 @@ def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mn
     ],
 )
 def test_every_bad_setting_is_one_line_naming_the_key(override, message):
-    from mnist_lit.config import check_machine
+    from mnist_lit.config.checks import check_machine
 
     def settle() -> None:
         with initialize_config_module("mnist_lit.conf", version_base="1.3"):
@@ -294,7 +294,7 @@ def test_four_jobs_on_one_empty_root_download_once(tmp_path):
         "import json, sys\n"
         "from torchvision.datasets import MNIST\n"
         "MNIST.mirrors, MNIST.resources = [sys.argv[1]], [tuple(r) for r in json.loads(sys.argv[2])]\n"
-        "from mnist_lit.data import MNISTDataModule\n"
+        "from mnist_lit.lit.data import MNISTDataModule\n"
         "dm = MNISTDataModule(sys.argv[3]); dm.prepare_data(); dm.setup('fit')\n"
         "print(len(dm.train), len(dm.test), float(dm.train.tensors[0].sum()))\n"
     )
@@ -388,7 +388,7 @@ def test_the_best_checkpoint_and_a_new_learning_rate_hold_across_a_resume(tiny_e
         ("model.activation=tanh", "was trained with model.activation=relu, this run has model.activation=tanh"),
         ("optimizer.eps=0.001", "was trained with optimizer.eps=1e-07, this run has optimizer.eps=0.001"),
         ("optimizer.betas=[0.8,0.9]", "was trained with optimizer.betas=[0.9, 0.999], this run has optimizer.betas=[0.8, 0.9]"),
-        ("loss=sparse", "was trained with loss._target_=mnist_lit.loss.CategoricalCrossentropy, this run has loss._target_=torch.nn.CrossEntropyLoss"),
+        ("loss=sparse", "was trained with loss._target_=mnist_lit.nn.loss.CategoricalCrossentropy, this run has loss._target_=torch.nn.CrossEntropyLoss"),
         ("trainer.precision=bf16-mixed", "was trained with trainer.precision=32-true, this run has trainer.precision=bf16-mixed"),
         ("trainer.gradient_clip_val=1", "was trained with trainer.gradient_clip_val=None, this run has trainer.gradient_clip_val=1.0"),
         ("trainer.accumulate_grad_batches=2", "was trained with trainer.accumulate_grad_batches=1, this run has trainer.accumulate_grad_batches=2"),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.module import Diverged
+from mnist_lit.lit.module import Diverged
 from tests.conftest import REAL_DATA, last_weights
 from tests.test_engine import TINY, GlobalStep, StepHooks
 
@@ -27,7 +27,7 @@ def test_captured_runs_give_the_eager_numbers(tiny_env):
     assert steps.form == "captured" and steps.global_step == 60
     eager_steps = GlobalStep()
     eager = fit(*GPU, "capture=false", output_dir="eager", callbacks=[eager_steps])
-    assert eager_steps.form == "plain" and eager_steps.global_step == 60
+    assert eager_steps.form == "eager" and eager_steps.global_step == 60
     close(captured, eager)
     a, b = last_weights(tiny_env / "captured"), last_weights(tiny_env / "eager")
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)

@@ -64,7 +64,7 @@ def test_a_resumed_run_sends_its_loggers_every_epoch(tiny_env):
 
 
 def test_a_logger_that_is_not_installed_is_one_line_naming_the_pip_command(tiny_mnist, tmp_path, monkeypatch):
-    from mnist_lit.config import ConfigError
+    from mnist_lit.common.errors import ConfigError
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))

@@ -1,6 +1,6 @@
 import torch
 
-from mnist_lit.loss import CategoricalCrossentropy
+from mnist_lit.nn.loss import CategoricalCrossentropy
 
 
 def test_categorical_on_one_hot_equals_sparse_on_integers():

@@ -1,11 +1,10 @@
 import pytest
 import torch
-
 from torch import nn
 
-from mnist_lit.choices import ACTIVATIONS
-from mnist_lit.network import DenseNetwork
-from mnist_lit.summary import count, summary
+from mnist_lit.common.choices import ACTIVATIONS
+from mnist_lit.nn.network import DenseNetwork
+from mnist_lit.nn.summary import count, summary
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ import torch
 from hydra import compose, initialize_config_module
 
 from mnist_lit import fit, load
-from mnist_lit.engine import StackedNetwork
-from mnist_lit.stack import Job, shape, train_stack, why_alone
+from mnist_lit.nn.stacked import StackedNetwork
+from mnist_lit.sweeps.stacking import Job, shape, train_stack, why_alone
 from tests.conftest import cli
 
 TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]
@@ -134,7 +134,7 @@ def test_a_stack_takes_only_jobs_it_trains_exactly_as_their_runs(alone, reason):
 
 
 def test_a_stacks_activations_follow_train_and_eval():
-    from mnist_lit.network import DenseNetwork
+    from mnist_lit.nn.network import DenseNetwork
 
     stacked = StackedNetwork([DenseNetwork([8], "rrelu"), DenseNetwork([8], "rrelu")])
     stacked.eval()

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.data import MNISTDataModule
-from mnist_lit.loss import CategoricalCrossentropy
-from mnist_lit.module import Classifier
-from mnist_lit.network import DenseNetwork
+from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit import Classifier
+from mnist_lit.nn.loss import CategoricalCrossentropy
+from mnist_lit.nn.network import DenseNetwork
 from tests.conftest import final_test_loss, last_weights
 
 TINY = ("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")

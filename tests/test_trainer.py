@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.choices import OWNED_BY_PROJECT
-from mnist_lit.config import TrainerConfig
+from mnist_lit.common.choices import OWNED_BY_PROJECT
+from mnist_lit.config.schema import TrainerConfig
 from tests.conftest import last_weights
 
 # 640 tiny training images: 20 mini-batches of 32 an epoch, in executions of 4.
@@ -93,7 +93,7 @@ def final_loss_of(run, images: int) -> float:
     import os
 
     from mnist_lit.build import restore
-    from mnist_lit.data import MNISTDataModule
+    from mnist_lit.lit.data import MNISTDataModule
 
     module = restore(run)
     datamodule = MNISTDataModule(os.environ["MNIST_LIT_DATA"])

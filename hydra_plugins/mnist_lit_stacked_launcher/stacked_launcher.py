@@ -31,7 +31,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=Stacke
 class StackedLauncher(Launcher):
     def __init__(self, max_stack: int = 64) -> None:
         if max_stack < 1:
-            from mnist_lit.errors import ConfigError
+            from mnist_lit.common.errors import ConfigError
 
             raise ConfigError(f"hydra.launcher.max_stack={max_stack} is out of range: it must be ≥ 1, e.g. hydra.launcher.max_stack=16")
         self.max_stack = max_stack
@@ -40,8 +40,8 @@ class StackedLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mnist_lit.config import check_machine, validate
-        from mnist_lit.errors import UserError
+        from mnist_lit.common.errors import UserError
+        from mnist_lit.config.checks import check_machine, validate
         from mnist_lit.share import cores, gpus
 
         setup_globals()
@@ -54,7 +54,7 @@ class StackedLauncher(Launcher):
                 cfg.hydra.job.id = cfg.hydra.job.num = idx
             configs.append(cfg)
 
-        from mnist_lit.stack import shape, why_alone
+        from mnist_lit.sweeps.stacking import shape, why_alone
 
         groups: dict[str, list[int]] = {}
         machine = {"gpus": gpus(), "cores": cores()}
@@ -97,8 +97,8 @@ class StackedLauncher(Launcher):
         """Each job's directory as Hydra makes it (.hydra/, its log), then one training for all."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        from mnist_lit.stack import Job, train_stack
-        from mnist_lit.sweep import record_failure, summarise
+        from mnist_lit.sweeps.stacking import Job, train_stack
+        from mnist_lit.sweeps.summary import record_failure, summarise
 
         jobs: list = []
 

@@ -17,15 +17,21 @@ from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from mnist_lit import build, console, files, mistakes
-from mnist_lit.checkpoint import for_a_run
-from mnist_lit.config import TrainerConfig
-from mnist_lit.data import Shuffled
-from mnist_lit.history import History, plot, write_csv
-from mnist_lit.engine import Batched, StackedNetwork, image_losses
-from mnist_lit.module import Diverged
-from mnist_lit.sweep import record_failure
-from mnist_lit.summary import count, summary
+from mnist_lit import build
+from mnist_lit.common import files
+from mnist_lit.config.schema import TrainerConfig
+from mnist_lit.lit import console
+from mnist_lit.lit.data import Shuffled
+from mnist_lit.lit.history import History
+from mnist_lit.lit.module import Diverged
+from mnist_lit.lit.saving import run_checkpoints
+from mnist_lit.nn.engine import Batched, batches
+from mnist_lit.nn.loss import image_losses
+from mnist_lit.nn.stacked import StackedNetwork
+from mnist_lit.nn.summary import count, summary
+from mnist_lit.reports import mistakes
+from mnist_lit.reports.history import plot, write_csv
+from mnist_lit.sweeps.summary import record_failure
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ class Job:
     def __init__(self, cfg: DictConfig, directory: Path) -> None:
         self.cfg, self.directory = cfg, Path(directory)
         self.history = History(self.directory)
-        self.best, self.last = for_a_run(self.directory)
+        self.best, self.last = run_checkpoints(self.directory)
         self.failed = False
 
 
@@ -65,7 +71,7 @@ class Stack(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader:
         execution = self.data.batch_size * self.data.steps_per_execution
-        return DataLoader(range(-(-len(self.data.train) // execution)), batch_size=None)
+        return DataLoader(range(batches(len(self.data.train), execution)), batch_size=None)
 
     def val_dataloader(self) -> DataLoader:
         return self.data.val_dataloader()
@@ -168,10 +174,10 @@ class Stack(L.LightningModule):
             last.state_key: last.state_dict(),
         }
         files.directory(Path(last.dirpath))
-        with files.whole(last.best_model_path, "wb") as f:
+        with files.atomic_write(last.best_model_path, "wb") as f:
             torch.save(checkpoint, f)
         if old is not None:
-            with files.whole(best.best_model_path, "wb") as f:
+            with files.atomic_write(best.best_model_path, "wb") as f:
                 torch.save(checkpoint, f)
             if old:
                 Path(old).unlink(missing_ok=True)
@@ -233,7 +239,7 @@ STACK_HONOURS = {"max_epochs", "accelerator", "enable_progress_bar", "enable_mod
 # tutorial's losses), elementwise activations without parameters or randomness (not PReLU, not
 # RReLU), and an optimizer whose update is elementwise, so that one step over the stacked tensors
 # is each network's own.
-STACKED_LOSSES = ("mnist_lit.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss")
+STACKED_LOSSES = ("mnist_lit.nn.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss")
 NOT_STACKED_ACTIVATIONS = ("prelu", "rrelu")
 STACKED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW")
 

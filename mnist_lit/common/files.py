@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-from mnist_lit.errors import UserError
+from mnist_lit.common.errors import UserError
 
 
 class WriteError(UserError):
@@ -24,7 +24,7 @@ def _fix(error: OSError) -> str:
 
 
 @contextmanager
-def whole(path: str | Path, mode: str = "w") -> Iterator[IO]:
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
     """Open `path` for writing; it appears only once everything is written."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial")
@@ -50,12 +50,12 @@ def _os_error(error: BaseException | None) -> OSError | None:
 
 
 def text(path: str | Path, content: str) -> None:
-    with whole(path) as f:
+    with atomic_write(path) as f:
         f.write(content)
 
 
 def figure(path: str | Path, fig) -> None:
-    with whole(path, "wb") as f:
+    with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
 
 

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from mnist_lit.network import INPUTS
+from mnist_lit.nn.network import INPUTS
 
 
 def summary(net: nn.Sequential) -> str:

@@ -1,7 +1,6 @@
 """Keras's History: the epoch metrics of a run, printed, written to metrics.csv, sent to the run's
 loggers and plotted (exercise 4)."""
 
-import csv
 import math
 import signal
 import sys
@@ -10,14 +9,11 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
-from mnist_lit import files
-from mnist_lit.choices import METRICS
-from mnist_lit.loggers import send_metrics, send_picture
-
+from mnist_lit.common import files
+from mnist_lit.common.choices import METRICS
+from mnist_lit.lit.loggers import send_metrics, send_picture
+from mnist_lit.reports.history import plot, write_csv
 
 
 class History(L.Callback):
@@ -81,30 +77,3 @@ class History(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, dict[str, list[float]]]) -> None:
         self.history = state_dict["history"]
-
-
-def write_csv(history: dict[str, list[float]], path: Path) -> None:
-    with files.whole(path) as f:
-        writer = csv.writer(f)
-        writer.writerow(["epoch", *history])
-        writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values()))
-
-
-def plot(history: dict[str, list[float]]) -> Figure:
-    """Loss and accuracy per epoch, training and validation side by side."""
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    epochs = range(1, len(history["loss"]) + 1)
-    for ax, name in zip(epoch_axes(fig, ("loss", "accuracy")), ("loss", "accuracy")):
-        ax.plot(epochs, history[name], "o-", label="train")
-        ax.plot(epochs, history[f"val_{name}"], "o-", label="validation")
-        ax.legend()
-    return fig
-
-
-def epoch_axes(fig: Figure, names: tuple[str, ...]) -> list[Axes]:
-    """One panel per metric, side by side, over whole epochs."""
-    axes = fig.subplots(1, len(names))
-    for ax, name in zip(axes, names):
-        ax.set(xlabel="epoch", ylabel=name, title=name)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return list(axes)

@@ -9,8 +9,8 @@ from matplotlib.figure import Figure
 from torch import nn
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-from mnist_lit import files
-from mnist_lit.data import IMAGE_SHAPE
+from mnist_lit.common import files
+from mnist_lit.nn.images import IMAGE_SHAPE
 
 SHOWN = 36  # most confident mistakes in mistakes.png, 6 × 6
 
@@ -25,7 +25,7 @@ def write(directory: Path, images: torch.Tensor, labels: torch.Tensor, probs: to
     """confusion_matrix.csv and .png and mistakes.png into `directory`; returns each class's accuracy."""
     images, labels, probs = images.cpu(), labels.cpu(), probs.cpu()
     counts = multiclass_confusion_matrix(probs, labels, len(names))
-    with files.whole(directory / "confusion_matrix.csv") as f:
+    with files.atomic_write(directory / "confusion_matrix.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
         writer.writerows([name, *row] for name, row in zip(names, counts.tolist()))

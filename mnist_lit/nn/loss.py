@@ -17,3 +17,8 @@ class CategoricalCrossentropy(nn.Module):
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, F.one_hot(labels, logits.shape[-1]).to(logits.dtype))
 
+
+def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each image's cross-entropy, for logits (..., n, classes) and labels (..., n). Both of the
+    tutorial's losses: the cross-entropy of one-hot targets is that of integer labels."""
+    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)

@@ -20,12 +20,12 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset, default_convert, random_split
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
-from mnist_lit.engine import Execution
-from mnist_lit.errors import ConfigError, DataError
+from mnist_lit.common.errors import ConfigError, DataError
+from mnist_lit.nn.engine import Execution, batches
+from mnist_lit.nn.images import IMAGE_SHAPE, flatten, normalize
 
 log = logging.getLogger(__name__)
 
-IMAGE_SHAPE = (28, 28)
 # The data sets torchvision reads from the same four IDX files, in <root>/<name>/raw.
 DATASETS = {cls.__name__: cls for cls in (MNIST, FashionMNIST, KMNIST)}
 FILES = {  # split: (images, labels)
@@ -37,16 +37,6 @@ FILES = {  # split: (images, labels)
 def names(dataset: str) -> list[str]:
     """The classes as labels are shown: MNIST's digits "0" to "9", torchvision's names for the others."""
     return [name.split(" - ")[0] for name in DATASETS[dataset].classes]
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels in [0, 255] → float32 in [0, 1]."""
-    return images.to(torch.float32).div_(255)
-
-
-def flatten(images: torch.Tensor) -> torch.Tensor:
-    """(n, 28, 28) → (n, 784)."""
-    return images.reshape(len(images), -1)
 
 
 class InMemory(TensorDataset):
@@ -221,7 +211,7 @@ class MNISTDataModule(L.LightningDataModule):
         world_size, rank = self._ranks()
         # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
         # a resumed run sees the same batches as an uninterrupted one.
-        shard = -(-len(self.train) // world_size)
+        shard = batches(len(self.train), world_size)
         sampler = Shuffled(
             self.train, self._limit("train", shard), num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed
         )
@@ -240,7 +230,7 @@ class MNISTDataModule(L.LightningDataModule):
         limit = self.limits.get(stage)
         if limit is None:
             return None
-        minibatches = limit if isinstance(limit, int) else int(limit * -(-images // self.batch_size))
+        minibatches = limit if isinstance(limit, int) else int(limit * batches(images, self.batch_size))
         return min(images, minibatches * self.batch_size)
 
     def _shard(self, stage: str, split: InMemory, rank: int, world_size: int) -> Shard:

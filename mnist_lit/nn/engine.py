@@ -9,10 +9,10 @@ One contract, three forms:
   gradients; given the plain torch calls, nothing else runs.
 - `Captured` records an `Eager` execution once as a CUDA graph and replays it: one launch per
   execution instead of one per operation, and the host never waits for the device.
-- `Batched` runs K networks of one shape as one `StackedNetwork` (the stacked launcher, stack.py):
+- `Batched` runs K networks of one shape as one `StackedNetwork` (nn/stacked.py, for the stacked launcher):
   K mini-batches through batched matmuls, one optimizer step for all.
 
-Pure torch: the LightningModule (module.py) chooses the form and supplies the calls.
+Pure torch: the LightningModule (lit/module.py) chooses the form and supplies the calls.
 """
 
 from collections.abc import Callable
@@ -21,7 +21,9 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from mnist_lit.nn.loss import image_losses
+from mnist_lit.nn.stacked import StackedNetwork
 
 
 class Execution(NamedTuple):
@@ -32,6 +34,11 @@ class Execution(NamedTuple):
     split: Any  # a TensorDataset of (images, labels)
     order: torch.Tensor
     batch_size: int
+
+
+def batches(items: int, batch_size: int) -> int:
+    """How many batches of `batch_size` hold `items`, the last one perhaps short."""
+    return -(-items // batch_size)
 
 
 class Outcome(NamedTuple):
@@ -132,46 +139,6 @@ def clip_gradients(parameters: list[nn.Parameter], value: float, algorithm: str 
         torch.nn.utils.clip_grad_value_(parameters, value)
     else:
         torch.nn.utils.clip_grad_norm_(parameters, value)
-
-
-def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Each image's cross-entropy, for logits (..., n, classes) and labels (..., n). Both of the
-    tutorial's losses: the cross-entropy of one-hot targets is that of integer labels."""
-    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
-
-
-class StackedNetwork(nn.Module):
-    """K DenseNetworks of one shape as one: each Dense layer's K weight matrices one (K, out, in)
-    tensor, its K biases one (K, out), in the order each network lists its own parameters."""
-
-    def __init__(self, nets: list[nn.Sequential]) -> None:
-        super().__init__()
-        layers = dict(nets[0].named_children())
-        self.dense = [name for name, layer in layers.items() if isinstance(layer, nn.Linear)]
-        # Modules, so that train() and eval() reach them as they reach each network's own.
-        self.activations = nn.ModuleList(layer for layer in layers.values() if not isinstance(layer, nn.Linear))
-        self.stacked = nn.ParameterList(
-            nn.Parameter(torch.stack([getattr(getattr(net, name), kind).detach() for net in nets]).clone())
-            for name in self.dense
-            for kind in ("weight", "bias")
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(K, n, 784) → (K, n, 10) logits, by batched matmuls."""
-        for i in range(len(self.dense)):
-            weight, bias = self.stacked[2 * i], self.stacked[2 * i + 1]
-            x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            if i < len(self.activations):
-                x = self.activations[i](x)
-        return x
-
-    def state_of(self, k: int) -> dict[str, torch.Tensor]:
-        """Network k's state_dict, as its own network names it."""
-        return {
-            f"{name}.{kind}": self.stacked[2 * i + j][k].detach().clone()
-            for i, name in enumerate(self.dense)
-            for j, kind in enumerate(("weight", "bias"))
-        }
 
 
 class Batched:

@@ -1,9 +1,10 @@
 """The LightningModule: Keras's compile() + fit() for any network from network.py."""
 
 from collections.abc import Callable
+from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
@@ -12,11 +13,19 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.engine import Captured, Eager, Execution, clip_gradients
-from mnist_lit.errors import UserError
-from mnist_lit.network import CLASSES
+from mnist_lit.common.errors import ConfigError, UserError
+from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
+from mnist_lit.nn.network import CLASSES
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class Form(str, Enum):
+    """How a training step runs the engine (nn/engine.py), decided once in `setup`."""
+
+    EAGER = "eager"  # plain torch calls, mini-batch after mini-batch
+    CAPTURED = "captured"  # on a CUDA GPU: recorded once as a CUDA graph, then replayed
+    HOOKED = "hooked"  # through Lightning's backward and optimizer step, where anything listens to them
 
 
 class Diverged(UserError, ArithmeticError):
@@ -27,7 +36,7 @@ class Diverged(UserError, ArithmeticError):
 _CAPTURABLE = {"capturable": True, "fused": True}
 
 
-def _step_as(settings: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+def _restore_step_settings(settings: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
     """After loading a checkpoint's optimizer state: step as this run was set up to (capturable or
     not, fused or not, its learning rate), with Adam's step counts where that needs them, not as
     the saving run did."""
@@ -65,6 +74,10 @@ class Classifier(L.LightningModule):
     `gradient_clip_algorithm` ("norm" or "value"), and one optimizer step per
     `accumulate_grad_batches` mini-batches."""
 
+    # How a checkpoint becomes a Classifier again (load_from_checkpoint): the application's builder,
+    # which sets this when it is imported, since only it knows the config a checkpoint holds.
+    restore: ClassVar[Callable[..., "Classifier"] | None] = None
+
     def __init__(
         self,
         net: nn.Module,
@@ -82,7 +95,7 @@ class Classifier(L.LightningModule):
         self.capture = capture
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
         self.accumulate_grad_batches = accumulate_grad_batches
-        self.form = "plain"  # decided in setup: "plain", "captured" or "hooked"
+        self.form = Form.EAGER
         # Each training step runs an execution of many mini-batches (engine.py), one optimizer step each.
         self.automatic_optimization = False
         self.train_metrics, self.val_metrics, self.test_metrics = _metrics(), _metrics(), _metrics()
@@ -103,9 +116,8 @@ class Classifier(L.LightningModule):
         """Lightning's way back from a checkpoint. Its hyper-parameters are the run's whole config,
         from which the builder makes the network, loss and optimizer again; keyword arguments
         replace its top-level keys (e.g. capture=False), as Lightning's replace saved hyper-parameters."""
-        from mnist_lit.build import restore
-        from mnist_lit.errors import ConfigError
-
+        if cls.restore is None:
+            raise RuntimeError("import Classifier from mnist_lit (from mnist_lit import Classifier): it knows how to rebuild one")
         if hparams_file is not None:
             raise ConfigError(
                 f"hparams_file={hparams_file}: a mnist_lit checkpoint holds its run's whole config; give changes as "
@@ -113,7 +125,7 @@ class Classifier(L.LightningModule):
             )
         if weights_only is False:
             raise ConfigError("weights_only=False: mnist_lit reads checkpoints as data only; leave weights_only out")
-        return restore(checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides)
+        return cls.restore(checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides)
 
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where
@@ -135,11 +147,11 @@ class Classifier(L.LightningModule):
             or any(is_overridden(hook, self, Classifier) for hook in _STEP_HOOKS)
         )
         device = trainer.strategy.root_device
-        self.form = "hooked" if listening else "captured" if self.capture and device.type == "cuda" else "plain"
+        self.form = Form.HOOKED if listening else Form.CAPTURED if self.capture and device.type == "cuda" else Form.EAGER
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if self.form == "captured" else {}))
-        if self.form == "captured":
+        optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if self.form == Form.CAPTURED else {}))
+        if self.form == Form.CAPTURED:
             # A CUDA graph keeps the address of what it reads, not a float's value: the learning
             # rate as a tensor, so that a new one (a resume, a scheduler's fill_) reaches every replay.
             for group in optimizer.param_groups:
@@ -147,7 +159,7 @@ class Classifier(L.LightningModule):
         # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way,
         # at the learning rate it was given.
         settings = {key: optimizer.param_groups[0][key] for key in (*_CAPTURABLE, "lr") if key in optimizer.param_groups[0]}
-        optimizer.register_load_state_dict_post_hook(partial(_step_as, settings))
+        optimizer.register_load_state_dict_post_hook(partial(_restore_step_settings, settings))
         return optimizer
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -163,30 +175,30 @@ class Classifier(L.LightningModule):
             if self.gradient_clip_val
             else None,
         }
-        if self.form == "hooked":
+        if self.form == Form.HOOKED:
             self.engine = Eager(self.net, self.loss, optimizer.optimizer, self.manual_backward, optimizer.step, **settings)
             return
         eager = Eager(self.net, self.loss, optimizer.optimizer, **settings)
-        self.engine = Captured(eager) if self.form == "captured" else eager
+        self.engine = Captured(eager) if self.form == Form.CAPTURED else eager
 
     def on_train_epoch_start(self) -> None:
         self.minibatches_done = 0
-        self.unchecked: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
+        self.pending_losses: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
 
     def training_step(self, execution: Execution) -> None:
         (images, labels), order, batch_size = execution.split.tensors, execution.order, execution.batch_size
         accumulate = self.accumulate_grad_batches
-        minibatches = -(-len(order) // batch_size)
-        order = order[: batch_size * min(minibatches, accumulate * self._steps_allowed(-(-minibatches // accumulate)))]
+        minibatches = batches(len(order), batch_size)
+        order = order[: batch_size * min(minibatches, accumulate * self._steps_allowed(batches(minibatches, accumulate)))]
         outcome = self.engine(images, labels, order, batch_size)
-        steps = -(-len(outcome.losses) // accumulate)
-        if self.form != "hooked":  # Lightning counted none of these optimizer steps
+        steps = batches(len(outcome.losses), accumulate)
+        if self.form != Form.HOOKED:  # Lightning counted none of these optimizer steps
             progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
             for _ in range(steps):
                 progress.increment_ready()
                 progress.increment_completed()
         # Check the previous execution's losses while the device runs this one.
-        self._check_unchecked()
+        self._check_pending_losses()
         self._keep_for_checking(outcome.losses)
         self.minibatches_done += len(outcome.losses)
         # Each image weighs in with its mini-batch's mean loss; the last mini-batch may be short.
@@ -203,7 +215,7 @@ class Classifier(L.LightningModule):
         return max(0, left)
 
     def on_train_epoch_end(self) -> None:
-        self._check_unchecked()
+        self._check_pending_losses()
 
     def _keep_for_checking(self, losses: torch.Tensor) -> None:
         """On a GPU, the losses are copied to the host behind this execution, and reading them
@@ -213,15 +225,15 @@ class Classifier(L.LightningModule):
             losses = torch.empty(losses.shape, dtype=losses.dtype, pin_memory=True).copy_(losses, non_blocking=True)
             copied = torch.cuda.Event()
             copied.record()
-        self.unchecked = (losses, copied, self.minibatches_done)
+        self.pending_losses = (losses, copied, self.minibatches_done)
 
-    def _check_unchecked(self) -> None:
-        if self.unchecked is not None:
-            losses, copied, minibatches_before = self.unchecked
+    def _check_pending_losses(self) -> None:
+        if self.pending_losses is not None:
+            losses, copied, minibatches_before = self.pending_losses
             if copied is not None:
                 copied.synchronize()
             self._stop_if_diverged(losses, minibatches_before)
-            self.unchecked = None
+            self.pending_losses = None
 
     def _stop_if_diverged(self, losses: torch.Tensor, minibatches_before: int) -> None:
         """Stop on a NaN or infinite loss: every later step and checkpoint would be garbage."""

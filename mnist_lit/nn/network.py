@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from mnist_lit.choices import ACTIVATIONS
+from mnist_lit.common.choices import ACTIVATIONS
 
 INPUTS = 28 * 28
 CLASSES = 10

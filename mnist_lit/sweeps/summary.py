@@ -7,7 +7,6 @@ summary.csv, summary.md and summary.png in its sweep directory, whichever launch
 import csv
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import files
+from mnist_lit.common import files
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -35,33 +34,6 @@ def record_failure(output_dir: Path, error: Exception) -> None:
     # A bad value is explained by its message; anything else needs its traceback in the job's log.
     log.error("This job failed, the sweep goes on: %s", error, exc_info=not isinstance(error, CompactHydraException))
     (output_dir / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n")
-
-
-def set_aside(job_dir: Path) -> Path:
-    """Move what a job wrote into <job>/replaced-N, so that training it again loses nothing; its
-    .hydra/ (already the new job's) and its log (which Hydra appends to) stay."""
-    n = 1
-    while (job_dir / f"replaced-{n}").exists():
-        n += 1
-    target = job_dir / f"replaced-{n}"
-    target.mkdir()
-    for path in job_dir.iterdir():
-        if path.name != ".hydra" and path.suffix != ".log" and not path.name.startswith("replaced-"):
-            path.rename(target / path.name)
-    return target
-
-
-def is_sweep(path: Path) -> bool:
-    return (path / "multirun.yaml").is_file()
-
-
-def finished(job_dir: Path) -> bool:
-    return (job_dir / "results.json").exists() and not (job_dir / ERROR_FILE).exists()
-
-
-def last_value(metrics_csv: Path, metric: str) -> float:
-    values = _read_metrics(metrics_csv, (metric,))[metric]
-    return values[-1] if values else math.nan
 
 
 def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
@@ -103,7 +75,7 @@ def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
     row.update(job=job_dir.name, overrides=" ".join(overrides), directory=str(job_dir))
-    history = _read_metrics(job_dir / "metrics.csv")
+    history = read_metrics(job_dir / "metrics.csv")
     row["history"] = history
     if history["val_accuracy"]:
         row.update(
@@ -133,7 +105,7 @@ def _best(sweep_dir: Path) -> str:
     return f"\nBest, by {found.name}: {params} ({found.best_value:.4g}; {path.name})\n"
 
 
-def _read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_loss")) -> dict[str, list[float]]:
+def read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_loss")) -> dict[str, list[float]]:
     history: dict[str, list[float]] = {name: [] for name in names}
     if path.exists():
         with open(path) as f:
@@ -144,7 +116,7 @@ def _read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_los
 
 
 def write_csv(jobs: list[dict[str, Any]], path: Path) -> None:
-    with files.whole(path) as f:
+    with files.atomic_write(path) as f:
         writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(jobs)
@@ -164,7 +136,7 @@ def plot(jobs: list[dict[str, Any]]) -> "Figure":
     """Validation accuracy and loss per epoch, one line per job, labelled by its overrides."""
     from matplotlib.figure import Figure
 
-    from mnist_lit.history import epoch_axes
+    from mnist_lit.reports.history import epoch_axes
 
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     axes = epoch_axes(fig, ("val_accuracy", "val_loss"))

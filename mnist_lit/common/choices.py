@@ -1,5 +1,5 @@
 """What a config may choose by name, known without importing torch or Lightning, so that a bad
-override is answered at once (config.py checks against these; network.py builds from them)."""
+override is answered at once (config/ checks against these; nn/network.py builds from them)."""
 
 # The elementwise torch.nn activations that take no arguments, by lower-case name. Softmax and its
 # kin mix units and GLU halves them, so they are no hidden-layer activations. tests/test_network.py
@@ -39,14 +39,21 @@ LOGGER_LIBRARIES = {
 # (a checkpoint's) is data: its classes are looked up here, never imported by the name it gives, and
 # nothing else in it is called. config.check_targets enforces this when composing and when loading.
 TARGETS = {
-    "model": ("mnist_lit.network.DenseNetwork",),
+    "model": ("mnist_lit.nn.network.DenseNetwork",),
     # The losses that take logits and class labels; tests/test_loss.py trains with each.
-    "loss": ("mnist_lit.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss", "torch.nn.MultiMarginLoss"),
+    "loss": ("mnist_lit.nn.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss", "torch.nn.MultiMarginLoss"),
     # Optimizers that take Adam's lr, betas and eps, and have the fused step the captured form records.
     "optimizer": ("torch.optim.Adam", "torch.optim.AdamW"),
-    "data": ("mnist_lit.data.MNISTDataModule",),
+    "data": ("mnist_lit.lit.data.MNISTDataModule",),
     "trainer": ("lightning.pytorch.Trainer",),
     "logger": tuple(LOGGER_LIBRARIES),
+}
+# Where the project's own classes were before the package took its layers (nn/, lit/): a
+# checkpoint saved then names them so, and is read as naming them here.
+MOVED = {
+    "mnist_lit.network.DenseNetwork": "mnist_lit.nn.network.DenseNetwork",
+    "mnist_lit.loss.CategoricalCrossentropy": "mnist_lit.nn.loss.CategoricalCrossentropy",
+    "mnist_lit.data.MNISTDataModule": "mnist_lit.lit.data.MNISTDataModule",
 }
 TARGET_KINDS = {
     "model": "networks", "loss": "losses", "optimizer": "optimizers", "data": "data modules",

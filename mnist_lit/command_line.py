@@ -1,4 +1,4 @@
-"""Errors a user can fix, each told in one line that names the fix."""
+"""A Hydra app's command line: the errors a user can fix told in one line each, Hydra's own too."""
 
 import dataclasses
 import difflib
@@ -9,22 +9,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from hydra.errors import CompactHydraException, ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
-from mnist_lit.choices import OWNED_BY_PROJECT
-
-
-class UserError(CompactHydraException):
-    """A problem with the user's input (config, data, checkpoint): Hydra prints the message alone."""
-
-
-class ConfigError(UserError, ValueError):
-    """A value out of range or unknown."""
-
-
-class DataError(UserError, RuntimeError):
-    """MNIST is missing, unreadable or damaged."""
+from mnist_lit.common.choices import OWNED_BY_PROJECT
+from mnist_lit.common.errors import UserError
 
 
 def explain(error: BaseException) -> str | None:

@@ -11,15 +11,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_lit import build, digits
-from mnist_lit.data import IMAGE_SHAPE, flatten, names, normalize
-from mnist_lit.mistakes import probabilities
-from mnist_lit.module import Classifier
+from mnist_lit import build
+from mnist_lit.lit.data import names
+from mnist_lit.lit.module import Classifier
+from mnist_lit.nn import digits
+from mnist_lit.nn.images import IMAGE_SHAPE, flatten, normalize
+from mnist_lit.reports.mistakes import probabilities
 
 Digits = str | Path | Image.Image | np.ndarray | torch.Tensor | Iterable
 
 
-class Model:
+class TrainedNetwork:
     def __init__(self, classifier: Classifier) -> None:
         self.classifier = classifier.eval()
         self.names = names(classifier.hparams["data"]["dataset"])
@@ -47,6 +49,6 @@ class Model:
         return flatten(x.float())
 
 
-def load(path: str | Path) -> Model:
+def load(path: str | Path) -> TrainedNetwork:
     """The trained network of a run directory (its last checkpoint) or of a .ckpt file."""
-    return Model(build.restore(path))
+    return TrainedNetwork(build.restore(path))

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from mnist_lit.data import IMAGE_SHAPE
+from mnist_lit.nn.images import IMAGE_SHAPE
 
 FIT = 20  # MNIST's digits fit a 20×20 box inside the 28×28 image
 INK = 0.25  # a pixel is ink when it is this bright against the brightest, after the paper is removed

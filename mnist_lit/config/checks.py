@@ -1,0 +1,171 @@
+"""Checks of a whole config, composed by Hydra or read from a checkpoint, before any work starts:
+its keys, its values, what its `_target_`s name, what it asks of the machine and of the launcher."""
+
+import difflib
+import importlib.util
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mnist_lit.common.choices import LOGGER_LIBRARIES, METRICS, MOVED, TARGET_KINDS, TARGETS
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.config.schema import Config
+
+
+def require(cfg: DictConfig, **keys: str) -> None:
+    """One line naming the mandatory keys (key=what it takes) that the command line left out."""
+    missing = [f"{key}=<{what}>" for key, what in keys.items() if OmegaConf.is_missing(cfg, key)]
+    if missing:
+        raise ConfigError(f"missing: give {' and '.join(missing)}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check every value of a composed config, and that what it asks for is installed."""
+    check(cfg)
+    if cfg.get("logger"):
+        library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
+        if library and importlib.util.find_spec(library) is None:
+            raise ConfigError(f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"')
+
+
+def check(cfg: DictConfig) -> None:
+    """Check every value, a composed config's or a checkpoint's alike: building the dataclasses runs
+    their __post_init__, and every `_target_` must be one of the project's own (check_targets)."""
+    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    _check_keys(task, OmegaConf.structured(Config))
+    OmegaConf.to_object(task)
+    for key in ("seed", "data.seed"):
+        seed = OmegaConf.select(task, key)
+        if not 0 <= seed < 2**32:
+            raise ConfigError(f"{key}={seed} is out of range: a seed is in [0, 2**32 - 1], e.g. {key}=0")
+    check_targets(OmegaConf.to_container(task, resolve=True))
+    threads = cfg.threads
+    if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
+    if cfg.objective not in METRICS:
+        raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
+    interval = cfg.trainer.val_check_interval
+    if isinstance(interval, int) and not isinstance(interval, bool) and interval % cfg.data.steps_per_execution:
+        raise ConfigError(
+            f"trainer.val_check_interval={interval} mini-batches is not a whole number of executions: make it a "
+            f"multiple of data.steps_per_execution={cfg.data.steps_per_execution}, or give a fraction of an epoch, e.g. 0.5"
+        )
+    # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
+    if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
+        raise ConfigError(
+            f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} does not divide "
+            f"data.steps_per_execution={cfg.data.steps_per_execution}: make the latter a multiple of it"
+        )
+
+
+def _check_keys(cfg: DictConfig, schema: DictConfig, path: str = "") -> None:
+    """Refuse a key that the schema does not have (Hydra's `+key=value` adds one), with the nearest real one."""
+    for key in cfg:
+        where = f"{path}.{key}" if path else str(key)
+        if key not in schema.keys():  # `in` alone says no for a key whose value is missing
+            keys = [k for k in schema.keys() if not str(k).startswith("_")]
+            close = difflib.get_close_matches(str(key), keys, n=1)
+            hint = f"did you mean {path + '.' if path else ''}{close[0]}? " if close else ""
+            raise ConfigError(f"{where} is not a setting: {hint}Settings{' of ' + path if path else ''}: {', '.join(keys)}")
+        if OmegaConf.get_type(schema, key) not in (None, dict, Any) and isinstance(cfg[key], DictConfig) and isinstance(schema[key], DictConfig):
+            _check_keys(cfg[key], schema[key], where)
+
+
+# Hydra's instantiate keys besides _target_ (and the optimizer's _partial_, which must stay true):
+# each would make instantiate call or pass something the project did not choose.
+_INSTANTIATE_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
+
+
+def _entries(settings: Any, path: str = "") -> Iterator[tuple[str, str, Any, Any]]:
+    """Every entry of nested mappings and lists, depth first: (its parent's path, its own path,
+    its key or index, its value)."""
+    if isinstance(settings, Mapping):
+        items = ((f"{path}.{key}" if path else str(key), key, value) for key, value in settings.items())
+    elif isinstance(settings, list):
+        items = ((f"{path}[{i}]", i, value) for i, value in enumerate(settings))
+    else:
+        return
+    for where, key, value in items:
+        yield path, where, key, value
+        yield from _entries(value, where)
+
+
+def check_targets(settings: Any) -> None:
+    """Refuse, naming the key, any `_target_` that is not one of TARGETS at its place, and any
+    other key of Hydra's instantiate: what a config names is looked up among the project's own
+    choices, so that a config read from a file can call nothing else."""
+    for parent, where, key, value in _entries(settings):
+        if key == "_target_":
+            if parent not in TARGETS:
+                raise ConfigError(f"{where}={value}: mnist_lit builds nothing from {parent}; remove its _target_")
+            if value not in TARGETS[parent]:
+                raise ConfigError(
+                    f"{where}={value} is not one of mnist_lit's {TARGET_KINDS[parent]}; choose one of: {', '.join(TARGETS[parent])}"
+                )
+        elif key in _INSTANTIATE_KEYS and not (where == "optimizer._partial_" and value is True):
+            raise ConfigError(f"{where}={value}: mnist_lit builds its objects itself; remove {key}")
+
+
+def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
+    """A config saved in a file (a checkpoint's hyper-parameters), read as data: into the typed
+    schema, keys added since it was saved taking their defaults, and checked by the rules a composed
+    config passes. `where` (e.g. "checkpoint=x.ckpt") begins the one line that refuses it."""
+    try:
+        _refuse_interpolations(saved)
+        saved = _moved(saved)
+        check_targets(saved)
+        cfg = OmegaConf.merge(OmegaConf.structured(Config), dict(saved))
+        check(cfg)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    except (OmegaConfBaseException, ValueError, TypeError) as error:
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"{where}: its config does not fit mnist_lit's ({detail})") from None
+    return cfg
+
+
+def _moved(saved: Mapping[str, Any]) -> dict[str, Any]:
+    """`saved` with the `_target_`s of a checkpoint saved before a class moved named as they are now."""
+    moved = {key: dict(value) if isinstance(value, Mapping) else value for key, value in saved.items()}
+    for part in moved.values():
+        if isinstance(part, dict) and part.get("_target_") in MOVED:
+            part["_target_"] = MOVED[part["_target_"]]
+    return moved
+
+
+def _refuse_interpolations(settings: Any) -> None:
+    """A saved config holds plain values (it is saved resolved): an ${...} in it would run a resolver."""
+    for _, where, _, value in _entries(settings):
+        if isinstance(value, str) and "${" in value:
+            raise ConfigError(f"{where}={value} is an interpolation; a saved config holds plain values only")
+
+
+def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:
+    """What the devices ask of the machine the job runs on (a launcher may send it to another)."""
+    accelerator, devices = cfg.trainer.accelerator, cfg.trainer.devices
+    if accelerator in ("gpu", "cuda") and gpus == 0:
+        raise ConfigError(f"trainer.accelerator={accelerator}: no GPU found here; use trainer.accelerator=cpu (or auto)")
+    if accelerator == "cpu" or (accelerator == "auto" and gpus == 0):
+        if devices == -1 or not isinstance(devices, (int, str)) or (isinstance(devices, str) and devices != "auto"):
+            raise ConfigError(
+                f"trainer.devices={devices} names GPUs, and this run trains on the CPU: give a number of processes, e.g. trainer.devices=2"
+            )
+        if isinstance(devices, int) and devices > cores:
+            raise ConfigError(
+                f"trainer.devices={devices} CPU processes on {cores} core{'s'[: cores > 1]}: give at most trainer.devices={cores}"
+            )
+
+
+def validate_launcher(cfg: DictConfig, launcher: str) -> None:
+    """Lightning's DDP starts a job's further ranks by running its command line again (or by
+    spawning from it), which a job inside a joblib worker or a submitit process cannot do."""
+    devices = cfg.trainer.devices
+    several = devices == -1 or (isinstance(devices, int) and devices > 1) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    name = launcher.rpartition(".")[2]
+    if several and name != "BasicLauncher":
+        raise ConfigError(
+            f"trainer.devices={devices} inside a sweep run by {name}: Lightning's DDP cannot start ranks from its "
+            "workers; sweep with the basic launcher (each job on all its devices in turn), or give each job trainer.devices=1"
+        )

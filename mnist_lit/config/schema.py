@@ -1,0 +1,253 @@
+"""The typed configuration that conf/ composes with: every key, its type and its default. Hydra
+checks types and keys while composing; each part checks its own values as it is built
+(config/values.py), and config/checks.py the whole, so a bad override ends in one line that names the
+key and the fix."""
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, SI
+
+from mnist_lit.common.choices import ACCELERATORS, ACTIVATIONS, DATASETS, INITS, METRICS, PRECISIONS, STRATEGIES
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.config.values import at_least, check_devices, check_duration, check_limit
+
+
+@dataclass
+class ModelConfig:
+    _target_: str = "mnist_lit.nn.network.DenseNetwork"
+    hidden: list[int] = field(default_factory=list)
+    activation: str = "relu"
+    init: str = "keras"
+
+    def __post_init__(self) -> None:
+        if any(width < 1 for width in self.hidden):
+            raise ConfigError(
+                f"model.hidden={list(self.hidden)}: every width must be ≥ 1, e.g. model.hidden=[100] or [256,128]"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(
+                f"model.activation={self.activation} is unknown; choose one of: {', '.join(sorted(ACTIVATIONS))}"
+            )
+        if self.init not in INITS:
+            raise ConfigError(f"model.init={self.init} is unknown; choose one of: {', '.join(INITS)}")
+
+
+@dataclass
+class LossConfig:
+    _target_: str = MISSING
+
+
+@dataclass
+class OptimizerConfig:
+    # Adam with Keras's defaults; PyTorch's own eps is 1e-8.
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-7
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optimizer.lr={self.lr} is out of range: it must be > 0 and finite, e.g. optimizer.lr=1e-3")
+        if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
+            raise ConfigError(
+                f"optimizer.betas={list(self.betas)} is out of range: two numbers, each in [0, 1), e.g. optimizer.betas=[0.9,0.999]"
+            )
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"optimizer.eps={self.eps} is out of range: it must be > 0 and finite, e.g. optimizer.eps=1e-7")
+
+
+@dataclass
+class DataConfig:
+    _target_: str = "mnist_lit.lit.data.MNISTDataModule"
+    root: str = MISSING
+    batch_size: int = 32
+    val_size: int = 0
+    steps_per_execution: int = 100
+    seed: int = SI("${seed}")
+    dataset: str = "MNIST"  # or FashionMNIST, KMNIST: data=fashion_mnist, data=kmnist
+
+    def __post_init__(self) -> None:
+        at_least("data.batch_size", self.batch_size, 1, "data.batch_size=32")
+        at_least("data.val_size", self.val_size, 0, "data.val_size=5000")
+        at_least("data.steps_per_execution", self.steps_per_execution, 1, "data.steps_per_execution=100")
+        if self.dataset not in DATASETS:
+            raise ConfigError(f"data.dataset={self.dataset} is unknown; choose one of: {', '.join(DATASETS)}")
+
+
+@dataclass
+class TrainerConfig:
+    """Every argument of lightning.Trainer (tests/test_config.py checks this against its signature)
+    but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
+
+    Lightning's batches are mnist_lit's executions of `data.steps_per_execution` mini-batches, so
+    the arguments that count batches (limit_*_batches, accumulate_grad_batches, max_steps) are
+    counted in mini-batches here, as a Lightning user means them, and the engine honours them."""
+
+    _target_: str = "lightning.pytorch.Trainer"
+    accelerator: str = "auto"
+    strategy: str = "auto"
+    devices: Any = 1  # Lightning's is "auto": one device, unless you ask for DDP
+    num_nodes: int = 1
+    precision: str = "32-true"
+    fast_dev_run: Any = False
+    max_epochs: Optional[int] = 10  # the tutorial's
+    min_epochs: Optional[int] = None
+    max_steps: int = -1  # optimizer steps (mini-batches) in all; -1: no limit
+    min_steps: Optional[int] = None
+    max_time: Any = None
+    limit_train_batches: Any = None  # mini-batches per epoch (a number), or a fraction of them
+    limit_val_batches: Any = None  # mini-batches of batch_size images, or a fraction
+    limit_test_batches: Any = None
+    limit_predict_batches: Any = None
+    overfit_batches: Any = 0.0
+    val_check_interval: Any = None
+    check_val_every_n_epoch: Optional[int] = 1
+    num_sanity_val_steps: Optional[int] = None
+    log_every_n_steps: Optional[int] = None
+    enable_checkpointing: Optional[bool] = None
+    enable_progress_bar: Optional[bool] = None
+    enable_model_summary: Optional[bool] = False  # the run prints Keras's summary() instead
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: Optional[float] = None
+    gradient_clip_algorithm: Optional[str] = None  # norm (when a value is given) or value
+    deterministic: Any = None
+    benchmark: Optional[bool] = None
+    inference_mode: bool = True
+    use_distributed_sampler: bool = True
+    profiler: Optional[str] = None
+    detect_anomaly: bool = False
+    barebones: bool = False
+    sync_batchnorm: bool = False
+    reload_dataloaders_every_n_epochs: int = 0
+    enable_autolog_hparams: bool = True
+    model_registry: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"trainer.accelerator={self.accelerator} is not supported; choose one of: {', '.join(ACCELERATORS)}")
+        check_devices(self.devices)
+        check_duration("trainer.max_time", self.max_time)
+        if self.max_epochs is not None and self.max_epochs != -1:
+            at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
+        if self.max_steps != -1:
+            at_least("trainer.max_steps", self.max_steps, 1, "trainer.max_steps=1000 (or -1: no limit)")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={self.precision} is not supported; choose one of: {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"trainer.strategy={self.strategy} is not supported: mnist_lit's engine all-reduces each mini-batch's "
+                f"gradients with Lightning's DDP; choose one of: {', '.join(STRATEGIES)}"
+            )
+        at_least("trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1, "trainer.accumulate_grad_batches=4")
+        if self.gradient_clip_val is not None:
+            at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0, "trainer.gradient_clip_val=1.0")
+        if self.gradient_clip_algorithm not in (None, "norm", "value"):
+            raise ConfigError(
+                f"trainer.gradient_clip_algorithm={self.gradient_clip_algorithm} is unknown; choose norm or value"
+            )
+        for stage in ("train", "val", "test", "predict"):
+            check_limit(f"trainer.limit_{stage}_batches", getattr(self, f"limit_{stage}_batches"))
+        fast = self.fast_dev_run
+        if not isinstance(fast, bool) and not (isinstance(fast, int) and fast >= 1):
+            raise ConfigError(f"trainer.fast_dev_run={fast} is neither true/false nor a number of batches ≥ 1")
+        if self.barebones:
+            raise ConfigError(
+                "trainer.barebones=true turns off the logging that mnist_lit's history, checkpoints and early stopping "
+                "read; leave it false: the engine already runs many mini-batches per Lightning step"
+            )
+        if self.deterministic not in (None, True, False, "warn"):
+            raise ConfigError(f"trainer.deterministic={self.deterministic} is not one of: true, false, warn")
+
+
+@dataclass
+class TensorBoardConfig:
+    """logger=tensorboard: Lightning's TensorBoardLogger, in <run>/tensorboard
+    (tensorboard --logdir outputs; pip install "mnist_lit[tensorboard]")."""
+
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+    save_dir: str = "."  # relative to the run's directory
+    name: str = "tensorboard"
+    version: str = ""
+    default_hp_metric: bool = False
+    log_graph: bool = False
+    prefix: str = ""
+
+
+@dataclass
+class MLflowConfig:
+    """logger=mlflow: Lightning's MLFlowLogger (pip install "mnist_lit[mlflow]"). Without a
+    tracking_uri (a server, e.g. http://localhost:5000, or a database), a store of the run's own:
+    <run>/mlflow.db, artifacts in <run>/mlartifacts."""
+
+    _target_: str = "lightning.pytorch.loggers.MLFlowLogger"
+    experiment_name: str = "mnist_lit"
+    run_name: Optional[str] = None  # None: the run's directory
+    tracking_uri: Optional[str] = None
+    tags: Optional[dict[str, str]] = None
+    log_model: bool = False
+    prefix: str = ""
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Keras's EarlyStopping: stop once `monitor` has not improved by `min_delta` for `patience`
+    epochs; null patience: never. `restore_best_weights` tests (and keeps) the best epoch's weights."""
+
+    patience: Optional[int] = None
+    monitor: str = "val_loss"
+    mode: str = "min"
+    min_delta: float = 0.0
+    restore_best_weights: bool = False
+
+    def __post_init__(self) -> None:
+        if self.patience is not None:
+            at_least("early_stopping.patience", self.patience, 0, "early_stopping.patience=3")
+        if self.monitor not in METRICS:
+            raise ConfigError(f"early_stopping.monitor={self.monitor} is not a metric; choose one of: {', '.join(METRICS)}")
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"early_stopping.mode={self.mode} is unknown; choose min (a loss) or max (an accuracy)")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    seed: int = 0
+    resume: Optional[str] = None
+    # torch threads: a number, or auto: this run's share of the cores (see share.py)
+    threads: Any = "auto"
+    # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.
+    objective: str = "val_accuracy"
+    # A Lightning logger from the logger group (conf/logger), or None: metrics.csv and pictures only.
+    logger: Any = None
+    # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.
+    capture: bool = True
+
+
+@dataclass
+class EvaluateConfig:
+    checkpoint: str = MISSING  # a run directory or a .ckpt file
+    split: str = "test"  # test, or val: the images that the run's data.val_size held out
+    data: DataConfig = field(default_factory=DataConfig)  # data.root only: the rest is the run's
+
+
+@dataclass
+class PredictConfig:
+    checkpoint: str = MISSING  # a run directory or a .ckpt file
+    images: str = MISSING  # an image file, a folder of them, or a glob such as 'digits/*.png'
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+# The logger group's options besides conf/logger/none.yaml, typed.
+ConfigStore.instance().store(group="logger", name="tensorboard", node=TensorBoardConfig)
+ConfigStore.instance().store(group="logger", name="mlflow", node=MLflowConfig)
+ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+ConfigStore.instance().store(name="predict_schema", node=PredictConfig)

@@ -1,0 +1,38 @@
+"""History's files: metrics.csv, one row per epoch, and history.png, loss and accuracy per epoch
+(exercise 4)."""
+
+import csv
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from mnist_lit.common import files
+
+
+def write_csv(history: dict[str, list[float]], path: Path) -> None:
+    with files.atomic_write(path) as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", *history])
+        writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values()))
+
+
+def plot(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch, training and validation side by side."""
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    epochs = range(1, len(history["loss"]) + 1)
+    for ax, name in zip(epoch_axes(fig, ("loss", "accuracy")), ("loss", "accuracy")):
+        ax.plot(epochs, history[name], "o-", label="train")
+        ax.plot(epochs, history[f"val_{name}"], "o-", label="validation")
+        ax.legend()
+    return fig
+
+
+def epoch_axes(fig: Figure, names: tuple[str, ...]) -> list[Axes]:
+    """One panel per metric, side by side, over whole epochs."""
+    axes = fig.subplots(1, len(names))
+    for ax, name in zip(axes, names):
+        ax.set(xlabel="epoch", ylabel=name, title=name)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return list(axes)
