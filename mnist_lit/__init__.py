@@ -9,7 +9,7 @@ from hydra_plugins.mnist_lit_stacked_launcher.stacked_launcher import StackedLau
 
 # The typed schema that conf/ composes with, and the resolvers that make run directories.
 from mnist_lit.config import directories as _directories  # noqa: F401
-from mnist_lit.config import schema as _schema
+from mnist_lit.config import schema as _schema  # noqa: F401
 
 # Hydra's scan of hydra_plugins misses the stacked launcher in an editable install: register it.
 Plugins.instance().register(StackedLauncher)

@@ -1,36 +1,142 @@
 """The one builder: a config, composed by Hydra or read back from a checkpoint, becomes the
-LightningModule, the DataModule and the Trainer, for train, evaluate, predict and `load` alike."""
+objects that use it: the LightningModule, the DataModule, the Trainer with its callbacks and
+loggers, and for a training run (`run`) its share of the machine, for train, evaluate, predict,
+`load` and the stacked launcher alike. Nothing below it reads a config."""
 
+import logging
 import os
-from collections.abc import Mapping
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit.checkpoint import read
+from mnist_lit import share
+from mnist_lit.checkpoint import check_resume, find, read, tell_processes
+from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
 from mnist_lit.config.checks import config_of
+from mnist_lit.lit import console
 from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier
+from mnist_lit.lit.saving import AtomicCheckpointIO, RunCheckpoint, run_checkpoints
+from mnist_lit.lit.stack import Member
 
-# Trainer arguments that count batches or act on gradients: the module and the DataModule honour
-# them in mini-batches (Lightning would count executions, or refuses them with manual optimization).
-FOR_THE_MODULE = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
-STAGES = ("train", "val", "test", "predict")
-FOR_THE_DATA = tuple(f"limit_{stage}_batches" for stage in STAGES)
-# The run's own Timer (train.py) keeps the time, and stops the run at max_time.
-FOR_THE_TIMER = ("max_time",)
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """Everything one training run needs, made from its config in one pass."""
+
+    module: Classifier
+    datamodule: MNISTDataModule
+    trainer: L.Trainer
+    history: History
+    timer: Timer
+    best: RunCheckpoint  # the best epoch's checkpoint, by early stopping's metric if it is on
+    ckpt_path: Path | None  # the checkpoint it resumes
+    threads: int  # torch threads per process: the run's share of the cores
+    threads_why: str
+    ranks: int  # processes that train together (DDP), each with its own batch
+
+
+def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ()) -> Run:
+    """A training run of `cfg` into `output_dir`; `callbacks` join the run's own (history, timer,
+    checkpoints, early stopping, progress bar). Inside a DDP launch, as each rank is."""
+    ckpt_path = find(cfg.resume) if cfg.resume else None
+    L.seed_everything(cfg.seed, verbose=False)
+    module = classifier(cfg)
+    resumed = check_resume(cfg.resume, cfg, module.net) if ckpt_path else None
+    history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer(duration=cfg.trainer.max_time)
+    stopping = cfg.early_stopping
+    # The best epoch is the one early stopping watches for, if it is on.
+    monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
+    best, last = run_checkpoints(output_dir, monitor, mode)
+    checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
+    if stopping.patience is not None:
+        early = EarlyStopping(monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True)
+        callbacks = [early, *callbacks]
+    launcher, job = _sweep_job()
+    bar = console.progress_bar(cfg.trainer.enable_progress_bar)
+    built = trainer(
+        cfg,
+        devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),
+        default_root_dir=output_dir,
+        logger=loggers(cfg, output_dir) or False,
+        callbacks=[history, timer, *checkpoints, *bar, *callbacks],
+        enable_progress_bar=bool(bar),
+        plugins=[AtomicCheckpointIO()],
+    )
+    cpu_processes = built.num_devices if built.strategy.root_device.type == "cpu" else 1
+    threads, why = share.threads(cfg.threads, launcher, cpu_processes)
+    # From the devices: world_size is known only once the ranks start, and after ddp_spawn this
+    # process knows none.
+    ranks = built.num_nodes * built.num_devices
+    if resumed and built.is_global_zero:
+        tell_processes(resumed, ranks, cfg.data.batch_size)
+    return Run(module, datamodule(cfg), built, history, timer, best, ckpt_path, threads, why, ranks)
+
+
+def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
+    """The command lines that continue this run from its own last checkpoint, and that start it
+    again (from the checkpoint it resumed, if any) while it has none."""
+    if not HydraConfig.initialized():
+        return f'fit(..., "resume={output_dir}")', "fit(...)" if not cfg.resume else f'fit(..., "resume={cfg.resume}")'
+    # Quoted as a shell reads them back: an override may hold spaces, brackets or quotes.
+    again = ["python", "-m", "mnist_lit", *(o for o in HydraConfig.get().overrides.task if not o.startswith("resume="))]
+    return shlex.join([*again, f"resume={output_dir}"]), shlex.join([*again, f"resume={cfg.resume}"] if cfg.resume else again)
+
+
+def _sweep_job() -> tuple[dict, int]:
+    """The launcher config and job number of this Hydra sweep job; empty outside a sweep."""
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}, 0
+    hydra_cfg = HydraConfig.get()
+    return OmegaConf.to_container(hydra_cfg.launcher, resolve=True), hydra_cfg.job.num
+
+def network(cfg: DictConfig) -> torch.nn.Sequential:
+    # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
+    return instantiate(cfg.model, _convert_="all")
+
+
+def optimizer(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer, waiting for its parameters (Hydra's _partial_)."""
+    return instantiate(cfg.optimizer, _convert_="all")
+
+
+def member(cfg: DictConfig, output_dir: Path, label: str) -> Member:
+    """A stacked job's network, from its own seed as its run's would be, and what its run keeps."""
+    L.seed_everything(cfg.seed, verbose=False)
+    return Member(
+        network(cfg), cfg.data.seed, OmegaConf.to_container(cfg, resolve=True), History(output_dir, label=label),
+        *run_checkpoints(output_dir), lr=cfg.optimizer.lr,
+    )
+
+
+def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
+    """The Trainer of a stack of jobs like `cfg` (stacking.why_alone let only settings it honours
+    through), on one device, writing each job's checkpoints itself (lit/stack.py); and its Timer."""
+    timer = Timer()
+    made = trainer(
+        cfg, devices=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0, callbacks=[timer], plugins=[AtomicCheckpointIO()],
+    )
+    return made, timer
 
 
 def classifier(cfg: DictConfig) -> Classifier:
-    # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
-    net = instantiate(cfg.model, _convert_="all")
     optimization = {name: cfg.trainer[name] for name in FOR_THE_MODULE}
-    module = Classifier(net, instantiate(cfg.loss), instantiate(cfg.optimizer, _convert_="all"), cfg.capture, **optimization)
+    module = Classifier(network(cfg), instantiate(cfg.loss), optimizer(cfg), cfg.capture, **optimization)
     module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
     return module
 

@@ -1,5 +1,5 @@
 """`python -m mnist_lit.predict checkpoint=<run dir or .ckpt> images=<file, folder or glob>`:
-classify your own digit images, prepared as MNIST was made (digits.py). Prints one line per
+classify your own digit images, prepared as MNIST was made (nn/digits.py). Prints one line per
 image, writes predictions.csv and preview.png (each image as the network saw it)."""
 
 import csv

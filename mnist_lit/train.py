@@ -1,9 +1,8 @@
-"""One run of the tutorial: build everything from the config, fit, test, and leave the results behind."""
+"""One run of the tutorial: the builder makes it from the config, then it fits, tests and leaves its
+results behind. `fit` is the same from a notebook."""
 
-import json
 import logging
 import os
-import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -12,21 +11,15 @@ from pathlib import Path
 import lightning as L
 import torch
 from hydra import compose, initialize_config_module
-from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from lightning.pytorch.callbacks import EarlyStopping, Timer
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, share
-from mnist_lit.checkpoint import check_resume, find, read, tell_processes
+from mnist_lit.checkpoint import read
 from mnist_lit.common import files
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.directories import unique_dir
 from mnist_lit.lit import console, loggers
-from mnist_lit.lit.history import History
-from mnist_lit.lit.saving import AtomicCheckpointIO, run_checkpoints
-from mnist_lit.nn.summary import count, summary
-from mnist_lit.reports import mistakes
+from mnist_lit.reports import mistakes, results
 
 log = logging.getLogger(__name__)
 
@@ -38,50 +31,15 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     """
     validate(cfg)
     check_machine(cfg, share.gpus(), share.cores())
-    checkpoint = find(cfg.resume) if cfg.resume else None
     output_dir = Path(output_dir)
-    L.seed_everything(cfg.seed, verbose=False)
-    module = build.classifier(cfg)
-    net = module.net
-    resumed = check_resume(cfg.resume, cfg, net) if checkpoint else None
-
-    history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer(duration=cfg.trainer.max_time)
-    stopping = cfg.early_stopping
-    # The best epoch is the one early stopping watches for, if it is on.
-    monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
-    best, last = run_checkpoints(output_dir, monitor, mode)
-    checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
-    if stopping.patience is not None:
-        callbacks = [
-            EarlyStopping(monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True),
-            *callbacks,
-        ]
-    launcher, job = _sweep_job()
-    bar = console.progress_bar(cfg.trainer.enable_progress_bar)
     with _ranks_cleaned_up(), console.quiet():
-        trainer = build.trainer(
-            cfg,
-            devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),
-            default_root_dir=output_dir,
-            logger=build.loggers(cfg, output_dir) or False,
-            callbacks=[history, timer, *checkpoints, *bar, *callbacks],
-            enable_progress_bar=bool(bar),
-            plugins=[AtomicCheckpointIO()],
-        )
-        threads = _take_threads(cfg.threads, launcher, trainer)
-        # From the devices: world_size is known only once the ranks start, and after ddp_spawn
-        # this process knows none.
-        ranks = trainer.num_nodes * trainer.num_devices
-        if resumed and trainer.is_global_zero:
-            tell_processes(resumed, ranks, cfg.data.batch_size)
+        run = build.run(cfg, output_dir, callbacks)
+        trainer, module, datamodule, history = run.trainer, run.module, run.datamodule, run.history
+        _use_threads(run.threads, run.threads_why, trainer)
         if trainer.is_global_zero:
-            model_summary = summary(net)
-            log.info("\n%s", model_summary)
-            files.text(output_dir / "summary.txt", model_summary + "\n")
-
-        datamodule = build.datamodule(cfg)
+            log.info("\n%s", results.write_summary(output_dir, module.net))
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
         except SystemExit:
             if history.stopped_by is None:
                 raise
@@ -91,35 +49,31 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         if not history.history["loss"] and saved.exists():
             # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
             recorded = torch.load(saved, map_location="cpu", weights_only=True)
-            for callback in (history, timer):
+            for callback in (history, run.timer):
                 callback.load_state_dict(recorded["callbacks"][callback.state_key])
-        if stopping.restore_best_weights and best.best_model_path:
-            module.load_state_dict(read(best.best_model_path, "checkpoint")["state_dict"])
-            log.info("Restored the best weights (%s %s): %s", mode, monitor, best.best_model_path)
+        stopping = cfg.early_stopping
+        if stopping.restore_best_weights and run.best.best_model_path:
+            module.load_state_dict(read(run.best.best_model_path, "checkpoint")["state_dict"])
+            log.info("Restored the best weights (%s %s): %s", run.best.mode, run.best.monitor, run.best.best_model_path)
         trainer.test(module, datamodule=datamodule, verbose=False)
         test = {name: trainer.callback_metrics[name].item() for name in ("test_loss", "test_accuracy")}
-        per_class = None
         if trainer.is_global_zero:
-            per_class = _report_mistakes(module, datamodule, output_dir, ranks)
+            if datamodule.train is None:  # a spawned strategy set the data up in its own processes
+                datamodule.setup("test")
+            # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
+            images, labels = datamodule.evaluated("test", run.ranks).tensors
+            net = module.net.to(images.device)
+            results.write(
+                output_dir, net, test, mistakes.probabilities(net, images), images, labels, datamodule.names,
+                train_seconds=run.timer.time_elapsed("train"), torch_threads=run.threads,
+                epochs=len(history.history["loss"]), best_checkpoint=run.best.best_model_path,
+            )
             for picture in ("confusion_matrix.png", "mistakes.png"):
                 loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
             loggers.close(trainer.loggers)
-
-    results = {
-        "test_loss": test["test_loss"],
-        "test_accuracy": test["test_accuracy"],
-        "parameters": count(net),
-        "train_seconds": timer.time_elapsed("train"),
-        "torch_threads": threads,
-        "epochs": len(history.history["loss"]),
-        "per_class_accuracy": per_class,
-        "best_checkpoint": best.best_model_path,
-    }
-    if trainer.is_global_zero:
-        files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
     log.info(
         "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
-        results["test_loss"], results["test_accuracy"], results["train_seconds"],
+        test["test_loss"], test["test_accuracy"], run.timer.time_elapsed("train"),
     )
     log.info(
         "Wrote metrics.csv, history.png, summary.txt, results.json, confusion_matrix.csv/.png, mistakes.png "
@@ -128,34 +82,11 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     return history.history
 
 
-def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
-    """The command lines that continue this run from its own last checkpoint, and that start it
-    again (from the checkpoint it resumed, if any) while it has none."""
-    if not HydraConfig.initialized():
-        return f'fit(..., "resume={output_dir}")', "fit(...)" if not cfg.resume else f'fit(..., "resume={cfg.resume}")'
-    # Quoted as a shell reads them back: an override may hold spaces, brackets or quotes.
-    again = ["python", "-m", "mnist_lit", *(o for o in HydraConfig.get().overrides.task if not o.startswith("resume="))]
-    return shlex.join([*again, f"resume={output_dir}"]), shlex.join([*again, f"resume={cfg.resume}"] if cfg.resume else again)
-
-
-def _report_mistakes(module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path, ranks: int) -> dict[str, float]:
-    """The final weights on the test images: confusion matrix, mistakes, per-class accuracy."""
-    if datamodule.train is None:  # a spawned strategy set the data up in its own processes
-        datamodule.setup("test")
-    # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
-    images, labels = datamodule.evaluated("test", ranks).tensors
-    probabilities = mistakes.probabilities(module.net.to(images.device), images)
-    return mistakes.write(output_dir, images, labels, probabilities, datamodule.names)
-
-
-def _take_threads(setting: int | str, launcher: dict, trainer: L.Trainer) -> int:
-    cpu_processes = trainer.num_devices if trainer.strategy.root_device.type == "cpu" else 1
-    threads, why = share.threads(setting, launcher, cpu_processes)
+def _use_threads(threads: int, why: str, trainer: L.Trainer) -> None:
     torch.set_num_threads(threads)
     # Lightning's DDP launchers set their own share unless this is set; its processes inherit it.
     os.environ["OMP_NUM_THREADS"] = str(threads)
     log.info("Training on %s, %d torch thread%s (%s)", trainer.strategy.root_device, threads, "s"[: threads > 1], why)
-    return threads
 
 
 @contextmanager
@@ -171,14 +102,6 @@ def _ranks_cleaned_up() -> Iterator[None]:
             torch.distributed.destroy_process_group()
         os.environ.clear()
         os.environ.update(environ)
-
-
-def _sweep_job() -> tuple[dict, int]:
-    """The launcher config and job number of this Hydra sweep job; empty outside a sweep."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return {}, 0
-    hydra_cfg = HydraConfig.get()
-    return OmegaConf.to_container(hydra_cfg.launcher, resolve=True), hydra_cfg.job.num
 
 
 def fit(

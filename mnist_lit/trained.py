@@ -28,7 +28,7 @@ class TrainedNetwork:
 
     def predict(self, x: Digits) -> torch.Tensor:
         """Class probabilities, one row per digit. `x`: file paths or PIL images (prepared as
-        MNIST was made, see digits.py), a list of them, or an array or tensor of MNIST-like
+        MNIST was made, see nn/digits.py), a list of them, or an array or tensor of MNIST-like
         images of shape (28, 28), (n, 28, 28) or (n, 784): uint8 in [0, 255] or floats in [0, 1]."""
         return probabilities(self.classifier.net, self.inputs(x))
 

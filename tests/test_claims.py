@@ -17,10 +17,10 @@ from mnist_lit.lit import module
 from mnist_lit.lit.data import Shuffled
 from mnist_lit.nn import engine
 from mnist_lit.nn.loss import CategoricalCrossentropy
-from mnist_lit.sweeps import stacking
+from mnist_lit.lit import stack
 from mnist_lit.sweeps.stacking import Job, train_stack
 from tests.conftest import REAL_DATA, last_weights
-from tests.test_stacked import metrics
+from tests.sweeps.test_stacked import metrics
 
 TINY = ("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 
@@ -72,7 +72,7 @@ def test_a_stacked_job_trains_as_its_run_alone(tiny_env, monkeypatch):
         def __init__(self, dataset, limit=None, **settings):
             super().__init__(dataset, limit, **{**settings, "seed": 0})
 
-    bites(check, monkeypatch, (engine, "image_losses", smoothed), (stacking, "Shuffled", FirstJobsOrder))
+    bites(check, monkeypatch, (engine, "image_losses", smoothed), (stack, "Shuffled", FirstJobsOrder))
 
 
 def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):

@@ -1,5 +1,5 @@
 """hydra/launcher=stacked: a sweep's jobs of one shape trained side by side as one batched network
-(mnist_lit/stack.py), each still an ordinary job with its own directory and files.
+(mnist_lit/sweeps/stacking.py), each still an ordinary job with its own directory and files.
 
 Hydra finds its plugins in the hydra_plugins namespace; mnist_lit's __init__ also registers this one,
 since an editable install hides it from Hydra's scan. torch is imported only when it launches."""
@@ -110,7 +110,7 @@ class StackedLauncher(Launcher):
             train_stack(jobs)
         except Exception as error:  # a bug, not one job's: every job of the stack says so
             for job in jobs:
-                job.failed = True
+                job.error = error
                 record_failure(job.directory, error)
         except (KeyboardInterrupt, SystemExit) as stop:
             # Ctrl-C (Lightning exits 1 after it) or SIGTERM: the sweep stops, and says where every
@@ -118,7 +118,7 @@ class StackedLauncher(Launcher):
             summarise(Path(str(self.config.hydra.sweep.dir)), stopped=True)
             raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from None
         for job, ret in zip(jobs, returns):
-            history = job.history.history[job.cfg.objective]
+            history = job.member.history.history[job.cfg.objective]
             ret.status = JobStatus.COMPLETED
             ret.return_value = history[-1] if history and not job.failed else float("nan")
         return returns

@@ -23,7 +23,7 @@ ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps")
 # What History records each epoch, as Keras names it.
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
-# torchvision's data sets of 28×28 grey images in ten classes, in MNIST's IDX files (data.py reads them).
+# torchvision's data sets of 28×28 grey images in ten classes, in MNIST's IDX files (lit/data.py reads them).
 DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
 
 # Lightning's strategies that spread the engine's steps over processes, gradients all-reduced per mini-batch.
@@ -60,10 +60,24 @@ TARGET_KINDS = {
     "trainer": "trainers", "logger": "loggers",
 }
 
-# Trainer arguments that mnist_lit sets itself, and where a user sets what they carry.
+# Who takes each of lightning.Trainer's arguments, the one table of them. config/schema.py's
+# TrainerConfig holds every argument but those OWNED_BY_PROJECT (tests/test_trainer.py checks this
+# against Lightning's signature); the builder hands Lightning all of those but the ones below.
+
+# Set by mnist_lit itself, and where a user sets what they carry.
 OWNED_BY_PROJECT = {
     "logger": "choose one with logger=tensorboard or logger=mlflow",
     "callbacks": "give them to fit(..., callbacks=[...]); early stopping is early_stopping.patience=3",
     "plugins": "mnist_lit writes checkpoints whole with its own; choose precision with trainer.precision",
     "default_root_dir": "it is the run's directory: set hydra.run.dir",
 }
+# Counted in mini-batches or acting on gradients, which Lightning would count in executions or
+# refuse with manual optimization: the module and the DataModule honour them, and the run's own
+# Timer keeps max_time.
+STAGES = ("train", "val", "test", "predict")
+FOR_THE_MODULE = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+FOR_THE_DATA = tuple(f"limit_{stage}_batches" for stage in STAGES)
+FOR_THE_TIMER = ("max_time",)
+# Those a stack of networks (the stacked launcher) honours as a run does; a job that sets any other
+# runs alone (clipping, accumulation, limits, max_steps, several devices, mixed precision, ...).
+FOR_A_STACK = ("max_epochs", "accelerator", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "benchmark")

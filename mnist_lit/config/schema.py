@@ -80,7 +80,7 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    """Every argument of lightning.Trainer (tests/test_config.py checks this against its signature)
+    """Every argument of lightning.Trainer (tests/test_trainer.py checks this against its signature)
     but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
 
     Lightning's batches are mnist_lit's executions of `data.steps_per_execution` mini-batches, so
@@ -221,6 +221,7 @@ class Config:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     seed: int = 0
+    # A run directory or .ckpt file to continue from; with -m, a sweep directory.
     resume: Optional[str] = None
     # torch threads: a number, or auto: this run's share of the cores (see share.py)
     threads: Any = "auto"

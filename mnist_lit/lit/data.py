@@ -95,7 +95,7 @@ class MNISTDataModule(L.LightningDataModule):
     """The official split: 60,000 images to train on, the 10,000 test images to validate and test on.
 
     Each training step receives the order of `steps_per_execution` shuffled mini-batches of
-    `batch_size` images (Keras's `steps_per_execution`, see engine.py), so that Lightning's
+    `batch_size` images (Keras's `steps_per_execution`, see nn/engine.py), so that Lightning's
     per-step bookkeeping is paid once for many optimizer steps. The shuffle depends only on `seed` and the epoch, and a
     DistributedSampler gives each rank its own shard when there are several.
 

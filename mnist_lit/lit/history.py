@@ -22,12 +22,12 @@ class History(L.Callback):
     It is part of the checkpoint, so a resumed run's metrics.csv holds every epoch. A run stopped
     by Ctrl-C or SIGTERM still draws history.png for the epochs done and says how to go on:
     `resume`, the command line that continues from this run's last checkpoint, or `restart`
-    while it has none yet.
+    while it has none yet. `label` begins each epoch line (a stack's job names itself).
     """
 
-    def __init__(self, directory: Path, resume: str = "", restart: str = "") -> None:
+    def __init__(self, directory: Path, resume: str = "", restart: str = "", label: str = "") -> None:
         self.directory = Path(directory)
-        self.resume, self.restart = resume, restart
+        self.resume, self.restart, self.label = resume, restart, label
         self.history: dict[str, list[float]] = {name: [] for name in METRICS}
         self.stopped_by: signal.Signals | None = None
 
@@ -52,7 +52,7 @@ class History(L.Callback):
             fresh = self._validated or not name.startswith("val_")
             self.history[name].append(trainer.callback_metrics[name].item() if fresh else math.nan)
         values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
-        module.print(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
+        module.print(f"{self.label}Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
         if trainer.is_global_zero:
             write_csv(self.history, self.directory / "metrics.csv")
         send_metrics(trainer.loggers, {name: values[-1] for name, values in self.history.items()}, len(self.history["loss"]))

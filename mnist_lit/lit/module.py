@@ -1,4 +1,4 @@
-"""The LightningModule: Keras's compile() + fit() for any network from network.py."""
+"""The LightningModule: Keras's compile() + fit() for any network from nn/network.py."""
 
 from collections.abc import Callable
 from enum import Enum
@@ -50,7 +50,7 @@ def _restore_step_settings(settings: dict[str, Any], optimizer: torch.optim.Opti
                 state["step"] = step.to(param.device, torch.float32) if on_device else step.to("cpu", torch.float32)
 
 
-def _metrics() -> nn.ModuleDict:
+def epoch_metrics() -> nn.ModuleDict:
     # Keras reports epoch means over images: the mean loss and the fraction of images right.
     # nan_strategy="disable": a diverged run must show a NaN loss, not the mean of what is left.
     # It also drops update()'s weights (torchmetrics 1.9), so losses come in once per image.
@@ -61,12 +61,41 @@ def _metrics() -> nn.ModuleDict:
     })
 
 
+def per_image(losses: torch.Tensor, batch_size: int, images: int) -> torch.Tensor:
+    """Each image's weight in an epoch's mean loss: its mini-batch's mean loss, for mini-batch losses
+    (..., minibatches) of `images` images in all, the last mini-batch perhaps short."""
+    return losses.repeat_interleave(batch_size, dim=-1)[..., :images]
+
+
+def divergence(losses: torch.Tensor, epoch: int, minibatches_before: int, lr: float) -> "Diverged | None":
+    """The error that stops a training whose mini-batch `losses` are no longer all finite numbers:
+    every later step and checkpoint would be garbage."""
+    bad = (~torch.isfinite(losses)).nonzero()
+    if not len(bad):
+        return None
+    i = int(bad[0])
+    return Diverged(
+        f"The loss became {losses[i].item()} at epoch {epoch + 1}, mini-batch {minibatches_before + i + 1}: "
+        f"lower optimizer.lr (now {float(lr):g}) and start again"
+    )
+
+
+def count_optimizer_steps(trainer: L.Trainer, steps: int) -> None:
+    """Steps the engine took itself, out of Lightning's sight (it counts those of its own optimizer
+    wrapper): counted where trainer.global_step, max_steps and the checkpoints read them. Lightning
+    offers no public call for this; its loop's progress counters are the place it keeps them."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    for _ in range(steps):
+        progress.increment_ready()
+        progress.increment_completed()
+
+
 # Hooks that an eager step without Lightning's backward and optimizer step would silently skip.
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
 class Classifier(L.LightningModule):
-    """`capture`: on a GPU, record each execution as a CUDA graph (see engine.py); false runs
+    """`capture`: on a GPU, record each execution as a CUDA graph (see nn/engine.py); false runs
     every mini-batch eagerly, for debugging.
 
     The optimization is the module's own (Lightning's manual optimization), so it honours the
@@ -96,9 +125,9 @@ class Classifier(L.LightningModule):
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
         self.accumulate_grad_batches = accumulate_grad_batches
         self.form = Form.EAGER
-        # Each training step runs an execution of many mini-batches (engine.py), one optimizer step each.
+        # Each training step runs an execution of many mini-batches (nn/engine.py), one optimizer step each.
         self.automatic_optimization = False
-        self.train_metrics, self.val_metrics, self.test_metrics = _metrics(), _metrics(), _metrics()
+        self.train_metrics, self.val_metrics, self.test_metrics = epoch_metrics(), epoch_metrics(), epoch_metrics()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
@@ -192,18 +221,13 @@ class Classifier(L.LightningModule):
         order = order[: batch_size * min(minibatches, accumulate * self._steps_allowed(batches(minibatches, accumulate)))]
         outcome = self.engine(images, labels, order, batch_size)
         steps = batches(len(outcome.losses), accumulate)
-        if self.form != Form.HOOKED:  # Lightning counted none of these optimizer steps
-            progress = self.trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-            for _ in range(steps):
-                progress.increment_ready()
-                progress.increment_completed()
+        if self.form != Form.HOOKED:  # through Lightning's optimizer wrapper, Lightning counted them
+            count_optimizer_steps(self.trainer, steps)
         # Check the previous execution's losses while the device runs this one.
         self._check_pending_losses()
         self._keep_for_checking(outcome.losses)
         self.minibatches_done += len(outcome.losses)
-        # Each image weighs in with its mini-batch's mean loss; the last mini-batch may be short.
-        losses = outcome.losses.repeat_interleave(batch_size)[: len(order)]
-        self._update("", self.train_metrics, losses, outcome.predictions, outcome.labels)
+        self._update("", self.train_metrics, per_image(outcome.losses, batch_size, len(order)), outcome.predictions, outcome.labels)
 
     def _steps_allowed(self, steps: int) -> int:
         """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there,
@@ -232,20 +256,11 @@ class Classifier(L.LightningModule):
             losses, copied, minibatches_before = self.pending_losses
             if copied is not None:
                 copied.synchronize()
-            self._stop_if_diverged(losses, minibatches_before)
             self.pending_losses = None
-
-    def _stop_if_diverged(self, losses: torch.Tensor, minibatches_before: int) -> None:
-        """Stop on a NaN or infinite loss: every later step and checkpoint would be garbage."""
-        bad = (~torch.isfinite(losses)).nonzero()
-        if len(bad):
-            i = int(bad[0])
             lr = self.optimizers().optimizer.param_groups[0]["lr"]
-            step = minibatches_before + i + 1
-            raise Diverged(
-                f"The loss became {losses[i].item()} at epoch {self.current_epoch + 1}, mini-batch {step}: "
-                f"lower optimizer.lr (now {float(lr):g}) and start again"
-            )
+            error = divergence(losses, self.current_epoch, minibatches_before, lr)
+            if error is not None:
+                raise error
 
     def validation_step(self, batch: Batch) -> None:
         self._evaluate("val_", self.val_metrics, batch)

@@ -1,0 +1,169 @@
+"""K networks of one shape trained side by side as one (nn/stacked.py, the engine's Batched form),
+inside Lightning, for the stacked launcher.
+
+Each network starts from its own initial weights and sees the images its run would see, in its
+own seed's shuffle, so that its numbers are its run's up to float rounding. Each keeps what its run
+keeps through the same classes: its epoch metrics (torchmetrics), its History, its best and last
+checkpoints (RunCheckpoint, through Lightning's save_checkpoint); a network whose loss stops being a
+finite number fails alone, with the run's message, while the others train on.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mnist_lit.lit.data import MNISTDataModule, Shuffled
+from mnist_lit.lit.history import History
+from mnist_lit.lit.module import Diverged, count_optimizer_steps, divergence, epoch_metrics, per_image
+from mnist_lit.lit.saving import RunCheckpoint
+from mnist_lit.nn.engine import Batched, batches
+from mnist_lit.nn.loss import image_losses
+from mnist_lit.nn.stacked import StackedNetwork
+
+
+@dataclass
+class Member:
+    """One network of a stack, and what its own run would keep."""
+
+    net: nn.Sequential  # its initial weights
+    shuffle_seed: int  # data.seed: the order its run sees the images in
+    hyper_parameters: dict[str, Any]  # its run's config, for its checkpoints
+    history: History
+    best: RunCheckpoint
+    last: RunCheckpoint
+    lr: float
+    failure: Diverged | None = field(default=None)
+
+
+class Stack(L.LightningModule):
+    """Trains the networks of `members` (one shape, one optimizer setting) side by side."""
+
+    def __init__(self, members: list[Member], optimizer: Callable[..., torch.optim.Optimizer], data: MNISTDataModule) -> None:
+        super().__init__()
+        self.members = members
+        self.net = StackedNetwork([member.net for member in members])
+        self.optimizer = optimizer
+        self.data = data
+        self.train_metrics = nn.ModuleList(epoch_metrics() for _ in members)
+        self.val_metrics = nn.ModuleList(epoch_metrics() for _ in members)
+        self.automatic_optimization = False
+        self.saving = 0  # the member whose checkpoint trainer.save_checkpoint is writing
+
+    def setup(self, stage: str) -> None:
+        self.data.trainer = self.trainer
+        self.data.prepare_data()
+        self.data.setup(stage)
+        for member in self.members:
+            for checkpoint in (member.best, member.last):
+                checkpoint.setup(self.trainer, self, stage)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer(self.net.parameters())
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(range(batches(len(self.data.train), self._execution)), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.data.val_dataloader()
+
+    @property
+    def _execution(self) -> int:
+        return self.data.batch_size * self.data.steps_per_execution
+
+    def on_train_start(self) -> None:
+        self.engine = Batched(self.net, self.optimizers().optimizer)
+
+    def on_train_epoch_start(self) -> None:
+        # Each network's order is the one its own run's sampler gives it this epoch.
+        orders = []
+        for member in self.members:
+            sampler = Shuffled(self.data.train, num_replicas=1, rank=0, shuffle=True, seed=member.shuffle_seed)
+            sampler.set_epoch(self.current_epoch)
+            orders.append(torch.tensor(list(sampler)))
+            member.history.on_train_epoch_start(self.trainer, self)
+        self.orders = torch.stack(orders).to(self.device)
+        self.minibatches_done = 0
+
+    def training_step(self, index: int) -> None:
+        images, labels = self.data.train.tensors
+        order = self.orders[:, index * self._execution : (index + 1) * self._execution]
+        outcome = self.engine(images, labels, order, self.data.batch_size)
+        count_optimizer_steps(self.trainer, outcome.losses.shape[1])
+        losses = per_image(outcome.losses, self.data.batch_size, order.shape[1])
+        for k, member in enumerate(self.members):
+            self.train_metrics[k]["loss"].update(losses[k])
+            self.train_metrics[k]["accuracy"].update(outcome.predictions[k], outcome.labels[k])
+            if member.failure is None:
+                member.failure = divergence(outcome.losses[k], self.current_epoch, self.minibatches_done, member.lr)
+        self.minibatches_done += outcome.losses.shape[1]
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        images, labels = batch
+        logits = self.net(images.expand(len(self.members), -1, -1))
+        target = labels.expand(len(self.members), -1)
+        losses = image_losses(logits, target)
+        for k in range(len(self.members)):
+            self.val_metrics[k]["loss"].update(losses[k])
+            self.val_metrics[k]["accuracy"].update(logits[k].argmax(-1), target[k])
+
+    def on_validation_epoch_end(self) -> None:
+        for member in self.members:
+            member.history.on_validation_epoch_end(self.trainer, self)
+
+    def on_train_epoch_end(self) -> None:
+        """Each network's epoch, as its run's callbacks record it: its metrics where they read
+        them (trainer.callback_metrics), then its History and its checkpoints."""
+        for k, member in enumerate(self.members):
+            metrics = {
+                prefix + name: metric.compute()
+                for prefix, metrics in (("", self.train_metrics[k]), ("val_", self.val_metrics[k]))
+                for name, metric in metrics.items()
+            }
+            for metric in (*self.train_metrics[k].values(), *self.val_metrics[k].values()):
+                metric.reset()
+            if member.failure is not None:
+                continue
+            self.trainer.callback_metrics.update(metrics)
+            self.saving = k
+            for callback in (member.history, member.best, member.last):
+                callback.on_train_epoch_end(self.trainer, self)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The stack's checkpoint made the one member `saving`'s run would write."""
+        k, member = self.saving, self.members[self.saving]
+        checkpoint["state_dict"] = {f"net.{name}": tensor for name, tensor in self.net.state_of(k).items()}
+        checkpoint["hyper_parameters"] = member.hyper_parameters
+        checkpoint["processes"] = 1
+        optimizer = checkpoint["optimizer_states"][0]
+        checkpoint["optimizer_states"] = [{
+            "state": {i: {name: value if name == "step" else value[k].clone() for name, value in state.items()}
+                      for i, state in optimizer["state"].items()},
+            "param_groups": optimizer["param_groups"],
+        }]
+        # The stack's Timer (its time is each network's), and the member's own callbacks.
+        timers = {key: state for key, state in checkpoint["callbacks"].items() if key.startswith("Timer")}
+        mine = {callback.state_key: callback.state_dict() for callback in (member.history, member.best, member.last)}
+        checkpoint["callbacks"] = {**timers, **mine}
+
+    def on_fit_end(self) -> None:
+        for member in self.members:
+            if member.failure is None:
+                member.history.on_fit_end(self.trainer, self)
+
+    @torch.no_grad()
+    def tested(self) -> list[tuple[dict[str, float], torch.Tensor]]:
+        """Each network's test metrics, and its class probabilities of the test images."""
+        images, labels = self.data.test.tensors
+        logits = torch.cat([self.net(chunk.expand(len(self.members), -1, -1)) for chunk in images.split(10_000)], 1)
+        outcomes = []
+        for k in range(len(self.members)):
+            metrics = epoch_metrics().to(logits.device)
+            metrics["loss"].update(image_losses(logits[k], labels))
+            metrics["accuracy"].update(logits[k].argmax(-1), labels)
+            outcomes.append(({f"test_{name}": metric.compute().item() for name, metric in metrics.items()}, logits[k].softmax(-1).float()))
+        return outcomes

@@ -1,0 +1,46 @@
+"""What a trained network leaves in its run's directory beside the history: summary.txt (Keras's
+summary()), and after the test, results.json with the confusion matrix and mistakes
+(reports/mistakes.py). A run and each job of a stack write them through these two functions."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mnist_lit.common import files
+from mnist_lit.nn.summary import count, summary
+from mnist_lit.reports import mistakes
+
+
+def write_summary(directory: Path, net: nn.Sequential) -> str:
+    """summary.txt; returns it, for the run's log."""
+    text = summary(net)
+    files.text(directory / "summary.txt", text + "\n")
+    return text
+
+
+def write(
+    directory: Path,
+    net: nn.Module,
+    test: dict[str, float],
+    probabilities: torch.Tensor,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    names: list[str],
+    **facts: Any,
+) -> dict[str, Any]:
+    """results.json, confusion_matrix.csv/.png and mistakes.png for the final weights' `test`
+    metrics (test_loss, test_accuracy) and `probabilities` of the test `images`; `facts` (the
+    training's seconds, threads, epochs, best checkpoint, ...) go into results.json as they are."""
+    per_class = mistakes.write(directory, images, labels, probabilities, names)
+    results = {
+        "test_loss": test["test_loss"],
+        "test_accuracy": test["test_accuracy"],
+        "parameters": count(net),
+        **facts,
+        "per_class_accuracy": per_class,
+    }
+    files.text(directory / "results.json", json.dumps(results, indent=2) + "\n")
+    return results
