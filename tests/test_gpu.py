@@ -8,7 +8,7 @@ import torch
 from mnist_lit import fit
 from mnist_lit.lit.module import Diverged
 from tests.conftest import REAL_DATA, last_weights
-from tests.test_engine import TINY, GlobalStep, StepHooks
+from tests.nn.test_engine import TINY, GlobalStep, StepHooks
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

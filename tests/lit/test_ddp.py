@@ -12,7 +12,7 @@ from mnist_lit import fit
 from mnist_lit.build import restore
 from mnist_lit.lit.data import MNISTDataModule
 from tests.conftest import cli, final_test_loss, last_weights, make_mnist
-from tests.test_sweep import finish, multirun, read_csv, sweep_dirs
+from tests.sweeps.test_sweep import finish, multirun, read_csv, sweep_dirs
 
 pytestmark = pytest.mark.slow
 

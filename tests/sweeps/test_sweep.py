@@ -14,7 +14,7 @@ from hydra.core.override_parser.types import IntervalSweep
 
 from mnist_lit.config.checks import validate
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "experiment").glob("*.yaml"))
 TINY = ["trainer.max_epochs=2", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
 
 
