@@ -35,8 +35,10 @@ def main() -> None:
         prepared = torch.stack([digits.prepare(digits.read(file)) for file in files])
         probabilities = model.predict(prepared)
         seconds = time.perf_counter() - started
-    print(f"{len(files)} images in {seconds:.2f} s: {len(files) / seconds:.0f} images per second "
-          f"({(probabilities.argmax(-1) == 0).float().mean():.0%} read as 0)")
+    print(
+        f"{len(files)} images in {seconds:.2f} s: {len(files) / seconds:.0f} images per second "
+        f"({(probabilities.argmax(-1) == 0).float().mean():.0%} read as 0)"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,10 @@ def sweep_seconds(extra: list[str], epochs: int) -> float:
         started = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "mnist_lit", "-m", *SWEEP, f"trainer.max_epochs={epochs}", *extra],
-            cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         return time.perf_counter() - started
 

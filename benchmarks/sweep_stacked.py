@@ -21,9 +21,22 @@ def sweep_seconds(jobs: int, epochs: int, device: str, extra: list[str]) -> floa
     with tempfile.TemporaryDirectory() as cwd:
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "mnist_lit", "-m", "model=mlp", f"seed={seeds}", f"trainer.max_epochs={epochs}",
-             f"trainer.accelerator={accelerator}", "trainer.enable_progress_bar=false", *extra],
-            cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "mnist_lit",
+                "-m",
+                "model=mlp",
+                f"seed={seeds}",
+                f"trainer.max_epochs={epochs}",
+                f"trainer.accelerator={accelerator}",
+                "trainer.enable_progress_bar=false",
+                *extra,
+            ],
+            cwd=cwd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         return time.perf_counter() - started
 

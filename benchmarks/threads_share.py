@@ -27,7 +27,10 @@ def seconds_per_epoch(args: list[str], epochs: int) -> tuple[list[float], list[i
     with tempfile.TemporaryDirectory() as cwd:
         subprocess.run(
             [sys.executable, "-m", "mnist_lit", *args, *JOB, f"trainer.max_epochs={epochs}"],
-            cwd=cwd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         results = [json.loads(p.read_text()) for p in sorted(Path(cwd).glob("outputs/**/results.json"))]
     return [r["train_seconds"] / r["epochs"] for r in results], [r["torch_threads"] for r in results]

@@ -1,7 +1,9 @@
 """The classic Keras MNIST tutorial in PyTorch Lightning + Hydra.
 
-    from mnist_lit import fit, load, Classifier, MNISTDataModule
+from mnist_lit import fit, load, Classifier, MNISTDataModule
 """
+
+from typing import Any
 
 from hydra.core.plugins import Plugins
 
@@ -17,7 +19,7 @@ Plugins.instance().register(StackedLauncher)
 __all__ = ["fit", "load", "Classifier", "MNISTDataModule"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     # Lazily, so that the command line answers --help and bad overrides without importing torch.
     if name == "fit":
         from mnist_lit.train import fit
@@ -28,7 +30,8 @@ def __getattr__(name: str):
 
         return load
     if name == "Classifier":
-        from mnist_lit.build import Classifier  # with the builder, which rebuilds one from a checkpoint
+        from mnist_lit import build  # noqa: F401  it rebuilds a Classifier from a checkpoint
+        from mnist_lit.lit.module import Classifier
 
         return Classifier
     if name == "MNISTDataModule":

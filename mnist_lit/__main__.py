@@ -7,6 +7,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import cast
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -62,7 +63,8 @@ def _further_ranks_run_this_job(output_dir: Path) -> None:
     """Lightning's DDP starts each further rank by running this command line again with
     hydra.run.dir set to the run's directory. In a sweep that command line is the whole sweep:
     make it this job's own overrides, and the directory this job's."""
-    hydra_cfg = HydraConfig.get()
+    # HydraConfig.get() is typed as the HydraConf dataclass; it returns that config's node.
+    hydra_cfg = cast(DictConfig, HydraConfig.get())
     sys.argv[1:] = list(hydra_cfg.overrides.task)
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = str(output_dir)

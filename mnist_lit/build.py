@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, find, read, tell_processes
 from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
-from mnist_lit.config.checks import config_of
+from mnist_lit.config.checks import config_of, plain
 from mnist_lit.lit import console
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.history import History
@@ -64,7 +64,9 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     best, last = run_checkpoints(output_dir, monitor, mode)
     checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
     if stopping.patience is not None:
-        early = EarlyStopping(monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True)
+        early = EarlyStopping(
+            monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True
+        )
         callbacks = [early, *callbacks]
     launcher, job = _sweep_job()
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
@@ -94,32 +96,41 @@ def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
         return f'fit(..., "resume={output_dir}")', "fit(...)" if not cfg.resume else f'fit(..., "resume={cfg.resume}")'
     # Quoted as a shell reads them back: an override may hold spaces, brackets or quotes.
     again = ["python", "-m", "mnist_lit", *(o for o in HydraConfig.get().overrides.task if not o.startswith("resume="))]
-    return shlex.join([*again, f"resume={output_dir}"]), shlex.join([*again, f"resume={cfg.resume}"] if cfg.resume else again)
+    return shlex.join([*again, f"resume={output_dir}"]), shlex.join(
+        [*again, f"resume={cfg.resume}"] if cfg.resume else again
+    )
 
 
-def _sweep_job() -> tuple[dict, int]:
+def _sweep_job() -> tuple[dict[str, Any], int]:
     """The launcher config and job number of this Hydra sweep job; empty outside a sweep."""
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
         return {}, 0
     hydra_cfg = HydraConfig.get()
-    return OmegaConf.to_container(hydra_cfg.launcher, resolve=True), hydra_cfg.job.num
+    return plain(hydra_cfg.launcher), hydra_cfg.job.num
+
 
 def network(cfg: DictConfig) -> torch.nn.Sequential:
     # _convert_="all": plain lists and dicts, so that checkpoints hold no OmegaConf objects.
-    return instantiate(cfg.model, _convert_="all")
+    net: torch.nn.Sequential = instantiate(cfg.model, _convert_="all")
+    return net
 
 
 def optimizer(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
     """The optimizer, waiting for its parameters (Hydra's _partial_)."""
-    return instantiate(cfg.optimizer, _convert_="all")
+    made: Callable[..., torch.optim.Optimizer] = instantiate(cfg.optimizer, _convert_="all")
+    return made
 
 
 def member(cfg: DictConfig, output_dir: Path, label: str) -> Member:
     """A stacked job's network, from its own seed as its run's would be, and what its run keeps."""
     L.seed_everything(cfg.seed, verbose=False)
     return Member(
-        network(cfg), cfg.data.seed, OmegaConf.to_container(cfg, resolve=True), History(output_dir, label=label),
-        *run_checkpoints(output_dir), lr=cfg.optimizer.lr,
+        network(cfg),
+        cfg.data.seed,
+        plain(cfg),
+        History(output_dir, label=label),
+        *run_checkpoints(output_dir),
+        lr=cfg.optimizer.lr,
     )
 
 
@@ -128,8 +139,14 @@ def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
     through), on one device, writing each job's checkpoints itself (lit/stack.py); and its Timer."""
     timer = Timer()
     made = trainer(
-        cfg, devices=1, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[timer], plugins=[AtomicCheckpointIO()],
+        cfg,
+        devices=1,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+        plugins=[AtomicCheckpointIO()],
     )
     return made, timer
 
@@ -137,7 +154,7 @@ def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
 def classifier(cfg: DictConfig) -> Classifier:
     optimization = {name: cfg.trainer[name] for name in FOR_THE_MODULE}
     module = Classifier(network(cfg), instantiate(cfg.loss), optimizer(cfg), cfg.capture, **optimization)
-    module.save_hyperparameters(OmegaConf.to_container(cfg, resolve=True))
+    module.save_hyperparameters(plain(cfg))
     return module
 
 
@@ -147,20 +164,22 @@ def datamodule(cfg: DictConfig, limited: bool = True) -> MNISTDataModule:
     if limited and cfg.trainer.fast_dev_run:
         # Lightning runs N batches of each loop: N mini-batches here, as every limit counts them.
         limits = dict.fromkeys(STAGES, int(cfg.trainer.fast_dev_run))
-    return instantiate(cfg.data, limits=limits)
+    made: MNISTDataModule = instantiate(cfg.data, limits=limits)
+    return made
 
 
 def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     """The config's Trainer; `arguments` add to or replace its settings."""
     honoured = FOR_THE_MODULE + FOR_THE_DATA + FOR_THE_TIMER
-    settings = OmegaConf.masked_copy(cfg.trainer, [k for k in cfg.trainer if k not in honoured])
+    settings = OmegaConf.masked_copy(cfg.trainer, [str(k) for k in cfg.trainer if k not in honoured])
     # A limit of 0 turns a loop off, as in Lightning.
     translated: dict[str, Any] = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int) and not isinstance(interval, bool):
         # Every `interval` mini-batches: every so many executions (validate checks it divides).
         translated["val_check_interval"] = interval // cfg.data.steps_per_execution
-    return instantiate(settings, **{"logger": False, **translated, **arguments})
+    made: L.Trainer = instantiate(settings, **{"logger": False, **translated, **arguments})
+    return made
 
 
 def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:

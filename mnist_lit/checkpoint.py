@@ -5,11 +5,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 from mnist_lit.common.errors import ConfigError
-from mnist_lit.config.checks import config_of
+from mnist_lit.config.checks import config_of, plain, task
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,13 @@ def read(path: str | Path, key: str = "resume", map_location: str | torch.device
     found = find(path, key)
     try:
         # weights_only: the checkpoint holds tensors and plain containers, and can run no code.
-        checkpoint = torch.load(found, map_location=map_location, weights_only=True)
+        checkpoint: dict[str, Any] = torch.load(found, map_location=map_location, weights_only=True)
         checkpoint["state_dict"], checkpoint["hyper_parameters"]["model"]
     except Exception as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        raise ConfigError(f"{key}={path}: {found} is not a mnist_lit checkpoint ({type(error).__name__}: {detail})") from None
+        raise ConfigError(
+            f"{key}={path}: {found} is not a mnist_lit checkpoint ({type(error).__name__}: {detail})"
+        ) from None
     checkpoint["config"] = config_of(checkpoint["hyper_parameters"], f"{key}={path}")
     return checkpoint
 
@@ -49,21 +51,46 @@ def read(path: str | Path, key: str = "resume", map_location: str | torch.device
 # Where and how it runs, what it shows, logs and keeps: the numbers do not depend on them (up to
 # float rounding), and a mini-batch is the same whatever execution it is run in.
 UNSEEN = (
-    "resume", "data.root", "data.steps_per_execution", "threads", "capture", "objective", "logger",
-    "trainer.accelerator", "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps",
-    "trainer.enable_checkpointing", "trainer.num_sanity_val_steps", "trainer.profiler", "trainer.benchmark",
-    "trainer.deterministic", "trainer.inference_mode", "trainer.detect_anomaly", "trainer.enable_autolog_hparams",
+    "resume",
+    "data.root",
+    "data.steps_per_execution",
+    "threads",
+    "capture",
+    "objective",
+    "logger",
+    "trainer.accelerator",
+    "trainer.enable_progress_bar",
+    "trainer.enable_model_summary",
+    "trainer.log_every_n_steps",
+    "trainer.enable_checkpointing",
+    "trainer.num_sanity_val_steps",
+    "trainer.profiler",
+    "trainer.benchmark",
+    "trainer.deterministic",
+    "trainer.inference_mode",
+    "trainer.detect_anomaly",
+    "trainer.enable_autolog_hparams",
     "trainer.model_registry",
 )
 # When it stops: the epochs before the resume are those it would have trained.
 UNTIL = (
-    "trainer.max_epochs", "trainer.min_epochs", "trainer.max_steps", "trainer.min_steps", "trainer.max_time",
+    "trainer.max_epochs",
+    "trainer.min_epochs",
+    "trainer.max_steps",
+    "trainer.min_steps",
+    "trainer.max_time",
     "early_stopping",
 )
 # What the steps after the resume do, or what is measured: a resumed run applies them from there on.
 FROM_HERE_ON = (
-    "optimizer.lr", "trainer.devices", "trainer.num_nodes", "trainer.strategy", "trainer.val_check_interval",
-    "trainer.check_val_every_n_epoch", "trainer.limit_val_batches", "trainer.limit_test_batches",
+    "optimizer.lr",
+    "trainer.devices",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "trainer.val_check_interval",
+    "trainer.check_val_every_n_epoch",
+    "trainer.limit_val_batches",
+    "trainer.limit_test_batches",
     "trainer.limit_predict_batches",
 )
 
@@ -71,7 +98,11 @@ FROM_HERE_ON = (
 def differences(saved: DictConfig, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     """Each setting whose value differs between two configs: (the saved one's, this one's)."""
     before, now = _flat(saved), _flat(cfg)
-    return {key: (before.get(key), now.get(key)) for key in sorted(before.keys() | now.keys()) if before.get(key) != now.get(key)}
+    return {
+        key: (before.get(key), now.get(key))
+        for key in sorted(before.keys() | now.keys())
+        if before.get(key) != now.get(key)
+    }
 
 
 def among(key: str, keys: tuple[str, ...]) -> bool:
@@ -88,7 +119,7 @@ def _flat(cfg: DictConfig) -> dict[str, Any]:
         else:
             flat[path] = node
 
-    walk(OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True), "")
+    walk(plain(task(cfg)), "")
     return flat
 
 
@@ -123,7 +154,11 @@ def tell_processes(checkpoint: dict[str, Any], processes: int, batch_size: int) 
     if before is not None and before != processes:
         log.info(
             "Resuming on %d process%s (it was %d): the real batch goes from %d to %d",
-            processes, "es"[: 2 * (processes > 1)], before, before * batch_size, processes * batch_size,
+            processes,
+            "es"[: 2 * (processes > 1)],
+            before,
+            before * batch_size,
+            processes * batch_size,
         )
 
 
@@ -132,7 +167,8 @@ def check_fits(checkpoint: dict[str, Any], resume: str, net: nn.Module, hidden: 
     saved = {key.removeprefix("net."): value for key, value in checkpoint["state_dict"].items()}
     ours = net.state_dict()
     differences = [
-        f"{key} {tuple(saved[key].shape) if key in saved else 'absent'} there, {tuple(ours[key].shape) if key in ours else 'absent'} here"
+        f"{key} {tuple(saved[key].shape) if key in saved else 'absent'} there, "
+        f"{tuple(ours[key].shape) if key in ours else 'absent'} here"
         for key in sorted(set(saved) | set(ours))
         if key not in saved or key not in ours or saved[key].shape != ours[key].shape
     ]

@@ -28,25 +28,36 @@ def explain(error: BaseException) -> str | None:
     started = any(f.name == "run" and f.filename.startswith(os.path.dirname(__file__)) for f in frames)
     if isinstance(error, OSError) and any(f.name == "run_job" for f in frames) and not started:
         # Hydra creates the run directory (hydra.run.dir) before the job starts.
-        return f"cannot create the run directory {error.filename}: {error.strerror}; point hydra.run.dir at a directory you can write to"
+        return (
+            f"cannot create the run directory {error.filename}: {error.strerror}; "
+            "point hydra.run.dir at a directory you can write to"
+        )
     if isinstance(error, MissingConfigException) and error.missing_cfg_file and error.options:
         group, _, name = error.missing_cfg_file.rpartition("/")
-        plugin = f" (or install Hydra's {name} plugin: pip install hydra-{name}-launcher)" if group == "hydra/launcher" else ""
-        return f"{group}={name} is not an option; choose one of: {', '.join(f'{group}={o}' for o in error.options)}{plugin}"
+        plugin = (
+            f" (or install Hydra's {name} plugin: pip install hydra-{name}-launcher)"
+            if group == "hydra/launcher"
+            else ""
+        )
+        options = ", ".join(f"{group}={option}" for option in error.options)
+        return f"{group}={name} is not an option; choose one of: {options}{plugin}"
     if not isinstance(error, ConfigCompositionException):
         return None
     cause = error.__cause__
-    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key.startswith("trainer."):
-        name = cause.full_key.removeprefix("trainer.")
+    full_key = getattr(cause, "full_key", None) or ""
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and full_key.startswith("trainer."):
+        name = full_key.removeprefix("trainer.")
         if name in OWNED_BY_PROJECT:
             return f"{cause.full_key} is mnist_lit's to set: {OWNED_BY_PROJECT[name]}"
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and dataclasses.is_dataclass(cause.object_type):
         keys = [f.name for f in dataclasses.fields(cause.object_type) if not f.name.startswith("_")]
-        parent = cause.full_key.rpartition(".")[0]
+        parent = full_key.rpartition(".")[0]
         prefix = f"{parent}." if parent else ""
         close = difflib.get_close_matches(str(cause.key), keys, n=1)
         hint = f"did you mean {prefix}{close[0]}? " if close else ""
-        return f"{cause.full_key} is not a setting: {hint}Settings{' of ' + parent if parent else ''}: {', '.join(keys)}"
+        return (
+            f"{cause.full_key} is not a setting: {hint}Settings{' of ' + parent if parent else ''}: {', '.join(keys)}"
+        )
     if isinstance(cause, ValidationError):
         override = re.sub(r"^Error merging override ", "", str(error).splitlines()[0])
         return f"{override}: {str(cause.msg).splitlines()[0]}"

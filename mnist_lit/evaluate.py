@@ -5,6 +5,7 @@ run held out with data.val_size), with the same pictures as a training run, in a
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -25,7 +26,7 @@ def run(cfg: DictConfig) -> None:
     evaluate(cfg.checkpoint, cfg.split, cfg.data.root, Path(HydraConfig.get().runtime.output_dir))
 
 
-def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
+def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[str, Any]:
     from mnist_lit import build
     from mnist_lit.common import files
     from mnist_lit.config.checks import config_of
@@ -37,7 +38,13 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
     datamodule = build.datamodule(cfg, limited=False)
     # One device, wherever the run trained: the numbers do not depend on it.
     trainer = build.trainer(
-        cfg, accelerator="auto", devices=1, strategy="auto", fast_dev_run=False, enable_checkpointing=False, enable_progress_bar=False,
+        cfg,
+        accelerator="auto",
+        devices=1,
+        strategy="auto",
+        fast_dev_run=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
         default_root_dir=output_dir,
     )
     measure = trainer.validate if split == "val" else trainer.test
@@ -55,7 +62,13 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict:
         "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, datamodule.names),
     }
     files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    log.info("%s: %d images - loss: %.4f - accuracy: %.4f", split, len(labels), results[f"{prefix}loss"], results[f"{prefix}accuracy"])
+    log.info(
+        "%s: %d images - loss: %.4f - accuracy: %.4f",
+        split,
+        len(labels),
+        results[f"{prefix}loss"],
+        results[f"{prefix}accuracy"],
+    )
     log.info("Wrote results.json, confusion_matrix.csv/.png and mistakes.png to %s", output_dir)
     return results
 

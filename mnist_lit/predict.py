@@ -6,7 +6,7 @@ import csv
 import glob
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +17,9 @@ from mnist_lit.common.errors import ConfigError, UserError
 from mnist_lit.config.checks import require
 
 if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
+
     from mnist_lit.trained import TrainedNetwork
 
 log = logging.getLogger(__name__)
@@ -60,7 +63,7 @@ def image_files(images: str) -> list[Path]:
     return found
 
 
-def predict(model: "TrainedNetwork", paths: list[Path], output_dir: Path) -> list[dict]:
+def predict(model: "TrainedNetwork", paths: list[Path], output_dir: Path) -> list[dict[str, Any]]:
     import torch
 
     from mnist_lit.common import files
@@ -75,15 +78,25 @@ def predict(model: "TrainedNetwork", paths: list[Path], output_dir: Path) -> lis
     if prepared:
         probabilities = model.predict(torch.stack(list(prepared.values())))
         top = probabilities.topk(2, dim=-1)
-        for file, p, k in zip(prepared, top.values.tolist(), top.indices.tolist()):
-            rows.append({
-                "file": str(file), "class": model.names[k[0]], "probability": round(p[0], 4),
-                "runner_up": model.names[k[1]], "runner_up_probability": round(p[1], 4), "error": "",
-            })
+        for file, p, k in zip(prepared, top.values.tolist(), top.indices.tolist(), strict=True):
+            rows.append(
+                {
+                    "file": str(file),
+                    "class": model.names[k[0]],
+                    "probability": round(p[0], 4),
+                    "runner_up": model.names[k[1]],
+                    "runner_up_probability": round(p[1], 4),
+                    "error": "",
+                }
+            )
     rows.sort(key=lambda row: paths.index(Path(row["file"])))
     for row in rows:
-        print(f"{row['file']}: cannot classify: {row['error']}" if row["error"] else
-              f"{row['file']}: {row['class']} ({row['probability']:.2f}), runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})")
+        print(
+            f"{row['file']}: cannot classify: {row['error']}"
+            if row["error"]
+            else f"{row['file']}: {row['class']} ({row['probability']:.2f}), "
+            f"runner-up {row['runner_up']} ({row['runner_up_probability']:.2f})"
+        )
     fields = ["file", "class", "probability", "runner_up", "runner_up_probability", "error"]
     with files.atomic_write(output_dir / "predictions.csv") as f:
         writer = csv.DictWriter(f, fields, restval="")
@@ -95,7 +108,7 @@ def predict(model: "TrainedNetwork", paths: list[Path], output_dir: Path) -> lis
     return rows
 
 
-def preview(prepared: dict, rows: dict):
+def preview(prepared: dict[Path, "torch.Tensor"], rows: dict[str, dict[str, Any]]) -> "Figure":
     """Each image as the network saw it (28×28, ink bright on black), titled with its prediction."""
     from matplotlib.figure import Figure
 
@@ -108,7 +121,7 @@ def preview(prepared: dict, rows: dict):
     axes = fig.subplots(lines, columns, squeeze=False).flatten()
     for ax in axes:
         ax.set_axis_off()
-    for ax, (file, image) in zip(axes, shown):
+    for ax, (file, image) in zip(axes, shown, strict=False):
         row = rows[str(file)]
         ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=255)
         ax.set_title(f"{Path(file).name[:14]}\n{row['class']} ({row['probability']:.2f})", fontsize=7)

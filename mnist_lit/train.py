@@ -58,26 +58,37 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         trainer.test(module, datamodule=datamodule, verbose=False)
         test = {name: trainer.callback_metrics[name].item() for name in ("test_loss", "test_accuracy")}
         if trainer.is_global_zero:
-            if datamodule.train is None:  # a spawned strategy set the data up in its own processes
+            if not datamodule.ready:  # a spawned strategy set the data up in its own processes
                 datamodule.setup("test")
             # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
             images, labels = datamodule.evaluated("test", run.ranks).tensors
             net = module.net.to(images.device)
             results.write(
-                output_dir, net, test, mistakes.probabilities(net, images), images, labels, datamodule.names,
-                train_seconds=run.timer.time_elapsed("train"), torch_threads=run.threads,
-                epochs=len(history.history["loss"]), best_checkpoint=run.best.best_model_path,
+                output_dir,
+                net,
+                test,
+                mistakes.probabilities(net, images),
+                images,
+                labels,
+                datamodule.names,
+                train_seconds=run.timer.time_elapsed("train"),
+                torch_threads=run.threads,
+                epochs=len(history.history["loss"]),
+                best_checkpoint=run.best.best_model_path,
             )
             for picture in ("confusion_matrix.png", "mistakes.png"):
                 loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
             loggers.close(trainer.loggers)
     log.info(
         "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
-        test["test_loss"], test["test_accuracy"], run.timer.time_elapsed("train"),
+        test["test_loss"],
+        test["test_accuracy"],
+        run.timer.time_elapsed("train"),
     )
     log.info(
         "Wrote metrics.csv, history.png, summary.txt, results.json, confusion_matrix.csv/.png, mistakes.png "
-        "and checkpoints/ to %s", output_dir,
+        "and checkpoints/ to %s",
+        output_dir,
     )
     return history.history
 

@@ -1,11 +1,12 @@
 """A trained network, ready to use from a notebook:
 
-    model = mnist_lit.load("outputs/2026-11-26/10-00-00")      # a run directory or a .ckpt file
-    model.predict(["seven.png", "two.jpg"])                      # (2, 10) class probabilities
+model = mnist_lit.load("outputs/2026-11-26/10-00-00")      # a run directory or a .ckpt file
+model.predict(["seven.png", "two.jpg"])                      # (2, 10) class probabilities
 """
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,7 +19,7 @@ from mnist_lit.nn import digits
 from mnist_lit.nn.images import IMAGE_SHAPE, flatten, normalize
 from mnist_lit.reports.mistakes import probabilities
 
-Digits = str | Path | Image.Image | np.ndarray | torch.Tensor | Iterable
+Digits = str | Path | Image.Image | np.ndarray | torch.Tensor | Iterable[Any]
 
 
 class TrainedNetwork:
@@ -38,7 +39,9 @@ class TrainedNetwork:
         if isinstance(x, (str, Path, Image.Image)):
             x = [x]
         if not isinstance(x, (np.ndarray, torch.Tensor)):
-            x = torch.stack([digits.prepare(digits.read(item) if isinstance(item, (str, Path)) else item) for item in x])
+            x = torch.stack(
+                [digits.prepare(digits.read(item) if isinstance(item, (str, Path)) else item) for item in x]
+            )
         x = torch.as_tensor(x)
         if x.shape == IMAGE_SHAPE:
             x = x[None]

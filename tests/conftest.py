@@ -29,7 +29,7 @@ def learnable_images(n: int, generator: torch.Generator) -> tuple[torch.Tensor, 
     distractor = (labels + torch.randint(1, 10, (n,), generator=generator)) % 10
     inks = (torch.randint(60, 256, (n,), generator=generator), torch.randint(0, 200, (n,), generator=generator))
     for k in range(10):
-        for classes, ink in zip((labels, distractor), inks):
+        for classes, ink in zip((labels, distractor), inks, strict=True):
             lit = classes == k
             band = images[lit, 2 * k + 4 : 2 * k + 6, 4:24]
             images[lit, 2 * k + 4 : 2 * k + 6, 4:24] = torch.maximum(band, ink[lit, None, None].to(torch.uint8))

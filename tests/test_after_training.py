@@ -12,9 +12,8 @@ import torch
 from PIL import Image, ImageDraw
 
 import mnist_lit
-from mnist_lit import fit
+from mnist_lit import Classifier, fit
 from mnist_lit.lit.data import MNISTDataModule
-from mnist_lit import Classifier
 from mnist_lit.nn.digits import NoDigit, prepare
 from tests.conftest import cli
 
@@ -39,7 +38,9 @@ def trained(tmp_path_factory, tiny_mnist):
 
 def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(trained):
     rows = read_csv(trained / "confusion_matrix.csv")
-    assert list(rows[0]) == ["true \\ predicted", *"0123456789"] and [r["true \\ predicted"] for r in rows] == list("0123456789")
+    assert list(rows[0]) == ["true \\ predicted", *"0123456789"] and [r["true \\ predicted"] for r in rows] == list(
+        "0123456789"
+    )
     assert sum(int(v) for r in rows for k, v in r.items() if k != "true \\ predicted") == 160  # every test image once
     for name in ("confusion_matrix.png", "mistakes.png"):
         assert (trained / name).read_bytes().startswith(b"\x89PNG")
@@ -78,7 +79,9 @@ def test_lightning_loads_the_classifier_from_its_checkpoint(trained):
     assert all(torch.equal(module.state_dict()[k], v) for k, v in weights.items())
     # A LightningModule like any other: Lightning's predict loop gives load()'s probabilities.
     images = torch.rand(6, 784)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, torch.zeros(6, dtype=torch.long)), batch_size=4)
+    loader = torch.utils.data.DataLoader(
+        torch.utils.data.TensorDataset(images, torch.zeros(6, dtype=torch.long)), batch_size=4
+    )
     predicted = torch.cat(L.Trainer(logger=False, enable_progress_bar=False).predict(module, loader))
     assert torch.allclose(predicted, mnist_lit.load(trained).predict(images), atol=1e-6) and predicted.shape == (6, 10)
 
@@ -89,7 +92,10 @@ def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(trained
     done = cli(["checkpoint=" + str(trained)], tmp_path, tiny_mnist, command=EVALUATE)
     assert done.returncode == 0, done.stderr
     (evaluated,) = (tmp_path / "outputs" / "evaluate").glob("*/*")
-    results, run = json.loads((evaluated / "results.json").read_text()), json.loads((trained / "results.json").read_text())
+    results, run = (
+        json.loads((evaluated / "results.json").read_text()),
+        json.loads((trained / "results.json").read_text()),
+    )
     assert results["test_accuracy"] == run["test_accuracy"] and results["test_loss"] == pytest.approx(run["test_loss"])
     assert results["per_class_accuracy"] == run["per_class_accuracy"]
     assert {"confusion_matrix.csv", "confusion_matrix.png", "mistakes.png"} <= {p.name for p in evaluated.iterdir()}
@@ -101,7 +107,9 @@ def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(trained
 def digit_folder(folder, square, labels, count=4):
     folder.mkdir()
     for i in range(count):
-        Image.fromarray((255 - square[i] * 255).to(torch.uint8).numpy()).resize((100, 100)).save(folder / f"{i}_{int(labels[i])}.png")
+        Image.fromarray((255 - square[i] * 255).to(torch.uint8).numpy()).resize((100, 100)).save(
+            folder / f"{i}_{int(labels[i])}.png"
+        )
     return folder
 
 
@@ -118,12 +126,16 @@ def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained,
     assert done.stderr.strip().splitlines()[-1] == "2 of 6 images could not be classified: see predictions.csv"
     (predicted,) = (tmp_path / "outputs" / "predict").glob("*/*")
     rows = {os.path.basename(r["file"]): r for r in read_csv(predicted / "predictions.csv")}
-    assert rows["blank.jpg"]["error"].startswith("no ink") and "cannot identify image file" in rows["notes.png"]["error"]
+    assert (
+        rows["blank.jpg"]["error"].startswith("no ink") and "cannot identify image file" in rows["notes.png"]["error"]
+    )
     for i in range(4):
         row = rows[f"{i}_{int(labels[i])}.png"]
         # The class load() gives the same file, and a probability no lower than the runner-up's.
         expected = mnist_lit.load(trained).predict(folder / f"{i}_{int(labels[i])}.png")[0]
-        assert row["class"] == str(int(expected.argmax())) and float(row["probability"]) == pytest.approx(float(expected.max()), abs=1e-4)
+        assert row["class"] == str(int(expected.argmax())) and float(row["probability"]) == pytest.approx(
+            float(expected.max()), abs=1e-4
+        )
         assert float(row["probability"]) >= float(row["runner_up_probability"])
         assert f"{i}_{int(labels[i])}.png: {row['class']} (" in done.stdout
     assert (predicted / "preview.png").read_bytes().startswith(b"\x89PNG")

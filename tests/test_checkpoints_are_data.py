@@ -11,10 +11,9 @@ import pytest
 import torch
 
 import mnist_lit
-from mnist_lit import fit
+from mnist_lit import Classifier, fit
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.evaluate import evaluate
-from mnist_lit import Classifier
 from tests.conftest import cli
 
 TINY = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -46,7 +45,10 @@ POISONS = {
         "trainer.deterministic._target_=tempfile.mkstemp: mnist_lit builds nothing from trainer.deterministic",
     ),
     "resolver": (_a_resolver_runs, "data.dataset=${unique_dir:"),
-    "unknown": (_an_unknown_key_builds_something, "callbacks[0]._target_=tempfile.mkstemp: mnist_lit builds nothing from callbacks[0]"),
+    "unknown": (
+        _an_unknown_key_builds_something,
+        "callbacks[0]._target_=tempfile.mkstemp: mnist_lit builds nothing from callbacks[0]",
+    ),
 }
 
 
@@ -90,7 +92,9 @@ def test_load_and_load_from_checkpoint_call_nothing_a_checkpoint_names(trained, 
 
 
 @pytest.mark.parametrize("poison", POISONS)
-def test_evaluate_and_resume_call_nothing_a_checkpoint_names(trained, tmp_path, tiny_mnist, monkeypatch, in_marker_tmp, poison):
+def test_evaluate_and_resume_call_nothing_a_checkpoint_names(
+    trained, tmp_path, tiny_mnist, monkeypatch, in_marker_tmp, poison
+):
     path, marker, message = poisoned(trained, tmp_path, poison)
     in_marker_tmp(marker)
     with pytest.raises(ConfigError) as error:
@@ -113,7 +117,11 @@ def test_every_command_line_refuses_a_poisoned_checkpoint_in_one_line(trained, t
     Image.new("L", (28, 28)).save(digit)
     commands = {
         "evaluate": ((sys.executable, "-m", "mnist_lit.evaluate"), [f"checkpoint={path}"], "checkpoint"),
-        "predict": ((sys.executable, "-m", "mnist_lit.predict"), [f"checkpoint={path}", f"images={digit}"], "checkpoint"),
+        "predict": (
+            (sys.executable, "-m", "mnist_lit.predict"),
+            [f"checkpoint={path}", f"images={digit}"],
+            "checkpoint",
+        ),
         "resume": ((sys.executable, "-m", "mnist_lit"), ["model=mlp", *TINY, f"resume={path}"], "resume"),
     }
     for name, (command, args, key) in commands.items():
@@ -184,7 +192,9 @@ def test_load_from_checkpoint_honours_or_refuses_lightnings_arguments(trained):
         Classifier.load_from_checkpoint(trained, hparams_file="h.yaml")
     with pytest.raises(ConfigError, match=r"^weights_only=False: mnist_lit reads checkpoints as data only"):
         Classifier.load_from_checkpoint(trained, weights_only=False)
-    with pytest.raises(ConfigError, match=r"^checkpoint=.*: .*loss._target_=os.system is not one of mnist_lit's losses"):
+    with pytest.raises(
+        ConfigError, match=r"^checkpoint=.*: .*loss._target_=os.system is not one of mnist_lit's losses"
+    ):
         Classifier.load_from_checkpoint(trained, loss={"_target_": "os.system"})
     with pytest.raises(ConfigError, match=r"^checkpoint=.*: its config does not fit mnist_lit's .*nonsense"):
         Classifier.load_from_checkpoint(trained, nonsense=1)

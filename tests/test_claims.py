@@ -13,11 +13,10 @@ import torch
 from hydra import compose, initialize_config_module
 
 from mnist_lit import fit
-from mnist_lit.lit import module
+from mnist_lit.lit import module, stack
 from mnist_lit.lit.data import Shuffled
 from mnist_lit.nn import engine
 from mnist_lit.nn.loss import CategoricalCrossentropy
-from mnist_lit.lit import stack
 from mnist_lit.sweeps.stacking import Job, train_stack
 from tests.conftest import REAL_DATA, last_weights
 from tests.sweeps.test_stacked import metrics
@@ -44,7 +43,9 @@ def bites(check: Callable[[], None], monkeypatch: pytest.MonkeyPatch, *breaks: t
 
 def same_weights(a: Path, b: Path, **tolerance: float) -> None:
     x, y = last_weights(a), last_weights(b)
-    assert x.keys() == y.keys() and all(torch.allclose(x[k], y[k], **tolerance) if tolerance else torch.equal(x[k], y[k]) for k in x)
+    assert x.keys() == y.keys() and all(
+        torch.allclose(x[k], y[k], **tolerance) if tolerance else torch.equal(x[k], y[k]) for k in x
+    )
 
 
 def test_a_stacked_job_trains_as_its_run_alone(tiny_env, monkeypatch):
@@ -59,14 +60,16 @@ def test_a_stacked_job_trains_as_its_run_alone(tiny_env, monkeypatch):
             (tiny_env / f"stack{n}" / str(seed)).mkdir(parents=True)
             jobs.append(Job(cfg, tiny_env / f"stack{n}" / str(seed)))
         train_stack(jobs)
-        for seed, job in zip((0, 1), jobs):
+        for seed, job in zip((0, 1), jobs, strict=True):
             alone = fit(*TINY, f"seed={seed}", output_dir=f"alone{n}-{seed}")
             for name in ("loss", "val_loss"):
                 assert [row[name] for row in metrics(job.directory)] == pytest.approx(alone[name], rel=1e-4), name
             same_weights(job.directory, tiny_env / f"alone{n}-{seed}", atol=1e-5)
 
     def smoothed(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:  # a loss the runs do not train with
-        return torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none", label_smoothing=0.1).view(labels.shape)
+        return torch.nn.functional.cross_entropy(
+            logits.flatten(0, -2), labels.flatten(), reduction="none", label_smoothing=0.1
+        ).view(labels.shape)
 
     class FirstJobsOrder(Shuffled):  # every network of the stack in the first job's shuffle
         def __init__(self, dataset, limit=None, **settings):
@@ -83,7 +86,9 @@ def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):
         fit(*TINY, "trainer.max_epochs=3", output_dir=f"straight{n}")
         fit(*TINY, "trainer.max_epochs=1", output_dir=f"first{n}")
         fit(*TINY, "trainer.max_epochs=3", f"resume=first{n}", output_dir=f"resumed{n}")
-        assert (tiny_env / f"resumed{n}" / "metrics.csv").read_text() == (tiny_env / f"straight{n}" / "metrics.csv").read_text()
+        assert (tiny_env / f"resumed{n}" / "metrics.csv").read_text() == (
+            tiny_env / f"straight{n}" / "metrics.csv"
+        ).read_text()
         same_weights(tiny_env / f"resumed{n}", tiny_env / f"straight{n}")
 
     stepped_as = module._restore_step_settings
@@ -158,8 +163,14 @@ def test_ddp_ranks_end_equal_each_having_trained_on_its_own_shard(tiny_env, monk
         n = next(counter)
         directory = tiny_env / f"orders{n}"
         directory.mkdir()
-        fit(*TINY, "trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp_fork", output_dir=f"run{n}",
-            callbacks=[Orders(str(directory))])
+        fit(
+            *TINY,
+            "trainer.devices=2",
+            "trainer.accelerator=cpu",
+            "trainer.strategy=ddp_fork",
+            output_dir=f"run{n}",
+            callbacks=[Orders(str(directory))],
+        )
         for epoch in (0, 1):
             a, b = (torch.load(directory / f"rank{r}-epoch{epoch}.pt", weights_only=True) for r in (0, 1))
             assert len(a) == len(b) == 320 and sorted(torch.cat([a, b]).tolist()) == list(range(640))
@@ -192,7 +203,9 @@ def redrawn_digits_recognised(run: Path, directory: Path) -> None:
     generator = torch.Generator().manual_seed(0)
     files = []
     for i in range(10):
-        digit = Image.fromarray((255 - images[i].reshape(28, 28) * 255).to(torch.uint8).numpy()).resize((120, 120), Image.Resampling.BICUBIC)
+        digit = Image.fromarray((255 - images[i].reshape(28, 28) * 255).to(torch.uint8).numpy()).resize(
+            (120, 120), Image.Resampling.BICUBIC
+        )
         page = Image.new("RGB", (200, 200), "white")
         page.paste(digit, tuple(torch.randint(0, 81, (2,), generator=generator).tolist()))
         files.append(directory / f"{i}.jpg")

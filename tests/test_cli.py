@@ -34,7 +34,9 @@ print(sorted(name for name in ("torch", "lightning", "matplotlib") if name in sy
 )
 def test_help_and_bad_overrides_are_answered_without_importing_torch(tmp_path, argument, said):
     """--help and a bad override are answered at once: torch and Lightning take seconds to import."""
-    done = subprocess.run([sys.executable, "-c", MAIN_THEN_MODULES, argument], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", MAIN_THEN_MODULES, argument], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert said in done.stdout, done.stdout + done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
 
@@ -55,7 +57,14 @@ def test_a_run_from_any_directory_writes_one_run_directory(command, tiny_mnist, 
     runs = list((tmp_path / "outputs").glob("*/*"))
     assert len(runs) == 1, runs
     run_dir = runs[0]
-    for name in ("metrics.csv", "history.png", "summary.txt", "results.json", "checkpoints/last.ckpt", ".hydra/config.yaml"):
+    for name in (
+        "metrics.csv",
+        "history.png",
+        "summary.txt",
+        "results.json",
+        "checkpoints/last.ckpt",
+        ".hydra/config.yaml",
+    ):
         assert (run_dir / name).exists(), name
     assert "Total params: 79,510" in done.stdout
     assert "Epoch 1/1 - " in done.stdout and "val_accuracy: " in done.stdout

@@ -41,8 +41,14 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
     [
         ("model=cnn", "model=cnn is not an option; choose one of: model=logreg, model=mlp"),
         ("hydra/launcher=rq", "hydra/launcher=rq is not an option; choose one of: hydra/launcher=basic"),
-        ("model.hiden=[10]", "model.hiden is not a setting: did you mean model.hidden? Settings of model: hidden, activation, init"),
-        ("trainer.max_epochs=ten", "trainer.max_epochs=ten: Value 'ten' of type 'str' could not be converted to Integer"),
+        (
+            "model.hiden=[10]",
+            "model.hiden is not a setting: did you mean model.hidden? Settings of model: hidden, activation, init",
+        ),
+        (
+            "trainer.max_epochs=ten",
+            "trainer.max_epochs=ten: Value 'ten' of type 'str' could not be converted to Integer",
+        ),
         ("optimizer.lr=0", "optimizer.lr=0.0 is out of range: it must be > 0 and finite, e.g. optimizer.lr=1e-3"),
         ("model.hidden=[0]", "model.hidden=[0]: every width must be ≥ 1"),
         ("model.hidden=[-5]", "model.hidden=[-5]: every width must be ≥ 1"),
@@ -52,19 +58,40 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
         ("threads=two", "threads=two is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto"),
         ("trainer.strategy=fsdp", "trainer.strategy=fsdp is not supported: mnist_lit's engine all-reduces each"),
         ("trainer.max_steps=0", "trainer.max_steps=0 is out of range: it must be ≥ 1, e.g. trainer.max_steps=1000"),
-        ("early_stopping.monitor=val_acc", "early_stopping.monitor=val_acc is not a metric; choose one of: loss, accuracy"),
-        ("early_stopping.patience=-1", "early_stopping.patience=-1 is out of range: it must be ≥ 0, e.g. early_stopping.patience=3"),
+        (
+            "early_stopping.monitor=val_acc",
+            "early_stopping.monitor=val_acc is not a metric; choose one of: loss, accuracy",
+        ),
+        (
+            "early_stopping.patience=-1",
+            "early_stopping.patience=-1 is out of range: it must be ≥ 0, e.g. early_stopping.patience=3",
+        ),
         ("trainer.barebones=true", "trainer.barebones=true turns off the logging that mnist_lit's history"),
-        ("trainer.val_check_interval=150", "trainer.val_check_interval=150 mini-batches is not a whole number of executions"),
-        ("objective=val_acc", "objective=val_acc is not a metric; choose one of: loss, accuracy, val_loss, val_accuracy"),
-        ("trainer.gradient_clip_vall=1", "trainer.gradient_clip_vall is not a setting: did you mean trainer.gradient_clip_val?"),
+        (
+            "trainer.val_check_interval=150",
+            "trainer.val_check_interval=150 mini-batches is not a whole number of executions",
+        ),
+        (
+            "objective=val_acc",
+            "objective=val_acc is not a metric; choose one of: loss, accuracy, val_loss, val_accuracy",
+        ),
+        (
+            "trainer.gradient_clip_vall=1",
+            "trainer.gradient_clip_vall is not a setting: did you mean trainer.gradient_clip_val?",
+        ),
         ("trainer.logger=true", "trainer.logger is mnist_lit's to set: choose one with logger=tensorboard"),
         ("trainer.callbacks=[]", "trainer.callbacks is mnist_lit's to set: give them to fit(..., callbacks=[...])"),
         ("trainer.gradient_clip_algorithm=max", "trainer.gradient_clip_algorithm=max is unknown; choose norm or value"),
         ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is out of range: a fraction is between"),
-        ("trainer.accumulate_grad_batches=3", "trainer.accumulate_grad_batches=3 does not divide data.steps_per_execution=100"),
+        (
+            "trainer.accumulate_grad_batches=3",
+            "trainer.accumulate_grad_batches=3 does not divide data.steps_per_execution=100",
+        ),
         ("optimizer.lr=nan", "optimizer.lr=nan is out of range: it must be > 0 and finite"),
-        ("trainer.accelerator=gpu", "trainer.accelerator=gpu: no GPU found here; use trainer.accelerator=cpu (or auto)"),
+        (
+            "trainer.accelerator=gpu",
+            "trainer.accelerator=gpu: no GPU found here; use trainer.accelerator=cpu (or auto)",
+        ),
         ("trainer.devices=4096", "trainer.devices=4096 CPU processes on "),
         ("+foo=1", "foo is not a setting: Settings: model, loss"),
     ],
@@ -87,7 +114,10 @@ def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mn
         ("optimizer.betas=[2,3]", "optimizer.betas=[2.0, 3.0] is out of range: two numbers, each in [0, 1)"),
         ("optimizer.betas=[0.9]", "optimizer.betas=[0.9] is out of range: two numbers, each in [0, 1)"),
         ("optimizer.eps=-1", "optimizer.eps=-1.0 is out of range: it must be > 0 and finite"),
-        ("trainer.accelerator=tpu", "trainer.accelerator=tpu is not supported; choose one of: auto, cpu, gpu, cuda, mps"),
+        (
+            "trainer.accelerator=tpu",
+            "trainer.accelerator=tpu is not supported; choose one of: auto, cpu, gpu, cuda, mps",
+        ),
         ("trainer.devices=0", "trainer.devices=0 is not a number of devices: give one ≥ 1"),
         ("trainer.devices=-1", "trainer.devices=-1 names GPUs, and this run trains on the CPU"),
         ("trainer.devices=[0,1]", "trainer.devices=[0, 1] names GPUs, and this run trains on the CPU"),
@@ -126,8 +156,12 @@ def test_every_bad_setting_is_one_line_naming_the_key(override, message):
 @pytest.mark.slow
 def test_hydra_full_error_keeps_the_traceback(tiny_mnist, tmp_path):
     env_done = subprocess.run(
-        [sys.executable, "-m", "mnist_lit", "optimizer.lr=0"], cwd=tmp_path, capture_output=True, text=True,
-        env={**os.environ, "MNIST_LIT_DATA": str(tiny_mnist), "HYDRA_FULL_ERROR": "1"}, timeout=300,
+        [sys.executable, "-m", "mnist_lit", "optimizer.lr=0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MNIST_LIT_DATA": str(tiny_mnist), "HYDRA_FULL_ERROR": "1"},
+        timeout=300,
     )
     assert env_done.returncode != 0 and "Traceback" in env_done.stderr and "ConfigError" in env_done.stderr
 
@@ -214,7 +248,9 @@ def test_resuming_from_something_that_is_no_checkpoint(tiny_env, kind):
 
 
 def test_a_diverging_run_stops_at_once_and_marks_no_nan_checkpoint_best(tiny_env):
-    with pytest.raises(Diverged, match=r"The loss became nan at epoch 1, mini-batch \d+: lower optimizer.lr \(now 1e\+30\)"):
+    with pytest.raises(
+        Diverged, match=r"The loss became nan at epoch 1, mini-batch \d+: lower optimizer.lr \(now 1e\+30\)"
+    ):
         fit(*QUIET, "model=mlp", "optimizer.lr=1e30", output_dir="run")
     assert not list((tiny_env / "run").glob("checkpoints/best-*"))
 
@@ -250,8 +286,13 @@ runpy.run_module("mnist_lit", run_name="__main__")
 def test_kill_9_during_a_checkpoint_write_leaves_the_last_whole_one_to_resume_from(tiny_mnist, tmp_path):
     args = ["model=mlp", "trainer.max_epochs=1000", "data.steps_per_execution=4", "hydra.run.dir=run", QUIET[0]]
     env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
-    process = subprocess.Popen([sys.executable, "-c", HELD_IN_A_CHECKPOINT_WRITE, *args], cwd=tmp_path, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-c", HELD_IN_A_CHECKPOINT_WRITE, *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (tmp_path / "in-write").exists():
         time.sleep(0.05)
@@ -260,7 +301,18 @@ def test_kill_9_during_a_checkpoint_write_leaves_the_last_whole_one_to_resume_fr
     checkpoints = tmp_path / "run" / "checkpoints"
     assert (checkpoints / ".last.ckpt.partial").exists()  # the kill landed inside the write
     assert torch.load(checkpoints / "last.ckpt", weights_only=True)["epoch"] == 0  # the first epoch's, whole
-    done = cli(["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4", "resume=run", QUIET[0], "hydra.run.dir=resumed"], tmp_path, tiny_mnist)
+    done = cli(
+        [
+            "model=mlp",
+            "trainer.max_epochs=2",
+            "data.steps_per_execution=4",
+            "resume=run",
+            QUIET[0],
+            "hydra.run.dir=resumed",
+        ],
+        tmp_path,
+        tiny_mnist,
+    )
     assert done.returncode == 0, done.stderr
     assert "Epoch 2/2" in done.stdout and (tmp_path / "resumed" / "metrics.csv").read_text().count("\n") == 3
 
@@ -302,8 +354,12 @@ def test_four_jobs_on_one_empty_root_download_once(tmp_path):
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     try:
         jobs = [
-            subprocess.Popen([sys.executable, "-c", job, url, json.dumps(resources), str(root)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            subprocess.Popen(
+                [sys.executable, "-c", job, url, json.dumps(resources), str(root)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(4)
         ]
         outputs = [j.communicate(timeout=300) for j in jobs]
@@ -336,8 +392,14 @@ def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny
     args = ["model=mlp", "model.hidden=[16, 8]", "data.steps_per_execution=1", QUIET[0]]
     env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
     env.pop("HYDRA_FULL_ERROR", None)
-    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args, "trainer.max_epochs=1000", "hydra.run.dir=stopped run"],
-                               cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *args, "trainer.max_epochs=1000", "hydra.run.dir=stopped run"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     last = tmp_path / "stopped run" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not last.exists():
@@ -349,7 +411,14 @@ def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny
     match = re.fullmatch(r"Stopped during epoch (\d+) of 1000: continue with (.*)", last)
     assert match, stderr
     hint = match[2]
-    assert shlex.split(hint) == ["python", "-m", "mnist_lit", *args, "trainer.max_epochs=1000", f"resume={tmp_path / 'stopped run'}"]
+    assert shlex.split(hint) == [
+        "python",
+        "-m",
+        "mnist_lit",
+        *args,
+        "trainer.max_epochs=1000",
+        f"resume={tmp_path / 'stopped run'}",
+    ]
     assert (tmp_path / "stopped run" / "history.png").exists()
     epochs = int(match[1]) + 1
     # The hint as a user pastes it, to the next epoch.
@@ -387,12 +456,31 @@ def test_the_best_checkpoint_and_a_new_learning_rate_hold_across_a_resume(tiny_e
         ("data.val_size=100", "was trained with data.val_size=0, this run has data.val_size=100"),
         ("model.activation=tanh", "was trained with model.activation=relu, this run has model.activation=tanh"),
         ("optimizer.eps=0.001", "was trained with optimizer.eps=1e-07, this run has optimizer.eps=0.001"),
-        ("optimizer.betas=[0.8,0.9]", "was trained with optimizer.betas=[0.9, 0.999], this run has optimizer.betas=[0.8, 0.9]"),
-        ("loss=sparse", "was trained with loss._target_=mnist_lit.nn.loss.CategoricalCrossentropy, this run has loss._target_=torch.nn.CrossEntropyLoss"),
-        ("trainer.precision=bf16-mixed", "was trained with trainer.precision=32-true, this run has trainer.precision=bf16-mixed"),
-        ("trainer.gradient_clip_val=1", "was trained with trainer.gradient_clip_val=None, this run has trainer.gradient_clip_val=1.0"),
-        ("trainer.accumulate_grad_batches=2", "was trained with trainer.accumulate_grad_batches=1, this run has trainer.accumulate_grad_batches=2"),
-        ("trainer.limit_train_batches=3", "was trained with trainer.limit_train_batches=None, this run has trainer.limit_train_batches=3"),
+        (
+            "optimizer.betas=[0.8,0.9]",
+            "was trained with optimizer.betas=[0.9, 0.999], this run has optimizer.betas=[0.8, 0.9]",
+        ),
+        (
+            "loss=sparse",
+            "was trained with loss._target_=mnist_lit.nn.loss.CategoricalCrossentropy, this run has "
+            "loss._target_=torch.nn.CrossEntropyLoss",
+        ),
+        (
+            "trainer.precision=bf16-mixed",
+            "was trained with trainer.precision=32-true, this run has trainer.precision=bf16-mixed",
+        ),
+        (
+            "trainer.gradient_clip_val=1",
+            "was trained with trainer.gradient_clip_val=None, this run has trainer.gradient_clip_val=1.0",
+        ),
+        (
+            "trainer.accumulate_grad_batches=2",
+            "was trained with trainer.accumulate_grad_batches=1, this run has trainer.accumulate_grad_batches=2",
+        ),
+        (
+            "trainer.limit_train_batches=3",
+            "was trained with trainer.limit_train_batches=None, this run has trainer.limit_train_batches=3",
+        ),
         ("data.seed=3", "was trained with data.seed=0, this run has data.seed=3"),
     ],
 )
@@ -429,6 +517,7 @@ class FailWritesFromEpoch2(L.Callback):
 
     def on_train_epoch_start(self, trainer, module):
         if trainer.current_epoch == 1:
+
             def fail(*args, **kwargs):
                 raise OSError(self.code, os.strerror(self.code))
 
@@ -445,7 +534,9 @@ class FailWritesFromEpoch2(L.Callback):
         (Figure, "savefig", errno.ENOSPC, r"history\.png"),
     ],
 )
-def test_a_file_that_cannot_be_written_stops_the_run_in_one_line_and_spoils_nothing(tiny_env, monkeypatch, target, attribute, code, written):
+def test_a_file_that_cannot_be_written_stops_the_run_in_one_line_and_spoils_nothing(
+    tiny_env, monkeypatch, target, attribute, code, written
+):
     failing = FailWritesFromEpoch2(monkeypatch, target, attribute, code)
     epochs = "trainer.max_epochs=1" if target is Figure else "trainer.max_epochs=3"
     if target is Figure:  # the picture is drawn at the end: fail from the start
@@ -454,7 +545,9 @@ def test_a_file_that_cannot_be_written_stops_the_run_in_one_line_and_spoils_noth
         fit(*QUIET, epochs, output_dir="run", callbacks=[failing])
     message = str(error.value)
     fix = "free space on that disk" if code == errno.ENOSPC else "at a directory you can write to"
-    assert re.fullmatch(rf"cannot write (?:{re.escape(str(tiny_env))}/)?run/{written}: {os.strerror(code)}; .*{fix}.*", message), message
+    assert re.fullmatch(
+        rf"cannot write (?:{re.escape(str(tiny_env))}/)?run/{written}: {os.strerror(code)}; .*{fix}.*", message
+    ), message
     monkeypatch.undo()
     assert not [p for p in (tiny_env / "run").rglob("*") if p.name.endswith(".partial")]
     if target is not Figure:
@@ -477,9 +570,13 @@ def small_disk(tmp_path):
     best and last checkpoints (about 0.95 MB each, Adam's moments included), not for a third."""
     disk = tmp_path / "disk"
     disk.mkdir()
-    if shutil.which("mount") is None or subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(disk)], capture_output=True
-    ).returncode != 0:
+    if (
+        shutil.which("mount") is None
+        or subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2500k", "tmpfs", str(disk)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small file system here")
     yield disk
     subprocess.run(["umount", str(disk)], check=True)
@@ -488,7 +585,10 @@ def small_disk(tmp_path):
 def test_a_disk_that_fills_up_for_real(tiny_env, small_disk):
     with pytest.raises(WriteError) as error:
         fit(*QUIET, "model=mlp", "trainer.max_epochs=5", output_dir=small_disk / "run")
-    assert re.fullmatch(rf"cannot write {small_disk}/run/checkpoints/\S+\.ckpt: No space left on device; free space on that disk.*", str(error.value))
+    assert re.fullmatch(
+        rf"cannot write {small_disk}/run/checkpoints/\S+\.ckpt: No space left on device; free space on that disk.*",
+        str(error.value),
+    )
     assert not [p for p in small_disk.rglob("*") if p.name.endswith(".partial")]
     # The second epoch's checkpoint did not fit: the first epoch's last.ckpt is whole.
     assert torch.load(small_disk / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0

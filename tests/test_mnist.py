@@ -30,7 +30,11 @@ def test_mlp_reaches_the_notebooks_accuracy(tmp_path):
 
 def test_mlp_on_two_cpu_processes_with_ddp(tmp_path):
     history = fit(
-        "model=mlp", "trainer.devices=2", "trainer.accelerator=cpu", "trainer.strategy=ddp_spawn",
-        "trainer.enable_progress_bar=false", output_dir=tmp_path,
+        "model=mlp",
+        "trainer.devices=2",
+        "trainer.accelerator=cpu",
+        "trainer.strategy=ddp_spawn",
+        "trainer.enable_progress_bar=false",
+        output_dir=tmp_path,
     )
     assert len(history["val_accuracy"]) == 10 and history["val_accuracy"][-1] >= 0.97

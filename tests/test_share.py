@@ -5,14 +5,19 @@ import pytest
 from mnist_lit.share import devices, threads
 
 
-@pytest.mark.parametrize(("n_jobs", "cores", "expected"), [(1, 2, 2), (2, 2, 1), (-1, 2, 1), (4, 2, 1), (2, 16, 8), (-2, 16, 1)])
+@pytest.mark.parametrize(
+    ("n_jobs", "cores", "expected"), [(1, 2, 2), (2, 2, 1), (-1, 2, 1), (4, 2, 1), (2, 16, 8), (-2, 16, 1)]
+)
 def test_joblib_jobs_split_the_cores(n_jobs, cores, expected):
     assert threads("auto", {"n_jobs": n_jobs}, environ={}, available=cores)[0] == expected
 
 
 def test_a_submitit_budget_is_each_jobs_share():
     local = {"_target_": "hydra_plugins.hydra_submitit_launcher.submitit_launcher.LocalLauncher", "cpus_per_task": 3}
-    assert threads("auto", local, environ={"SUBMITIT_EXECUTOR": "local"}, available=16) == (3, "hydra.launcher.cpus_per_task")
+    assert threads("auto", local, environ={"SUBMITIT_EXECUTOR": "local"}, available=16) == (
+        3,
+        "hydra.launcher.cpus_per_task",
+    )
     assert threads("auto", {}, environ={"SLURM_CPUS_PER_TASK": "4"}, available=64)[0] == 4
     # submitit_local starts all jobs at once: without a budget, one thread each never oversubscribes.
     assert threads("auto", {"cpus_per_task": None}, environ={"SUBMITIT_EXECUTOR": "local"}, available=16)[0] == 1

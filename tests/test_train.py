@@ -6,9 +6,8 @@ import lightning as L
 import pytest
 import torch
 
-from mnist_lit import fit
+from mnist_lit import Classifier, fit
 from mnist_lit.lit.data import MNISTDataModule
-from mnist_lit import Classifier
 from mnist_lit.nn.loss import CategoricalCrossentropy
 from mnist_lit.nn.network import DenseNetwork
 from tests.conftest import final_test_loss, last_weights
@@ -85,7 +84,6 @@ def test_fit_without_output_dir_makes_a_new_one_under_outputs(tiny_env):
     fit(*TINY)
     runs = list((tiny_env / "outputs").glob("*/*"))
     assert len(runs) == 2 and all((run / "results.json").exists() for run in runs)
-
 
 
 def test_predict_gives_class_probabilities(tiny_mnist):

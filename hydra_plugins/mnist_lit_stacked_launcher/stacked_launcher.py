@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,10 @@ class StackedLauncher(Launcher):
         if max_stack < 1:
             from mnist_lit.common.errors import ConfigError
 
-            raise ConfigError(f"hydra.launcher.max_stack={max_stack} is out of range: it must be ≥ 1, e.g. hydra.launcher.max_stack=16")
+            raise ConfigError(
+                f"hydra.launcher.max_stack={max_stack} is out of range: it must be ≥ 1, e.g. "
+                "hydra.launcher.max_stack=16"
+            )
         self.max_stack = max_stack
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -41,7 +44,7 @@ class StackedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from mnist_lit.common.errors import UserError
-        from mnist_lit.config.checks import check_machine, validate
+        from mnist_lit.config.checks import check_machine, task, validate
         from mnist_lit.share import cores, gpus
 
         setup_globals()
@@ -59,20 +62,26 @@ class StackedLauncher(Launcher):
         groups: dict[str, list[int]] = {}
         machine = {"gpus": gpus(), "cores": cores()}
         for i, cfg in enumerate(configs):
-            task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+            job = task(cfg)
             try:
-                validate(task)
-                check_machine(task, **machine)
+                validate(job)
+                check_machine(job, **machine)
             except UserError:
                 groups.setdefault(f"alone {i}", []).append(i)  # fails as a job of its own, in one line
                 continue
-            reason = why_alone(task)
+            reason = why_alone(job)
             if reason:
                 log.info("Job #%s runs alone: %s", cfg.hydra.job.num, reason)
-            groups.setdefault(f"alone {i}" if reason else shape(task), []).append(i)
-        stacks = [group[start : start + self.max_stack] for group in groups.values() for start in range(0, len(group), self.max_stack)]
+            groups.setdefault(f"alone {i}" if reason else shape(job), []).append(i)
+        stacks = [
+            group[start : start + self.max_stack]
+            for group in groups.values()
+            for start in range(0, len(group), self.max_stack)
+        ]
         log.info(
-            "Stacked %d jobs into %d networks: %s", len(configs), len(stacks),
+            "Stacked %d jobs into %d networks: %s",
+            len(configs),
+            len(stacks),
             "; ".join(" ".join(f"#{configs[i].hydra.job.num}" for i in stack) for stack in stacks),
         )
         returns: list[JobReturn | None] = [None] * len(configs)
@@ -80,15 +89,18 @@ class StackedLauncher(Launcher):
             if len(stack) == 1:
                 returns[stack[0]] = self._run(configs[stack[0]], self.task_function)
             else:
-                for i, ret in zip(stack, self._train(stack, configs)):
+                for i, ret in zip(stack, self._train(stack, configs), strict=True):
                     returns[i] = ret
         return returns  # type: ignore[return-value]
 
     def _run(self, cfg: DictConfig, task_function: TaskFunction) -> JobReturn:
         log.info("\t#%s : %s", cfg.hydra.job.num, " ".join(filter_overrides(cfg.hydra.overrides.task)))
         ret = run_job(
-            hydra_context=self.hydra_context, task_function=task_function, config=cfg,
-            job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir",
+            hydra_context=self.hydra_context,
+            task_function=task_function,
+            config=cfg,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
         )
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         return ret
@@ -100,7 +112,7 @@ class StackedLauncher(Launcher):
         from mnist_lit.sweeps.stacking import Job, train_stack
         from mnist_lit.sweeps.summary import record_failure, summarise
 
-        jobs: list = []
+        jobs: list[Job] = []
 
         def prepare(cfg: DictConfig) -> None:
             jobs.append(Job(cfg, Path(HydraConfig.get().runtime.output_dir)))
@@ -117,7 +129,7 @@ class StackedLauncher(Launcher):
             # job stands; resume=<sweep dir> continues each from its own last checkpoint.
             summarise(Path(str(self.config.hydra.sweep.dir)), stopped=True)
             raise SystemExit(143 if isinstance(stop, SIGTERMException) else 130) from None
-        for job, ret in zip(jobs, returns):
+        for job, ret in zip(jobs, returns, strict=True):
             history = job.member.history.history[job.cfg.objective]
             ret.status = JobStatus.COMPLETED
             ret.return_value = history[-1] if history and not job.failed else float("nan")

@@ -5,11 +5,28 @@ override is answered at once (config/ checks against these; nn/network.py builds
 # kin mix units and GLU halves them, so they are no hidden-layer activations. tests/test_network.py
 # checks this table against torch.nn.
 ACTIVATIONS = {
-    "celu": "CELU", "elu": "ELU", "gelu": "GELU", "hardshrink": "Hardshrink", "hardsigmoid": "Hardsigmoid",
-    "hardswish": "Hardswish", "hardtanh": "Hardtanh", "leakyrelu": "LeakyReLU", "logsigmoid": "LogSigmoid",
-    "mish": "Mish", "prelu": "PReLU", "relu": "ReLU", "relu6": "ReLU6", "rrelu": "RReLU", "selu": "SELU",
-    "sigmoid": "Sigmoid", "silu": "SiLU", "softplus": "Softplus", "softshrink": "Softshrink",
-    "softsign": "Softsign", "tanh": "Tanh", "tanhshrink": "Tanhshrink",
+    "celu": "CELU",
+    "elu": "ELU",
+    "gelu": "GELU",
+    "hardshrink": "Hardshrink",
+    "hardsigmoid": "Hardsigmoid",
+    "hardswish": "Hardswish",
+    "hardtanh": "Hardtanh",
+    "leakyrelu": "LeakyReLU",
+    "logsigmoid": "LogSigmoid",
+    "mish": "Mish",
+    "prelu": "PReLU",
+    "relu": "ReLU",
+    "relu6": "ReLU6",
+    "rrelu": "RReLU",
+    "selu": "SELU",
+    "sigmoid": "Sigmoid",
+    "silu": "SiLU",
+    "softplus": "Softplus",
+    "softshrink": "Softshrink",
+    "softsign": "Softsign",
+    "tanh": "Tanh",
+    "tanhshrink": "Tanhshrink",
 }
 INITS = ("keras", "torch")
 
@@ -56,8 +73,12 @@ MOVED = {
     "mnist_lit.data.MNISTDataModule": "mnist_lit.lit.data.MNISTDataModule",
 }
 TARGET_KINDS = {
-    "model": "networks", "loss": "losses", "optimizer": "optimizers", "data": "data modules",
-    "trainer": "trainers", "logger": "loggers",
+    "model": "networks",
+    "loss": "losses",
+    "optimizer": "optimizers",
+    "data": "data modules",
+    "trainer": "trainers",
+    "logger": "loggers",
 }
 
 # Who takes each of lightning.Trainer's arguments, the one table of them. config/schema.py's
@@ -80,4 +101,11 @@ FOR_THE_DATA = tuple(f"limit_{stage}_batches" for stage in STAGES)
 FOR_THE_TIMER = ("max_time",)
 # Those a stack of networks (the stacked launcher) honours as a run does; a job that sets any other
 # runs alone (clipping, accumulation, limits, max_steps, several devices, mixed precision, ...).
-FOR_A_STACK = ("max_epochs", "accelerator", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "benchmark")
+FOR_A_STACK = (
+    "max_epochs",
+    "accelerator",
+    "enable_progress_bar",
+    "enable_model_summary",
+    "num_sanity_val_steps",
+    "benchmark",
+)

@@ -8,9 +8,12 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 from mnist_lit.common.errors import UserError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class WriteError(UserError):
@@ -24,12 +27,12 @@ def _fix(error: OSError) -> str:
 
 
 @contextmanager
-def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO]:
+def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
     """Open `path` for writing; it appears only once everything is written."""
     path = Path(path)
     partial = path.with_name(f".{path.name}.partial")
     try:
-        with open(partial, mode, **({} if "b" in mode else {"newline": ""})) as f:
+        with open(partial, mode, newline=None if "b" in mode else "") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -54,7 +57,7 @@ def text(path: str | Path, content: str) -> None:
         f.write(content)
 
 
-def figure(path: str | Path, fig) -> None:
+def figure(path: str | Path, fig: "Figure") -> None:
     with atomic_write(path, "wb") as f:
         fig.savefig(f, format="png")
 

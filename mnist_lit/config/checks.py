@@ -4,7 +4,7 @@ its keys, its values, what its `_target_`s name, what it asks of the machine and
 import difflib
 import importlib.util
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,30 +27,45 @@ def validate(cfg: DictConfig) -> None:
     if cfg.get("logger"):
         library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
         if library and importlib.util.find_spec(library) is None:
-            raise ConfigError(f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"')
+            raise ConfigError(
+                f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"'
+            )
+
+
+def task(cfg: DictConfig) -> DictConfig:
+    """The config without Hydra's own node: what the job was asked to do."""
+    return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+
+
+def plain(cfg: DictConfig) -> dict[str, Any]:
+    """A config as plain, resolved dicts and lists, as checkpoints and comparisons hold it."""
+    return cast(dict[str, Any], OmegaConf.to_container(cfg, resolve=True))
 
 
 def check(cfg: DictConfig) -> None:
     """Check every value, a composed config's or a checkpoint's alike: building the dataclasses runs
     their __post_init__, and every `_target_` must be one of the project's own (check_targets)."""
-    task = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
-    _check_keys(task, OmegaConf.structured(Config))
-    OmegaConf.to_object(task)
+    job = task(cfg)
+    _check_keys(job, OmegaConf.structured(Config))
+    OmegaConf.to_object(job)
     for key in ("seed", "data.seed"):
-        seed = OmegaConf.select(task, key)
+        seed = OmegaConf.select(job, key)
         if not 0 <= seed < 2**32:
             raise ConfigError(f"{key}={seed} is out of range: a seed is in [0, 2**32 - 1], e.g. {key}=0")
-    check_targets(OmegaConf.to_container(task, resolve=True))
+    check_targets(plain(job))
     threads = cfg.threads
     if threads != "auto" and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
-        raise ConfigError(f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto")
+        raise ConfigError(
+            f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto"
+        )
     if cfg.objective not in METRICS:
         raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int) and not isinstance(interval, bool) and interval % cfg.data.steps_per_execution:
         raise ConfigError(
             f"trainer.val_check_interval={interval} mini-batches is not a whole number of executions: make it a "
-            f"multiple of data.steps_per_execution={cfg.data.steps_per_execution}, or give a fraction of an epoch, e.g. 0.5"
+            f"multiple of data.steps_per_execution={cfg.data.steps_per_execution}, or give a fraction of an epoch, "
+            "e.g. 0.5"
         )
     # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
     if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
@@ -62,14 +77,20 @@ def check(cfg: DictConfig) -> None:
 
 def _check_keys(cfg: DictConfig, schema: DictConfig, path: str = "") -> None:
     """Refuse a key that the schema does not have (Hydra's `+key=value` adds one), with the nearest real one."""
-    for key in cfg:
-        where = f"{path}.{key}" if path else str(key)
+    for key in map(str, cfg):
+        where = f"{path}.{key}" if path else key
         if key not in schema.keys():  # `in` alone says no for a key whose value is missing
-            keys = [k for k in schema.keys() if not str(k).startswith("_")]
-            close = difflib.get_close_matches(str(key), keys, n=1)
+            keys = [str(k) for k in schema.keys() if not str(k).startswith("_")]
+            close = difflib.get_close_matches(key, keys, n=1)
             hint = f"did you mean {path + '.' if path else ''}{close[0]}? " if close else ""
-            raise ConfigError(f"{where} is not a setting: {hint}Settings{' of ' + path if path else ''}: {', '.join(keys)}")
-        if OmegaConf.get_type(schema, key) not in (None, dict, Any) and isinstance(cfg[key], DictConfig) and isinstance(schema[key], DictConfig):
+            raise ConfigError(
+                f"{where} is not a setting: {hint}Settings{' of ' + path if path else ''}: {', '.join(keys)}"
+            )
+        if (
+            OmegaConf.get_type(schema, key) not in (None, dict, Any)
+            and isinstance(cfg[key], DictConfig)
+            and isinstance(schema[key], DictConfig)
+        ):
             _check_keys(cfg[key], schema[key], where)
 
 
@@ -102,7 +123,8 @@ def check_targets(settings: Any) -> None:
                 raise ConfigError(f"{where}={value}: mnist_lit builds nothing from {parent}; remove its _target_")
             if value not in TARGETS[parent]:
                 raise ConfigError(
-                    f"{where}={value} is not one of mnist_lit's {TARGET_KINDS[parent]}; choose one of: {', '.join(TARGETS[parent])}"
+                    f"{where}={value} is not one of mnist_lit's {TARGET_KINDS[parent]}; choose one of: "
+                    f"{', '.join(TARGETS[parent])}"
                 )
         elif key in _INSTANTIATE_KEYS and not (where == "optimizer._partial_" and value is True):
             raise ConfigError(f"{where}={value}: mnist_lit builds its objects itself; remove {key}")
@@ -116,7 +138,7 @@ def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
         _refuse_interpolations(saved)
         saved = _moved(saved)
         check_targets(saved)
-        cfg = OmegaConf.merge(OmegaConf.structured(Config), dict(saved))
+        cfg = cast(DictConfig, OmegaConf.merge(OmegaConf.structured(Config), dict(saved)))
         check(cfg)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
@@ -146,15 +168,19 @@ def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:
     """What the devices ask of the machine the job runs on (a launcher may send it to another)."""
     accelerator, devices = cfg.trainer.accelerator, cfg.trainer.devices
     if accelerator in ("gpu", "cuda") and gpus == 0:
-        raise ConfigError(f"trainer.accelerator={accelerator}: no GPU found here; use trainer.accelerator=cpu (or auto)")
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no GPU found here; use trainer.accelerator=cpu (or auto)"
+        )
     if accelerator == "cpu" or (accelerator == "auto" and gpus == 0):
         if devices == -1 or not isinstance(devices, (int, str)) or (isinstance(devices, str) and devices != "auto"):
             raise ConfigError(
-                f"trainer.devices={devices} names GPUs, and this run trains on the CPU: give a number of processes, e.g. trainer.devices=2"
+                f"trainer.devices={devices} names GPUs, and this run trains on the CPU: give a number of processes, "
+                "e.g. trainer.devices=2"
             )
         if isinstance(devices, int) and devices > cores:
             raise ConfigError(
-                f"trainer.devices={devices} CPU processes on {cores} core{'s'[: cores > 1]}: give at most trainer.devices={cores}"
+                f"trainer.devices={devices} CPU processes on {cores} core{'s'[: cores > 1]}: give at most "
+                f"trainer.devices={cores}"
             )
 
 
@@ -162,10 +188,15 @@ def validate_launcher(cfg: DictConfig, launcher: str) -> None:
     """Lightning's DDP starts a job's further ranks by running its command line again (or by
     spawning from it), which a job inside a joblib worker or a submitit process cannot do."""
     devices = cfg.trainer.devices
-    several = devices == -1 or (isinstance(devices, int) and devices > 1) or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    several = (
+        devices == -1
+        or (isinstance(devices, int) and devices > 1)
+        or (not isinstance(devices, (int, str)) and len(devices) > 1)
+    )
     name = launcher.rpartition(".")[2]
     if several and name != "BasicLauncher":
         raise ConfigError(
             f"trainer.devices={devices} inside a sweep run by {name}: Lightning's DDP cannot start ranks from its "
-            "workers; sweep with the basic launcher (each job on all its devices in turn), or give each job trainer.devices=1"
+            "workers; sweep with the basic launcher (each job on all its devices in turn), or give each job "
+            "trainer.devices=1"
         )

@@ -5,7 +5,7 @@ key and the fix."""
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI
@@ -51,13 +51,18 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"optimizer.lr={self.lr} is out of range: it must be > 0 and finite, e.g. optimizer.lr=1e-3")
+            raise ConfigError(
+                f"optimizer.lr={self.lr} is out of range: it must be > 0 and finite, e.g. optimizer.lr=1e-3"
+            )
         if len(self.betas) != 2 or not all(0 <= beta < 1 for beta in self.betas):
             raise ConfigError(
-                f"optimizer.betas={list(self.betas)} is out of range: two numbers, each in [0, 1), e.g. optimizer.betas=[0.9,0.999]"
+                f"optimizer.betas={list(self.betas)} is out of range: two numbers, each in [0, 1), e.g. "
+                "optimizer.betas=[0.9,0.999]"
             )
         if not (math.isfinite(self.eps) and self.eps > 0):
-            raise ConfigError(f"optimizer.eps={self.eps} is out of range: it must be > 0 and finite, e.g. optimizer.eps=1e-7")
+            raise ConfigError(
+                f"optimizer.eps={self.eps} is out of range: it must be > 0 and finite, e.g. optimizer.eps=1e-7"
+            )
 
 
 @dataclass
@@ -94,10 +99,10 @@ class TrainerConfig:
     num_nodes: int = 1
     precision: str = "32-true"
     fast_dev_run: Any = False
-    max_epochs: Optional[int] = 10  # the tutorial's
-    min_epochs: Optional[int] = None
+    max_epochs: int | None = 10  # the tutorial's
+    min_epochs: int | None = None
     max_steps: int = -1  # optimizer steps (mini-batches) in all; -1: no limit
-    min_steps: Optional[int] = None
+    min_steps: int | None = None
     max_time: Any = None
     limit_train_batches: Any = None  # mini-batches per epoch (a number), or a fraction of them
     limit_val_batches: Any = None  # mini-batches of batch_size images, or a fraction
@@ -105,30 +110,32 @@ class TrainerConfig:
     limit_predict_batches: Any = None
     overfit_batches: Any = 0.0
     val_check_interval: Any = None
-    check_val_every_n_epoch: Optional[int] = 1
-    num_sanity_val_steps: Optional[int] = None
-    log_every_n_steps: Optional[int] = None
-    enable_checkpointing: Optional[bool] = None
-    enable_progress_bar: Optional[bool] = None
-    enable_model_summary: Optional[bool] = False  # the run prints Keras's summary() instead
+    check_val_every_n_epoch: int | None = 1
+    num_sanity_val_steps: int | None = None
+    log_every_n_steps: int | None = None
+    enable_checkpointing: bool | None = None
+    enable_progress_bar: bool | None = None
+    enable_model_summary: bool | None = False  # the run prints Keras's summary() instead
     accumulate_grad_batches: int = 1
-    gradient_clip_val: Optional[float] = None
-    gradient_clip_algorithm: Optional[str] = None  # norm (when a value is given) or value
+    gradient_clip_val: float | None = None
+    gradient_clip_algorithm: str | None = None  # norm (when a value is given) or value
     deterministic: Any = None
-    benchmark: Optional[bool] = None
+    benchmark: bool | None = None
     inference_mode: bool = True
     use_distributed_sampler: bool = True
-    profiler: Optional[str] = None
+    profiler: str | None = None
     detect_anomaly: bool = False
     barebones: bool = False
     sync_batchnorm: bool = False
     reload_dataloaders_every_n_epochs: int = 0
     enable_autolog_hparams: bool = True
-    model_registry: Optional[str] = None
+    model_registry: str | None = None
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
-            raise ConfigError(f"trainer.accelerator={self.accelerator} is not supported; choose one of: {', '.join(ACCELERATORS)}")
+            raise ConfigError(
+                f"trainer.accelerator={self.accelerator} is not supported; choose one of: {', '.join(ACCELERATORS)}"
+            )
         check_devices(self.devices)
         check_duration("trainer.max_time", self.max_time)
         if self.max_epochs is not None and self.max_epochs != -1:
@@ -136,13 +143,17 @@ class TrainerConfig:
         if self.max_steps != -1:
             at_least("trainer.max_steps", self.max_steps, 1, "trainer.max_steps=1000 (or -1: no limit)")
         if self.precision not in PRECISIONS:
-            raise ConfigError(f"trainer.precision={self.precision} is not supported; choose one of: {', '.join(PRECISIONS)}")
+            raise ConfigError(
+                f"trainer.precision={self.precision} is not supported; choose one of: {', '.join(PRECISIONS)}"
+            )
         if self.strategy not in STRATEGIES:
             raise ConfigError(
                 f"trainer.strategy={self.strategy} is not supported: mnist_lit's engine all-reduces each mini-batch's "
                 f"gradients with Lightning's DDP; choose one of: {', '.join(STRATEGIES)}"
             )
-        at_least("trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1, "trainer.accumulate_grad_batches=4")
+        at_least(
+            "trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1, "trainer.accumulate_grad_batches=4"
+        )
         if self.gradient_clip_val is not None:
             at_least("trainer.gradient_clip_val", self.gradient_clip_val, 0, "trainer.gradient_clip_val=1.0")
         if self.gradient_clip_algorithm not in (None, "norm", "value"):
@@ -185,9 +196,9 @@ class MLflowConfig:
 
     _target_: str = "lightning.pytorch.loggers.MLFlowLogger"
     experiment_name: str = "mnist_lit"
-    run_name: Optional[str] = None  # None: the run's directory
-    tracking_uri: Optional[str] = None
-    tags: Optional[dict[str, str]] = None
+    run_name: str | None = None  # None: the run's directory
+    tracking_uri: str | None = None
+    tags: dict[str, str] | None = None
     log_model: bool = False
     prefix: str = ""
 
@@ -197,7 +208,7 @@ class EarlyStoppingConfig:
     """Keras's EarlyStopping: stop once `monitor` has not improved by `min_delta` for `patience`
     epochs; null patience: never. `restore_best_weights` tests (and keeps) the best epoch's weights."""
 
-    patience: Optional[int] = None
+    patience: int | None = None
     monitor: str = "val_loss"
     mode: str = "min"
     min_delta: float = 0.0
@@ -207,7 +218,9 @@ class EarlyStoppingConfig:
         if self.patience is not None:
             at_least("early_stopping.patience", self.patience, 0, "early_stopping.patience=3")
         if self.monitor not in METRICS:
-            raise ConfigError(f"early_stopping.monitor={self.monitor} is not a metric; choose one of: {', '.join(METRICS)}")
+            raise ConfigError(
+                f"early_stopping.monitor={self.monitor} is not a metric; choose one of: {', '.join(METRICS)}"
+            )
         if self.mode not in ("min", "max"):
             raise ConfigError(f"early_stopping.mode={self.mode} is unknown; choose min (a loss) or max (an accuracy)")
 
@@ -222,7 +235,7 @@ class Config:
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
     seed: int = 0
     # A run directory or .ckpt file to continue from; with -m, a sweep directory.
-    resume: Optional[str] = None
+    resume: str | None = None
     # torch threads: a number, or auto: this run's share of the cores (see share.py)
     threads: Any = "auto"
     # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.

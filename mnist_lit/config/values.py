@@ -18,12 +18,16 @@ def check_devices(devices: Any) -> None:
         devices == "auto"
         or (isinstance(devices, int) and not isinstance(devices, bool) and (devices >= 1 or devices == -1))
         or (isinstance(devices, str) and re.fullmatch(r"\d+(,\d+)*,?", devices.strip()) is not None)
-        or (isinstance(devices, list) and devices and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices))
+        or (
+            isinstance(devices, list)
+            and devices
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+        )
     )
     if not fine:
         raise ConfigError(
-            f"trainer.devices={devices} is not a number of devices: give one ≥ 1 (e.g. trainer.devices=2), -1 for every "
-            "GPU, a list of GPU indices (trainer.devices=[0,1]) or auto"
+            f"trainer.devices={devices} is not a number of devices: give one ≥ 1 (e.g. trainer.devices=2), -1 for "
+            "every GPU, a list of GPU indices (trainer.devices=[0,1]) or auto"
         )
 
 
@@ -37,17 +41,27 @@ def check_duration(key: str, duration: Any) -> None:
         return
     if isinstance(duration, str) and re.fullmatch(r"\d+:\d+:\d+:\d+", duration.strip()):
         return
-    if isinstance(duration, dict) and duration and set(duration) <= set(_DURATION_KEYS) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in duration.values()
+    if (
+        isinstance(duration, dict)
+        and duration
+        and set(duration) <= set(_DURATION_KEYS)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in duration.values())
     ):
         return
-    raise ConfigError(f"{key}={duration} is not a duration: give days:hours:minutes:seconds, e.g. {key}=00:01:30:00, or {key}={{hours:1}}")
+    raise ConfigError(
+        f"{key}={duration} is not a duration: give days:hours:minutes:seconds, e.g. {key}=00:01:30:00, or "
+        f"{key}={{hours:1}}"
+    )
 
 
 def check_limit(key: str, limit: Any) -> None:
     if limit is None:
         return
     if isinstance(limit, float) and not 0 <= limit <= 1:
-        raise ConfigError(f"{key}={limit} is out of range: a fraction is between 0.0 and 1.0; a number of mini-batches is an integer")
+        raise ConfigError(
+            f"{key}={limit} is out of range: a fraction is between 0.0 and 1.0; a number of mini-batches is an integer"
+        )
     if isinstance(limit, bool) or not isinstance(limit, (int, float)) or limit < 0:
-        raise ConfigError(f"{key}={limit} is not a limit: give a number of mini-batches, e.g. {key}=10, or a fraction, e.g. 0.25")
+        raise ConfigError(
+            f"{key}={limit} is not a limit: give a number of mini-batches, e.g. {key}=10, or a fraction, e.g. 0.25"
+        )

@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
@@ -26,7 +27,10 @@ WARNINGS = (
     # Lightning's use of a torch API that torch deprecates.
     (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
     # Nothing is logged per step: History sends one row per epoch.
-    (r"The number of training batches \(\d+\) is smaller than the logging interval", r"lightning\.pytorch\.loops\.fit_loop"),
+    (
+        r"The number of training batches \(\d+\) is smaller than the logging interval",
+        r"lightning\.pytorch\.loops\.fit_loop",
+    ),
 )
 
 # Lightning's loggers that print with handlers of their own when imported before logging was set up.
@@ -67,7 +71,7 @@ def quiet() -> Iterator[None]:
 class ProgressBar(TQDMProgressBar):
     """Lightning's bar, its epochs counted from 1 of max_epochs as the Keras lines count them."""
 
-    def on_train_epoch_start(self, trainer: L.Trainer, *args) -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
         super().on_train_epoch_start(trainer, *args)
         self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 

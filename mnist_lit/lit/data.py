@@ -17,7 +17,15 @@ import lightning as L
 import torch
 from filelock import FileLock
 from lightning.pytorch.utilities import rank_zero_only
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset, default_convert, random_split
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    DistributedSampler,
+    Subset,
+    TensorDataset,
+    default_convert,
+    random_split,
+)
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from mnist_lit.common.errors import ConfigError, DataError
@@ -44,10 +52,11 @@ class InMemory(TensorDataset):
 
     def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         # One gather per batch, where DataLoader would call __getitem__ once per image.
-        return self[torch.as_tensor(indices, device=self.tensors[0].device)]
+        index = torch.as_tensor(indices, device=self.tensors[0].device)
+        return tuple(tensor[index] for tensor in self.tensors)
 
 
-class Orders(Dataset):
+class Orders(Dataset[Execution]):
     """A split as the training loader sees it: a batch of it is the order of one execution's
     images, not the images, so that the training step gathers them on the device itself."""
 
@@ -61,10 +70,10 @@ class Orders(Dataset):
         return Execution(self.split, torch.tensor(indices), self.batch_size)
 
 
-class Shuffled(DistributedSampler):
+class Shuffled(DistributedSampler[int]):
     """Each epoch's shuffled order for this rank, cut to its first `limit` images if given."""
 
-    def __init__(self, dataset: Dataset, limit: int | None = None, **settings: Any) -> None:
+    def __init__(self, dataset: InMemory, limit: int | None = None, **settings: Any) -> None:
         super().__init__(dataset, **settings)
         self.limit = limit
 
@@ -75,20 +84,20 @@ class Shuffled(DistributedSampler):
         return min(super().__len__(), self.limit) if self.limit is not None else super().__len__()
 
 
-class Shard(DistributedSampler):
+class Shard(DistributedSampler[int]):
     """This rank's images of an evaluation split, in order, cut to its first `limit` if given. Each
     image is on exactly one rank: DistributedSampler repeats images to even the ranks out, and so
     counts them twice. (A DistributedSampler still, so that Lightning keeps it.)"""
 
-    def __init__(self, dataset: Dataset, limit: int | None = None, **settings: Any) -> None:
+    def __init__(self, dataset: InMemory, limit: int | None = None, **settings: Any) -> None:
         super().__init__(dataset, shuffle=False, **settings)
-        self.limit = limit
+        self.split, self.limit = dataset, limit
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(range(self.rank, len(self.dataset), self.num_replicas), self.limit)
+        return itertools.islice(range(self.rank, len(self.split), self.num_replicas), self.limit)
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.dataset), self.num_replicas)[: self.limit])
+        return len(range(self.rank, len(self.split), self.num_replicas)[: self.limit])
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -126,7 +135,11 @@ class MNISTDataModule(L.LightningDataModule):
         self.steps_per_execution = steps_per_execution
         self.seed = seed
         self.limits = limits or {}
-        self.train: InMemory | None = None
+        # The splits, once setup() has read them.
+        self.train: InMemory
+        self.val: InMemory
+        self.test: InMemory
+        self.ready = False
 
     @property
     def raw(self) -> Path:
@@ -147,7 +160,8 @@ class MNISTDataModule(L.LightningDataModule):
                     self._download()
         except OSError as error:
             raise DataError(
-                f"data.root={self.root} is not writable ({error.strerror or error}), and {self.dataset} must be downloaded "
+                f"data.root={self.root} is not writable ({error.strerror or error}), and {self.dataset} must be "
+                "downloaded "
                 f"into it: set data.root or MNIST_LIT_DATA to a writable directory, or put {_names()} into "
                 f"{self.raw} by hand"
             ) from error
@@ -179,24 +193,25 @@ class MNISTDataModule(L.LightningDataModule):
                     os.replace(staged / name, self.raw / name)
 
     def setup(self, stage: str) -> None:
-        if self.train is not None:
+        if self.ready:
             return
         device = self.trainer.strategy.root_device if self.trainer else torch.device("cpu")
         train, self.test = (self._load(split, device) for split in (True, False))
-        if self.val_size == 0:
-            self.train, self.val = train, self.test
-            return
-        if self.val_size >= len(train):
-            raise ConfigError(
-                f"data.val_size={self.val_size} leaves nothing to train on: "
-                f"hold out fewer than the {len(train)} training images"
+        self.train, self.val = train, self.test
+        if self.val_size:
+            if self.val_size >= len(train):
+                raise ConfigError(
+                    f"data.val_size={self.val_size} leaves nothing to train on: "
+                    f"hold out fewer than the {len(train)} training images"
+                )
+            parts: list[Subset[int]] = random_split(
+                range(len(train)),  # type: ignore[arg-type]  # a range indexes as a Dataset does
+                [len(train) - self.val_size, self.val_size],
+                generator=torch.Generator().manual_seed(self.seed),
             )
-        kept, held_out = random_split(
-            range(len(train)),
-            [len(train) - self.val_size, self.val_size],
-            generator=torch.Generator().manual_seed(self.seed),
-        )
-        self.train, self.val = InMemory(*train[kept.indices]), InMemory(*train[held_out.indices])
+            kept, held_out = (part.indices for part in parts)
+            self.train, self.val = InMemory(*train[kept]), InMemory(*train[held_out])
+        self.ready = True
 
     def _load(self, train: bool, device: torch.device) -> InMemory:
         images, labels = (self.raw / name for name in FILES["train" if train else "test"])
@@ -207,7 +222,7 @@ class MNISTDataModule(L.LightningDataModule):
         _describe("x_train" if train else "x_test", mnist.data)
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Execution]:
         world_size, rank = self._ranks()
         # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
         # a resumed run sees the same batches as an uninterrupted one.
@@ -242,11 +257,13 @@ class MNISTDataModule(L.LightningDataModule):
     def _ranks(self) -> tuple[int, int]:
         return (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
 
-    def _eval_dataloader(self, stage: str, split: InMemory) -> DataLoader:
+    def _eval_dataloader(self, stage: str, split: InMemory) -> DataLoader[tuple[torch.Tensor, ...]]:
         world_size, rank = self._ranks()
         # Evaluation takes no optimizer steps, so it reads a whole training step's images at once.
         return DataLoader(
-            split, batch_size=self.batch_size * self.steps_per_execution, sampler=self._shard(stage, split, rank, world_size),
+            split,
+            batch_size=self.batch_size * self.steps_per_execution,
+            sampler=self._shard(stage, split, rank, world_size),
             collate_fn=default_convert,
         )
 
@@ -256,13 +273,13 @@ class MNISTDataModule(L.LightningDataModule):
         index = sorted(i for rank in range(world_size) for i in self._shard(stage, split, rank, world_size))
         return split if len(index) == len(split) else InMemory(*(tensor[index] for tensor in split.tensors))
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return self._eval_dataloader("val", self.val)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return self._eval_dataloader("test", self.test)
 
-    def predict_dataloader(self) -> DataLoader:
+    def predict_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return self._eval_dataloader("predict", self.test)
 
 
@@ -277,7 +294,9 @@ def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
         header = f.read(4 + 4 * dims)
     kind = "images" if item_shape else "labels"
     if len(header) < 4 + 4 * dims or header[:4] != bytes([0, 0, 0x08, dims]):
-        raise DataError(f"{path} is not an IDX file of {kind} (its magic number is {header[:4].hex() or 'missing'}); {_FIX}")
+        raise DataError(
+            f"{path} is not an IDX file of {kind} (its magic number is {header[:4].hex() or 'missing'}); {_FIX}"
+        )
     count, *shape = struct.unpack(f">{dims}I", header[4:])
     if tuple(shape) != item_shape:
         raise DataError(f"{path} holds {kind} of shape {tuple(shape)}, not {item_shape}; {_FIX}")
@@ -285,7 +304,7 @@ def check_idx(path: Path, item_shape: tuple[int, ...]) -> int:
     if size != expected:
         state = "truncated" if size < expected else "longer than its header says"
         raise DataError(f"{path} is {state}: {size} bytes, where {count} {kind} take {expected}; {_FIX}")
-    return count
+    return int(count)
 
 
 def _names() -> str:

@@ -33,8 +33,8 @@ class History(L.Callback):
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # A resumed run's loggers start empty: they get the epochs before it too.
-        for epoch, row in enumerate(zip(*self.history.values()), start=1):
-            send_metrics(trainer.loggers, dict(zip(self.history, row)), epoch)
+        for epoch, row in enumerate(zip(*self.history.values(), strict=True), start=1):
+            send_metrics(trainer.loggers, dict(zip(self.history, row, strict=True)), epoch)
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -55,7 +55,9 @@ class History(L.Callback):
         module.print(f"{self.label}Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
         if trainer.is_global_zero:
             write_csv(self.history, self.directory / "metrics.csv")
-        send_metrics(trainer.loggers, {name: values[-1] for name, values in self.history.items()}, len(self.history["loss"]))
+        send_metrics(
+            trainer.loggers, {name: values[-1] for name, values in self.history.items()}, len(self.history["loss"])
+        )
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -70,7 +72,11 @@ class History(L.Callback):
             files.figure(self.directory / "history.png", plot(self.history))
             saved = (self.directory / "checkpoints" / "last.ckpt").exists()
             how = f"continue with {self.resume}" if saved else f"no checkpoint yet: start again with {self.restart}"
-            print(f"Stopped during epoch {trainer.current_epoch + 1} of {trainer.max_epochs}: {how}", file=sys.stderr, flush=True)
+            print(
+                f"Stopped during epoch {trainer.current_epoch + 1} of {trainer.max_epochs}: {how}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def state_dict(self) -> dict[str, dict[str, list[float]]]:
         return {"history": self.history}

@@ -8,9 +8,10 @@ from typing import Any, ClassVar
 
 import lightning as L
 import torch
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch import nn
-from torchmetrics import MeanMetric
+from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.common.errors import ConfigError, UserError
@@ -50,15 +51,29 @@ def _restore_step_settings(settings: dict[str, Any], optimizer: torch.optim.Opti
                 state["step"] = step.to(param.device, torch.float32) if on_device else step.to("cpu", torch.float32)
 
 
-def epoch_metrics() -> nn.ModuleDict:
-    # Keras reports epoch means over images: the mean loss and the fraction of images right.
-    # nan_strategy="disable": a diverged run must show a NaN loss, not the mean of what is left.
-    # It also drops update()'s weights (torchmetrics 1.9), so losses come in once per image.
-    # validate_args=False: the labels come from our own data; checking them costs more than counting.
-    return nn.ModuleDict({
-        "loss": MeanMetric(nan_strategy="disable"),
-        "accuracy": MulticlassAccuracy(CLASSES, average="micro", validate_args=False),
-    })
+class EpochMetrics(nn.Module):
+    """Keras's epoch means over images: the mean loss and the fraction of images right.
+
+    nan_strategy="disable": a diverged run must show a NaN loss, not the mean of what is left; it
+    also drops update()'s weights (torchmetrics 1.9), so losses come in once per image.
+    validate_args=False: the labels come from our own data; checking them costs more than counting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = MeanMetric(nan_strategy="disable")
+        self.accuracy = MulticlassAccuracy(CLASSES, average="micro", validate_args=False)
+
+    def update(self, losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor) -> None:
+        """`losses`: each image's (its mini-batch's mean loss), so that the mean weighs every image alike."""
+        self.loss.update(losses)
+        self.accuracy.update(predictions, labels)
+
+    def named(self, prefix: str = "") -> dict[str, Metric]:
+        return {f"{prefix}loss": self.loss, f"{prefix}accuracy": self.accuracy}
+
+    def reset(self) -> None:
+        self.loss.reset()
+        self.accuracy.reset()
 
 
 def per_image(losses: torch.Tensor, batch_size: int, images: int) -> torch.Tensor:
@@ -88,6 +103,13 @@ def count_optimizer_steps(trainer: L.Trainer, steps: int) -> None:
     for _ in range(steps):
         progress.increment_ready()
         progress.increment_completed()
+
+
+def one_optimizer(module: L.LightningModule) -> LightningOptimizer:
+    """The module's optimizer, as Lightning wraps it: configure_optimizers returns one."""
+    optimizer = module.optimizers()
+    assert isinstance(optimizer, LightningOptimizer)
+    return optimizer
 
 
 # Hooks that an eager step without Lightning's backward and optimizer step would silently skip.
@@ -127,10 +149,11 @@ class Classifier(L.LightningModule):
         self.form = Form.EAGER
         # Each training step runs an execution of many mini-batches (nn/engine.py), one optimizer step each.
         self.automatic_optimization = False
-        self.train_metrics, self.val_metrics, self.test_metrics = epoch_metrics(), epoch_metrics(), epoch_metrics()
+        self.train_metrics, self.val_metrics, self.test_metrics = EpochMetrics(), EpochMetrics(), EpochMetrics()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.net(images)
+        logits: torch.Tensor = self.net(images)
+        return logits
 
     @classmethod
     def load_from_checkpoint(  # type: ignore[override]
@@ -146,7 +169,9 @@ class Classifier(L.LightningModule):
         from which the builder makes the network, loss and optimizer again; keyword arguments
         replace its top-level keys (e.g. capture=False), as Lightning's replace saved hyper-parameters."""
         if cls.restore is None:
-            raise RuntimeError("import Classifier from mnist_lit (from mnist_lit import Classifier): it knows how to rebuild one")
+            raise RuntimeError(
+                "import Classifier from mnist_lit (from mnist_lit import Classifier): it knows how to rebuild one"
+            )
         if hparams_file is not None:
             raise ConfigError(
                 f"hparams_file={hparams_file}: a mnist_lit checkpoint holds its run's whole config; give changes as "
@@ -154,7 +179,9 @@ class Classifier(L.LightningModule):
             )
         if weights_only is False:
             raise ConfigError("weights_only=False: mnist_lit reads checkpoints as data only; leave weights_only out")
-        return cls.restore(checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides)
+        return cls.restore(
+            checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides
+        )
 
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where
@@ -164,19 +191,21 @@ class Classifier(L.LightningModule):
         # every rank shares (Lightning un-shares parameters and buffers only): fresh states, each
         # rank's own, before any rank adds to them.
         for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
-            for metric in metrics.values():
-                metric.reset()
+            metrics.reset()
         if stage != "fit":
             return
         trainer = self.trainer
+        callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # Lightning's CallbackConnector sets it
         listening = (
             trainer.world_size > 1
             or getattr(trainer.precision_plugin, "scaler", None) is not None
-            or any(is_overridden(hook, callback, L.Callback) for callback in trainer.callbacks for hook in _STEP_HOOKS)
+            or any(is_overridden(hook, callback, L.Callback) for callback in callbacks for hook in _STEP_HOOKS)
             or any(is_overridden(hook, self, Classifier) for hook in _STEP_HOOKS)
         )
         device = trainer.strategy.root_device
-        self.form = Form.HOOKED if listening else Form.CAPTURED if self.capture and device.type == "cuda" else Form.EAGER
+        self.form = (
+            Form.HOOKED if listening else Form.CAPTURED if self.capture and device.type == "cuda" else Form.EAGER
+        )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         optimizer = self.optimizer(self.net.parameters(), **(_CAPTURABLE if self.form == Form.CAPTURED else {}))
@@ -187,7 +216,9 @@ class Classifier(L.LightningModule):
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way,
         # at the learning rate it was given.
-        settings = {key: optimizer.param_groups[0][key] for key in (*_CAPTURABLE, "lr") if key in optimizer.param_groups[0]}
+        settings = {
+            key: optimizer.param_groups[0][key] for key in (*_CAPTURABLE, "lr") if key in optimizer.param_groups[0]
+        }
         optimizer.register_load_state_dict_post_hook(partial(_restore_step_settings, settings))
         return optimizer
 
@@ -196,18 +227,22 @@ class Classifier(L.LightningModule):
         checkpoint["processes"] = self.trainer.world_size
 
     def on_train_start(self) -> None:
-        optimizer = self.optimizers()
-        settings = {
-            "forward_context": self.trainer.precision_plugin.forward_context,
-            "accumulate": self.accumulate_grad_batches,
-            "clip": partial(clip_gradients, list(self.net.parameters()), self.gradient_clip_val, self.gradient_clip_algorithm)
+        optimizer = one_optimizer(self)
+        clip = (
+            partial(clip_gradients, list(self.net.parameters()), self.gradient_clip_val, self.gradient_clip_algorithm)
             if self.gradient_clip_val
-            else None,
-        }
+            else None
+        )
+        context = self.trainer.precision_plugin.forward_context
+        accumulate = self.accumulate_grad_batches
+        self.engine: Eager | Captured
         if self.form == Form.HOOKED:
-            self.engine = Eager(self.net, self.loss, optimizer.optimizer, self.manual_backward, optimizer.step, **settings)
+            backward, step = self.manual_backward, optimizer.step
+            self.engine = Eager(self.net, self.loss, optimizer.optimizer, backward, step, context, clip, accumulate)
             return
-        eager = Eager(self.net, self.loss, optimizer.optimizer, **settings)
+        eager = Eager(
+            self.net, self.loss, optimizer.optimizer, forward_context=context, clip=clip, accumulate=accumulate
+        )
         self.engine = Captured(eager) if self.form == Form.CAPTURED else eager
 
     def on_train_epoch_start(self) -> None:
@@ -218,7 +253,9 @@ class Classifier(L.LightningModule):
         (images, labels), order, batch_size = execution.split.tensors, execution.order, execution.batch_size
         accumulate = self.accumulate_grad_batches
         minibatches = batches(len(order), batch_size)
-        order = order[: batch_size * min(minibatches, accumulate * self._steps_allowed(batches(minibatches, accumulate)))]
+        order = order[
+            : batch_size * min(minibatches, accumulate * self._steps_allowed(batches(minibatches, accumulate)))
+        ]
         outcome = self.engine(images, labels, order, batch_size)
         steps = batches(len(outcome.losses), accumulate)
         if self.form != Form.HOOKED:  # through Lightning's optimizer wrapper, Lightning counted them
@@ -227,7 +264,13 @@ class Classifier(L.LightningModule):
         self._check_pending_losses()
         self._keep_for_checking(outcome.losses)
         self.minibatches_done += len(outcome.losses)
-        self._update("", self.train_metrics, per_image(outcome.losses, batch_size, len(order)), outcome.predictions, outcome.labels)
+        self._update(
+            "",
+            self.train_metrics,
+            per_image(outcome.losses, batch_size, len(order)),
+            outcome.predictions,
+            outcome.labels,
+        )
 
     def _steps_allowed(self, steps: int) -> int:
         """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there,
@@ -257,7 +300,7 @@ class Classifier(L.LightningModule):
             if copied is not None:
                 copied.synchronize()
             self.pending_losses = None
-            lr = self.optimizers().optimizer.param_groups[0]["lr"]
+            lr = one_optimizer(self).optimizer.param_groups[0]["lr"]
             error = divergence(losses, self.current_epoch, minibatches_before, lr)
             if error is not None:
                 raise error
@@ -269,20 +312,23 @@ class Classifier(L.LightningModule):
         self._evaluate("test_", self.test_metrics, batch)
 
     def predict_step(self, batch: Batch) -> torch.Tensor:
-        return self.net(batch[0]).softmax(-1)
+        return self.forward(batch[0]).softmax(-1)
 
-    def _evaluate(self, prefix: str, metrics: nn.ModuleDict, batch: Batch) -> None:
+    def _evaluate(self, prefix: str, metrics: EpochMetrics, batch: Batch) -> None:
         images, labels = batch
         logits = self.net(images)
         self._update(prefix, metrics, self.loss(logits, labels).expand(len(labels)), logits.argmax(-1), labels)
 
-    def _update(self, prefix, metrics, losses, predictions, labels) -> None:
-        """`losses`: each image's mini-batch mean loss, so that the epoch mean weighs every image alike."""
-        metrics["loss"].update(losses)
-        metrics["accuracy"].update(predictions, labels)
+    def _update(
+        self, prefix: str, metrics: EpochMetrics, losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor
+    ) -> None:
+        metrics.update(losses, predictions, labels)
         # History sends each epoch's metrics to metrics.csv and to the loggers alike; the test
         # metrics go to the loggers, and back from trainer.test, as Lightning sends them.
         self.log_dict(
-            {prefix + name: metric for name, metric in metrics.items()},
-            on_step=False, on_epoch=True, prog_bar=True, logger=prefix == "test_" and bool(self.loggers),
+            metrics.named(prefix),
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            logger=prefix == "test_" and bool(self.loggers),
         )

@@ -21,9 +21,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         with files.atomic_write(path, "wb") as f:
             torch.save(checkpoint, f)
 
-    def load_checkpoint(self, path: str | Path, *args: Any, weights_only: bool | None = None, **kwargs: Any) -> dict[str, Any]:
+    def load_checkpoint(
+        self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+    ) -> dict[str, Any]:
         # Lightning's own load (ckpt_path=) reads a user's file as data too, whatever it is asked.
-        return super().load_checkpoint(path, *args, weights_only=True, **kwargs)
+        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -42,7 +44,9 @@ class RunCheckpoint(ModelCheckpoint):
         self.kth_value = state_dict.get("kth_value", self.kth_value)
 
 
-def run_checkpoints(directory: Path, monitor: str = "val_accuracy", mode: str = "max") -> tuple[RunCheckpoint, RunCheckpoint]:
+def run_checkpoints(
+    directory: Path, monitor: str = "val_accuracy", mode: str = "max"
+) -> tuple[RunCheckpoint, RunCheckpoint]:
     """A run's two checkpoint callbacks, best by `monitor` and last, in <directory>/checkpoints: one
     place that makes them, since a resume finds their state by their settings.
 

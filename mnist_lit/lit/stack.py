@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from mnist_lit.lit.data import MNISTDataModule, Shuffled
 from mnist_lit.lit.history import History
-from mnist_lit.lit.module import Diverged, count_optimizer_steps, divergence, epoch_metrics, per_image
+from mnist_lit.lit.module import Diverged, EpochMetrics, count_optimizer_steps, divergence, one_optimizer, per_image
 from mnist_lit.lit.saving import RunCheckpoint
 from mnist_lit.nn.engine import Batched, batches
 from mnist_lit.nn.loss import image_losses
@@ -43,14 +43,18 @@ class Member:
 class Stack(L.LightningModule):
     """Trains the networks of `members` (one shape, one optimizer setting) side by side."""
 
-    def __init__(self, members: list[Member], optimizer: Callable[..., torch.optim.Optimizer], data: MNISTDataModule) -> None:
+    def __init__(
+        self, members: list[Member], optimizer: Callable[..., torch.optim.Optimizer], data: MNISTDataModule
+    ) -> None:
         super().__init__()
         self.members = members
         self.net = StackedNetwork([member.net for member in members])
         self.optimizer = optimizer
         self.data = data
-        self.train_metrics = nn.ModuleList(epoch_metrics() for _ in members)
-        self.val_metrics = nn.ModuleList(epoch_metrics() for _ in members)
+        self.train_metrics = [EpochMetrics() for _ in members]
+        self.val_metrics = [EpochMetrics() for _ in members]
+        # Registered, so that they move to the training device with the stack.
+        self.metrics = nn.ModuleList([*self.train_metrics, *self.val_metrics])
         self.automatic_optimization = False
         self.saving = 0  # the member whose checkpoint trainer.save_checkpoint is writing
 
@@ -65,10 +69,12 @@ class Stack(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self.optimizer(self.net.parameters())
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(range(batches(len(self.data.train), self._execution)), batch_size=None)
+    def train_dataloader(self) -> DataLoader[int]:
+        # Each batch the index of an execution: the step takes each network's own order of images.
+        executions = range(batches(len(self.data.train), self._execution))
+        return DataLoader(executions, batch_size=None)  # type: ignore[arg-type]  # a range indexes as a Dataset does
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return self.data.val_dataloader()
 
     @property
@@ -76,7 +82,7 @@ class Stack(L.LightningModule):
         return self.data.batch_size * self.data.steps_per_execution
 
     def on_train_start(self) -> None:
-        self.engine = Batched(self.net, self.optimizers().optimizer)
+        self.engine = Batched(self.net, one_optimizer(self).optimizer)
 
     def on_train_epoch_start(self) -> None:
         # Each network's order is the one its own run's sampler gives it this epoch.
@@ -96,8 +102,7 @@ class Stack(L.LightningModule):
         count_optimizer_steps(self.trainer, outcome.losses.shape[1])
         losses = per_image(outcome.losses, self.data.batch_size, order.shape[1])
         for k, member in enumerate(self.members):
-            self.train_metrics[k]["loss"].update(losses[k])
-            self.train_metrics[k]["accuracy"].update(outcome.predictions[k], outcome.labels[k])
+            self.train_metrics[k].update(losses[k], outcome.predictions[k], outcome.labels[k])
             if member.failure is None:
                 member.failure = divergence(outcome.losses[k], self.current_epoch, self.minibatches_done, member.lr)
         self.minibatches_done += outcome.losses.shape[1]
@@ -108,8 +113,7 @@ class Stack(L.LightningModule):
         target = labels.expand(len(self.members), -1)
         losses = image_losses(logits, target)
         for k in range(len(self.members)):
-            self.val_metrics[k]["loss"].update(losses[k])
-            self.val_metrics[k]["accuracy"].update(logits[k].argmax(-1), target[k])
+            self.val_metrics[k].update(losses[k], logits[k].argmax(-1), target[k])
 
     def on_validation_epoch_end(self) -> None:
         for member in self.members:
@@ -119,13 +123,10 @@ class Stack(L.LightningModule):
         """Each network's epoch, as its run's callbacks record it: its metrics where they read
         them (trainer.callback_metrics), then its History and its checkpoints."""
         for k, member in enumerate(self.members):
-            metrics = {
-                prefix + name: metric.compute()
-                for prefix, metrics in (("", self.train_metrics[k]), ("val_", self.val_metrics[k]))
-                for name, metric in metrics.items()
-            }
-            for metric in (*self.train_metrics[k].values(), *self.val_metrics[k].values()):
-                metric.reset()
+            named = {**self.train_metrics[k].named(), **self.val_metrics[k].named("val_")}
+            metrics = {name: metric.compute() for name, metric in named.items()}
+            self.train_metrics[k].reset()
+            self.val_metrics[k].reset()
             if member.failure is not None:
                 continue
             self.trainer.callback_metrics.update(metrics)
@@ -140,11 +141,15 @@ class Stack(L.LightningModule):
         checkpoint["hyper_parameters"] = member.hyper_parameters
         checkpoint["processes"] = 1
         optimizer = checkpoint["optimizer_states"][0]
-        checkpoint["optimizer_states"] = [{
-            "state": {i: {name: value if name == "step" else value[k].clone() for name, value in state.items()}
-                      for i, state in optimizer["state"].items()},
-            "param_groups": optimizer["param_groups"],
-        }]
+        checkpoint["optimizer_states"] = [
+            {
+                "state": {
+                    i: {name: value if name == "step" else value[k].clone() for name, value in state.items()}
+                    for i, state in optimizer["state"].items()
+                },
+                "param_groups": optimizer["param_groups"],
+            }
+        ]
         # The stack's Timer (its time is each network's), and the member's own callbacks.
         timers = {key: state for key, state in checkpoint["callbacks"].items() if key.startswith("Timer")}
         mine = {callback.state_key: callback.state_dict() for callback in (member.history, member.best, member.last)}
@@ -162,8 +167,8 @@ class Stack(L.LightningModule):
         logits = torch.cat([self.net(chunk.expand(len(self.members), -1, -1)) for chunk in images.split(10_000)], 1)
         outcomes = []
         for k in range(len(self.members)):
-            metrics = epoch_metrics().to(logits.device)
-            metrics["loss"].update(image_losses(logits[k], labels))
-            metrics["accuracy"].update(logits[k].argmax(-1), labels)
-            outcomes.append(({f"test_{name}": metric.compute().item() for name, metric in metrics.items()}, logits[k].softmax(-1).float()))
+            metrics = EpochMetrics().to(logits.device)
+            metrics.update(image_losses(logits[k], labels), logits[k].argmax(-1), labels)
+            test = {name: metric.compute().item() for name, metric in metrics.named("test_").items()}
+            outcomes.append((test, logits[k].softmax(-1).float()))
         return outcomes

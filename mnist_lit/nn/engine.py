@@ -55,7 +55,7 @@ class Eager:
         optimizer: torch.optim.Optimizer,
         backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
         step: Callable[[], Any] | None = None,
-        forward_context: Callable[[], AbstractContextManager] = nullcontext,
+        forward_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
         clip: Callable[[], None] | None = None,
         accumulate: int = 1,
     ) -> None:
@@ -101,7 +101,7 @@ class Captured:
 
     def __init__(self, eager: Eager) -> None:
         self.eager = eager
-        self.graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, Outcome]] = {}
+        self.graphs: dict[tuple[int, int, int, int], tuple[torch.cuda.CUDAGraph, torch.Tensor, Outcome]] = {}
         # A graph replays on the tensors it recorded: loading an optimizer state replaces Adam's
         # (and the module's post-hook its step counts), so the graphs recorded before are dropped.
         eager.optimizer.register_load_state_dict_post_hook(lambda optimizer: self.graphs.clear())

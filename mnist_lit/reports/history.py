@@ -15,14 +15,14 @@ def write_csv(history: dict[str, list[float]], path: Path) -> None:
     with files.atomic_write(path) as f:
         writer = csv.writer(f)
         writer.writerow(["epoch", *history])
-        writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values()))
+        writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values(), strict=True))
 
 
 def plot(history: dict[str, list[float]]) -> Figure:
     """Loss and accuracy per epoch, training and validation side by side."""
     fig = Figure(figsize=(10, 4), layout="constrained")
     epochs = range(1, len(history["loss"]) + 1)
-    for ax, name in zip(epoch_axes(fig, ("loss", "accuracy")), ("loss", "accuracy")):
+    for ax, name in zip(epoch_axes(fig, ("loss", "accuracy")), ("loss", "accuracy"), strict=True):
         ax.plot(epochs, history[name], "o-", label="train")
         ax.plot(epochs, history[f"val_{name}"], "o-", label="validation")
         ax.legend()
@@ -32,7 +32,7 @@ def plot(history: dict[str, list[float]]) -> Figure:
 def epoch_axes(fig: Figure, names: tuple[str, ...]) -> list[Axes]:
     """One panel per metric, side by side, over whole epochs."""
     axes = fig.subplots(1, len(names))
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=True):
         ax.set(xlabel="epoch", ylabel=name, title=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return list(axes)

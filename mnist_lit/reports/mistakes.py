@@ -21,18 +21,20 @@ def probabilities(net: nn.Module, images: torch.Tensor, batch: int = 10_000) -> 
     return torch.cat([net(chunk).softmax(-1) for chunk in images.split(batch)]).float()
 
 
-def write(directory: Path, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]) -> dict[str, float]:
+def write(
+    directory: Path, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]
+) -> dict[str, float]:
     """confusion_matrix.csv and .png and mistakes.png into `directory`; returns each class's accuracy."""
     images, labels, probs = images.cpu(), labels.cpu(), probs.cpu()
     counts = multiclass_confusion_matrix(probs, labels, len(names))
     with files.atomic_write(directory / "confusion_matrix.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
-        writer.writerows([name, *row] for name, row in zip(names, counts.tolist()))
+        writer.writerows([name, *row] for name, row in zip(names, counts.tolist(), strict=True))
     files.figure(directory / "confusion_matrix.png", confusion_plot(counts, names))
     files.figure(directory / "mistakes.png", mistakes_plot(images, labels, probs, names))
     right, total = counts.diag(), counts.sum(1)
-    return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total)}
+    return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total, strict=True)}
 
 
 def confusion_plot(counts: torch.Tensor, names: list[str]) -> Figure:
@@ -40,11 +42,28 @@ def confusion_plot(counts: torch.Tensor, names: list[str]) -> Figure:
     ax = fig.subplots()
     shown = ax.imshow(counts.numpy(), cmap="Blues")
     fig.colorbar(shown, ax=ax, label="images")
-    ax.set(xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-           xlabel="predicted", ylabel="true", title="Confusion matrix")
+    ax.set(
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion matrix",
+    )
     dark = counts.max().item() / 2
-    for (true, predicted), count in zip(torch.cartesian_prod(*(torch.arange(len(names)),) * 2).tolist(), counts.flatten().tolist()):
-        ax.text(predicted, true, f"{count}", ha="center", va="center", fontsize=7, color="white" if count > dark else "black")
+    for (true, predicted), count in zip(
+        torch.cartesian_prod(*(torch.arange(len(names)),) * 2).tolist(), counts.flatten().tolist(), strict=True
+    ):
+        ax.text(
+            predicted,
+            true,
+            f"{count}",
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if count > dark else "black",
+        )
     return fig
 
 
@@ -57,7 +76,7 @@ def mistakes_plot(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tenso
     fig.suptitle(f"The {len(worst)} most confident mistakes (of {len(wrong)})")
     for ax in fig.subplots(6, 6).flatten():
         ax.set_axis_off()
-    for ax, i in zip(fig.axes, worst.tolist()):
+    for ax, i in zip(fig.axes, worst.tolist(), strict=False):
         ax.imshow(images[i].reshape(IMAGE_SHAPE).numpy(), cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"true {names[labels[i]]} → {names[predicted[i]]} ({confidence[i]:.2f})", fontsize=8)
     return fig

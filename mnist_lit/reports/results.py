@@ -14,7 +14,7 @@ from mnist_lit.nn.summary import count, summary
 from mnist_lit.reports import mistakes
 
 
-def write_summary(directory: Path, net: nn.Sequential) -> str:
+def write_summary(directory: Path, net: nn.Module) -> str:
     """summary.txt; returns it, for the run's log."""
     text = summary(net)
     files.text(directory / "summary.txt", text + "\n")

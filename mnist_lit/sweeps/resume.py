@@ -38,7 +38,13 @@ def resume_job(job_dir: Path, cfg: DictConfig) -> bool:
     moved = set_aside(job_dir)
     log.info(
         "Job %s was trained with %s=%s, the sweep now asks for %s=%s: it trains again from the start (what it wrote "
-        "before is in %s)", num, other[0], before, other[0], now, moved,
+        "before is in %s)",
+        num,
+        other[0],
+        before,
+        other[0],
+        now,
+        moved,
     )
     return False
 

@@ -4,6 +4,7 @@ together, and each job's directory gets a run's files through the functions a ru
 Which jobs a stack may take (why_alone) and which go together (shape) is decided here too."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -11,11 +12,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build
 from mnist_lit.common.choices import FOR_A_STACK
+from mnist_lit.config.checks import plain
 from mnist_lit.config.schema import TrainerConfig
 from mnist_lit.lit import console
 from mnist_lit.lit.stack import Stack
 from mnist_lit.reports import results
 from mnist_lit.sweeps.summary import record_failure
+
 
 class Job:
     """One job of a stack: its config and directory, and its network with what its run keeps."""
@@ -44,25 +47,34 @@ def train_stack(jobs: list[Job]) -> None:
                 record_failure(job.directory, job.member.failure)
     seconds = timer.time_elapsed("train")
     images, labels = stack.data.test.tensors
-    for k, (job, (test, probabilities)) in enumerate(zip(jobs, stack.tested())):
+    for k, (job, (test, probabilities)) in enumerate(zip(jobs, stack.tested(), strict=True)):
         if job.failed:
             continue
         net = job.member.net
         net.load_state_dict(stack.net.state_of(k))
         results.write_summary(job.directory, net)
         results.write(
-            job.directory, net, test, probabilities, images, labels, stack.data.names,
+            job.directory,
+            net,
+            test,
+            probabilities,
+            images,
+            labels,
+            stack.data.names,
             # This job's share of the stack's training time, so that a sweep's seconds add up.
-            train_seconds=seconds / len(jobs), torch_threads=torch.get_num_threads(),
-            epochs=len(job.member.history.history["loss"]), best_checkpoint=job.member.best.best_model_path,
-            stacked_with=len(jobs), stack_train_seconds=seconds,
+            train_seconds=seconds / len(jobs),
+            torch_threads=torch.get_num_threads(),
+            epochs=len(job.member.history.history["loss"]),
+            best_checkpoint=job.member.best.best_model_path,
+            stacked_with=len(jobs),
+            stack_train_seconds=seconds,
         )
 
 
 def shape(cfg: DictConfig) -> str:
     """What the jobs of one stack share: everything but the seed (and so the initial weights and
     the shuffle) and the initialisation; the learning rate too, since torch's Adam takes one per tensor."""
-    settings = OmegaConf.to_container(cfg, resolve=True)
+    settings = plain(cfg)
     settings.pop("seed")
     settings["data"].pop("seed")
     settings["model"].pop("init")
@@ -82,7 +94,7 @@ def why_alone(cfg: DictConfig) -> str | None:
     """Why a stack would not train this job exactly as its own run would, or None if it would."""
     defaults = OmegaConf.structured(TrainerConfig)
     changed = [key for key in defaults if key not in FOR_A_STACK and cfg.trainer[key] != defaults[key]]
-    reasons = (
+    reasons: tuple[tuple[object, Callable[[], str]], ...] = (
         (changed, lambda: f"trainer.{changed[0]}={cfg.trainer[changed[0]]} is not stackable"),
         (cfg.trainer.max_epochs is None, lambda: "trainer.max_epochs=null: a stack trains a number of epochs"),
         (cfg.resume is not None, lambda: "it resumes a run"),
@@ -90,9 +102,14 @@ def why_alone(cfg: DictConfig) -> str | None:
         (cfg.early_stopping.patience is not None, lambda: "it stops early"),
         (cfg.data.val_size != 0, lambda: "data.val_size holds images out"),
         (cfg.loss._target_ not in STACKED_LOSSES, lambda: f"loss {cfg.loss._target_} is not stackable"),
-        (cfg.optimizer._target_ not in STACKED_OPTIMIZERS, lambda: f"optimizer {cfg.optimizer._target_} is not stackable"),
+        (
+            cfg.optimizer._target_ not in STACKED_OPTIMIZERS,
+            lambda: f"optimizer {cfg.optimizer._target_} is not stackable",
+        ),
         # Without hidden layers the activation is never used.
-        (cfg.model.hidden and cfg.model.activation in NOT_STACKED_ACTIVATIONS,
-         lambda: f"activation {cfg.model.activation} is not stackable"),
+        (
+            cfg.model.hidden and cfg.model.activation in NOT_STACKED_ACTIVATIONS,
+            lambda: f"activation {cfg.model.activation} is not stackable",
+        ),
     )
     return next((reason() for applies, reason in reasons if applies), None)

@@ -24,8 +24,16 @@ log = logging.getLogger(__name__)
 
 ERROR_FILE = "error.txt"
 COLUMNS = (
-    "job", "overrides", "status", "parameters", "val_accuracy", "best_val_accuracy", "val_loss",
-    "train_seconds", "directory", "error",
+    "job",
+    "overrides",
+    "status",
+    "parameters",
+    "val_accuracy",
+    "best_val_accuracy",
+    "val_loss",
+    "train_seconds",
+    "directory",
+    "error",
 )
 
 
@@ -60,16 +68,23 @@ class SweepSummary(Callback):
         if failed:
             # Hydra turns exceptions of end-callbacks into warnings; a sweep that lost jobs must
             # still exit non-zero, as a single failed run does.
-            sys.exit(f"{len(failed)} of {len(jobs)} jobs failed (job {', '.join(failed)}): see {sweep_dir / 'summary.md'}")
+            sys.exit(
+                f"{len(failed)} of {len(jobs)} jobs failed (job {', '.join(failed)}): see {sweep_dir / 'summary.md'}"
+            )
 
 
 def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per job directory of the sweep, in job order; the overrides that every job
     shares (experiment=..., say) are left out of the labels."""
-    dirs = sorted((p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")), key=lambda p: (len(p.name), p.name))
-    overrides = [OmegaConf.to_container(OmegaConf.load(d / ".hydra" / "overrides.yaml")) for d in dirs]
-    shared = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
-    return [_read_job(d, [o for o in job_overrides if o not in shared]) for d, job_overrides in zip(dirs, overrides)]
+    dirs = sorted(
+        (p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")), key=lambda p: (len(p.name), p.name)
+    )
+    overrides = [[str(o) for o in OmegaConf.load(d / ".hydra" / "overrides.yaml")] for d in dirs]
+    shared: set[str] = set.intersection(*map(set, overrides)) if len(overrides) > 1 else set()
+    return [
+        _read_job(d, [o for o in job_overrides if o not in shared])
+        for d, job_overrides in zip(dirs, overrides, strict=True)
+    ]
 
 
 def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
@@ -144,7 +159,7 @@ def plot(jobs: list[dict[str, Any]]) -> "Figure":
         history = job["history"]
         epochs = range(1, len(history["val_accuracy"]) + 1)
         label = job["overrides"] or f"job {job['job']}"
-        for ax, name in zip(axes, ("val_accuracy", "val_loss")):
+        for ax, name in zip(axes, ("val_accuracy", "val_loss"), strict=True):
             ax.plot(epochs, history[name], "o-", label=label if job["status"] == "ok" else f"{label} (failed)")
     axes[0].legend(fontsize="small")
     return fig

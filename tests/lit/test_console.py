@@ -7,7 +7,17 @@ import pytest
 
 from tests.conftest import cli
 
-NOISE = ("GPU available", "TPU available", "litlogger", "deprecated", "logging interval", "Epoch 0", "Creating it", "database tables", "WARNING")
+NOISE = (
+    "GPU available",
+    "TPU available",
+    "litlogger",
+    "deprecated",
+    "logging interval",
+    "Epoch 0",
+    "Creating it",
+    "database tables",
+    "WARNING",
+)
 
 
 @pytest.mark.slow

@@ -13,7 +13,10 @@ from tests.conftest import make_mnist
 
 QUIET = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 CLASSES = {
-    "fashion_mnist": ("FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
+    "fashion_mnist": (
+        "FashionMNIST",
+        ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    ),
     "kmnist": ("KMNIST", ["o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo"]),
 }
 
@@ -51,8 +54,17 @@ def test_resuming_on_another_data_set_is_refused(tmp_path, monkeypatch):
     make_mnist(tmp_path / "data", dataset="FashionMNIST")
     root = f"data.root={tmp_path / 'data'}"
     fit(root, *QUIET, output_dir=tmp_path / "mnist")
-    with pytest.raises(ConfigError, match=r"was trained with data.dataset=MNIST, this run has data.dataset=FashionMNIST"):
-        fit("data=fashion_mnist", root, *QUIET, f"resume={tmp_path / 'mnist'}", "trainer.max_epochs=2", output_dir=tmp_path / "run")
+    with pytest.raises(
+        ConfigError, match=r"was trained with data.dataset=MNIST, this run has data.dataset=FashionMNIST"
+    ):
+        fit(
+            "data=fashion_mnist",
+            root,
+            *QUIET,
+            f"resume={tmp_path / 'mnist'}",
+            "trainer.max_epochs=2",
+            output_dir=tmp_path / "run",
+        )
 
 
 def test_archives_placed_by_hand_are_unpacked_even_when_recompressed(tmp_path):

@@ -16,10 +16,24 @@ from tests.sweeps.test_sweep import finish, multirun, read_csv, sweep_dirs
 
 pytestmark = pytest.mark.slow
 
-DDP = ["model=mlp", "trainer.devices=2", "trainer.accelerator=cpu", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
+DDP = [
+    "model=mlp",
+    "trainer.devices=2",
+    "trainer.accelerator=cpu",
+    "data.steps_per_execution=4",
+    "trainer.enable_progress_bar=false",
+]
 RUN_FILES = {
-    ".hydra", "checkpoints", "history.png", "metrics.csv", "mnist_lit.log", "results.json", "summary.txt",
-    "confusion_matrix.csv", "confusion_matrix.png", "mistakes.png",
+    ".hydra",
+    "checkpoints",
+    "history.png",
+    "metrics.csv",
+    "mnist_lit.log",
+    "results.json",
+    "summary.txt",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "mistakes.png",
 }
 
 
@@ -32,11 +46,19 @@ class RankWeights(L.Callback):
 
 
 def test_both_ranks_end_with_the_same_weights_and_metrics_count_every_image(tiny_env):
-    history = fit(*DDP, "trainer.strategy=ddp_spawn", "trainer.max_epochs=3", output_dir="run", callbacks=[RankWeights(str(tiny_env))])
+    history = fit(
+        *DDP,
+        "trainer.strategy=ddp_spawn",
+        "trainer.max_epochs=3",
+        output_dir="run",
+        callbacks=[RankWeights(str(tiny_env))],
+    )
     # Each rank trained on its own half of the images: only per-mini-batch all-reduces keep them equal.
     rank0, rank1 = (torch.load(tiny_env / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
-    assert len(history["loss"]) == 3 and 0.6 < history["val_accuracy"][-1] < 0.9  # the spawning process has rank 0's history
+    assert (
+        len(history["loss"]) == 3 and 0.6 < history["val_accuracy"][-1] < 0.9
+    )  # the spawning process has rank 0's history
     # val_loss is the mean over all 160 test images, not over one rank's 80.
     expected = final_test_loss(tiny_env / "run", os.environ["MNIST_LIT_DATA"])
     assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
@@ -66,14 +88,20 @@ def test_ddp_and_ddp_spawn_train_alike_resume_and_load_into_one_device(tiny_mnis
     assert {p.name for p in (tmp_path / "straight").iterdir()} == RUN_FILES | {"train_ddp_process_1.log"}
     assert not (tmp_path / "outputs").exists()  # and no run directory of its own
     # A 2-process checkpoint goes on in a 1-process run.
-    one = cli(["model=mlp", "trainer.max_epochs=3", "resume=straight", "hydra.run.dir=one", *DDP[3:]], tmp_path, tiny_mnist)
+    one = cli(
+        ["model=mlp", "trainer.max_epochs=3", "resume=straight", "hydra.run.dir=one", *DDP[3:]], tmp_path, tiny_mnist
+    )
     assert one.returncode == 0, one.stderr
     assert "Resuming on 1 process (it was 2): the real batch goes from 64 to 32" in one.stdout
     assert (tmp_path / "one" / "metrics.csv").read_text().startswith(straight)
 
 
 def test_ddp_inside_a_sweep(tiny_mnist, tmp_path):
-    code, _, stderr = finish(multirun([*DDP, "trainer.strategy=ddp", "model.activation=relu,tanh", "trainer.max_epochs=2"], tmp_path, tiny_mnist))
+    code, _, stderr = finish(
+        multirun(
+            [*DDP, "trainer.strategy=ddp", "model.activation=relu,tanh", "trainer.max_epochs=2"], tmp_path, tiny_mnist
+        )
+    )
     assert code == 0, stderr
     (sweep,) = sweep_dirs(tmp_path)
     assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok", "ok"]
@@ -83,13 +111,21 @@ def test_ddp_inside_a_sweep(tiny_mnist, tmp_path):
 
 
 def test_several_devices_in_a_parallel_sweep_are_refused_before_any_process_starts(tiny_mnist, tmp_path):
-    args = ["trainer.devices=2", "model.activation=relu,tanh", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "trainer.max_epochs=1"]
+    args = [
+        "trainer.devices=2",
+        "model.activation=relu,tanh",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "trainer.max_epochs=1",
+    ]
     code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
     assert code != 0
     (sweep,) = sweep_dirs(tmp_path)
     for row in read_csv(sweep / "summary.csv"):
         assert row["status"] == "failed"
-        assert row["error"].startswith("ConfigError: trainer.devices=2 inside a sweep run by JoblibLauncher: Lightning's DDP cannot")
+        assert row["error"].startswith(
+            "ConfigError: trainer.devices=2 inside a sweep run by JoblibLauncher: Lightning's DDP cannot"
+        )
         assert not (tmp_path / row["directory"] / "checkpoints").exists()
 
 
@@ -100,7 +136,9 @@ class MetricStates(L.Callback):
         self.directory = directory
 
     def on_train_start(self, trainer, module):
-        metrics = [m for group in (module.train_metrics, module.val_metrics, module.test_metrics) for m in group.values()]
+        metrics = [
+            m for group in (module.train_metrics, module.val_metrics, module.test_metrics) for m in group.values()
+        ]
         shared = any(getattr(m, state).is_shared() for m in metrics for state in m._defaults)
         with open(f"{self.directory}/shared{trainer.global_rank}.txt", "w") as f:
             f.write(str(shared))
@@ -112,8 +150,14 @@ def test_spawned_ranks_count_into_their_own_metrics_each_image_once_and_limits_p
     data = make_mnist(tmp_path / "data", test=161)
     monkeypatch.setenv("MNIST_LIT_DATA", str(data))
     monkeypatch.chdir(tmp_path)
-    history = fit(*DDP, "trainer.strategy=ddp_spawn", "trainer.max_epochs=1", "trainer.limit_test_batches=1", output_dir="run",
-                  callbacks=[MetricStates(str(tmp_path))])
+    history = fit(
+        *DDP,
+        "trainer.strategy=ddp_spawn",
+        "trainer.max_epochs=1",
+        "trainer.limit_test_batches=1",
+        output_dir="run",
+        callbacks=[MetricStates(str(tmp_path))],
+    )
     assert [(tmp_path / f"shared{rank}.txt").read_text() for rank in (0, 1)] == ["False", "False"]
     module = restore(tmp_path / "run")
     datamodule = MNISTDataModule(str(data))

@@ -40,7 +40,9 @@ def noise(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("restore", [False, True])
 def test_restore_best_weights_tests_the_best_epochs_weights(noise, restore):
-    history = fit(*QUIET, "early_stopping.patience=2", f"early_stopping.restore_best_weights={restore}", output_dir="run")
+    history = fit(
+        *QUIET, "early_stopping.patience=2", f"early_stopping.restore_best_weights={restore}", output_dir="run"
+    )
     best = min(history["val_loss"])
     assert history["val_loss"][-1] > best and len(history["loss"]) < 8
     results = json.loads((noise / "run" / "results.json").read_text())

@@ -48,7 +48,9 @@ def test_mlflow_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env):
         assert [m.value for m in history] == pytest.approx(expected[name], rel=1e-6)
     assert {"test_loss", "test_accuracy"} <= set(run.data.metrics)
     assert run.data.params["model/hidden"] == "[100]" and run.data.params["optimizer/lr"] == "0.001"
-    assert {"history.png", "confusion_matrix.png", "mistakes.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"history.png", "confusion_matrix.png", "mistakes.png"} <= {
+        a.path for a in client.list_artifacts(run.info.run_id)
+    }
     assert run.info.run_name == "run"
 
 
@@ -60,7 +62,9 @@ def test_a_resumed_run_sends_its_loggers_every_epoch(tiny_env):
     fit(*QUIET, "logger=tensorboard", f"resume={tiny_env / 'first'}", output_dir="second")
     events = EventAccumulator(str(tiny_env / "second" / "tensorboard")).Reload()
     assert [s.step for s in events.Scalars("val_accuracy")] == [1, 2]
-    assert [s.value for s in events.Scalars("val_accuracy")] == pytest.approx(metrics_csv(tiny_env / "second")["val_accuracy"])
+    assert [s.value for s in events.Scalars("val_accuracy")] == pytest.approx(
+        metrics_csv(tiny_env / "second")["val_accuracy"]
+    )
 
 
 def test_a_logger_that_is_not_installed_is_one_line_naming_the_pip_command(tiny_mnist, tmp_path, monkeypatch):
@@ -68,7 +72,9 @@ def test_a_logger_that_is_not_installed_is_one_line_naming_the_pip_command(tiny_
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
-    with pytest.raises(ConfigError, match=r'^logger=mlflow needs mlflow, which is not installed: pip install "mnist_lit\[mlflow\]"$'):
+    with pytest.raises(
+        ConfigError, match=r'^logger=mlflow needs mlflow, which is not installed: pip install "mnist_lit\[mlflow\]"$'
+    ):
         fit("logger=mlflow", output_dir=tmp_path / "run")
     assert not (tmp_path / "run" / "metrics.csv").exists()
 
@@ -82,4 +88,8 @@ def test_no_logger_is_the_default_and_writes_no_logger_files(tiny_env):
 def test_a_mistyped_logger_setting_is_one_line_with_the_nearest_name(tmp_path):
     done = cli(["logger=mlflow", "logger.tracking_ur=http://localhost:5000"], tmp_path, tmp_path)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1].startswith("logger.tracking_ur is not a setting: did you mean logger.tracking_uri?")
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("logger.tracking_ur is not a setting: did you mean logger.tracking_uri?")
+    )

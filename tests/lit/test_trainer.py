@@ -130,23 +130,44 @@ def test_accumulating_four_mini_batches_steps_as_a_batch_four_times_larger(tiny_
 
 def test_limits_count_mini_batches_and_images_as_lightning_users_mean_them(tiny_env):
     observe = Observe()
-    history = fit(*TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", output_dir="run", callbacks=[observe])
+    history = fit(
+        *TINY, "trainer.limit_train_batches=3", "trainer.limit_val_batches=2", output_dir="run", callbacks=[observe]
+    )
     assert observe.global_step == 6 and len(history["loss"]) == 2
     assert observe.val_images == 2 * 2 * 32  # two epochs of two mini-batches
     fraction = Observe()
-    fit(*TINY, "trainer.limit_train_batches=0.25", "trainer.limit_val_batches=0", output_dir="fraction", callbacks=[fraction])
+    fit(
+        *TINY,
+        "trainer.limit_train_batches=0.25",
+        "trainer.limit_val_batches=0",
+        output_dir="fraction",
+        callbacks=[fraction],
+    )
     assert fraction.global_step == 2 * 5 and fraction.val_images == 0
 
 
 def test_fast_dev_run_runs_one_mini_batch_through_every_stage_and_keeps_nothing(tiny_env):
     observe = Observe()
-    history = fit("trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", output_dir="run", callbacks=[observe])
+    history = fit(
+        "trainer.fast_dev_run=true", "trainer.enable_progress_bar=false", output_dir="run", callbacks=[observe]
+    )
     assert observe.global_step == 1 and len(history["loss"]) == 1
     assert not (tiny_env / "run" / "checkpoints").exists()
     results = json.loads((tiny_env / "run" / "results.json").read_text())
     # The test ran one mini-batch of 32 images: its accuracy is a whole number of them.
-    assert round(results["test_accuracy"] * 32, 4) == int(round(results["test_accuracy"] * 32)) and results["best_checkpoint"] == ""
-    assert sum(int(v) for row in csv.DictReader(open(tiny_env / "run" / "confusion_matrix.csv")) for k, v in row.items() if k != "true \\ predicted") == 32
+    assert (
+        round(results["test_accuracy"] * 32, 4) == int(round(results["test_accuracy"] * 32))
+        and results["best_checkpoint"] == ""
+    )
+    assert (
+        sum(
+            int(v)
+            for row in csv.DictReader(open(tiny_env / "run" / "confusion_matrix.csv"))
+            for k, v in row.items()
+            if k != "true \\ predicted"
+        )
+        == 32
+    )
 
 
 def test_deterministic_turns_torch_deterministic_algorithms_on(tiny_env):

@@ -110,11 +110,16 @@ def test_an_eager_execution_is_the_hand_written_loop():
         losses.append(loss.detach())
     assert torch.equal(outcome.losses, torch.stack(losses))
     assert torch.equal(outcome.labels, labels[order]) and outcome.predictions.shape == (100,)
-    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True))
 
 
 @pytest.mark.parametrize(
-    "flags", [{"capturable": True, "fused": True}, {"capturable": True}, {"capturable": True, "fused": True, "lr": torch.tensor(1e-3)}]
+    "flags",
+    [
+        {"capturable": True, "fused": True},
+        {"capturable": True},
+        {"capturable": True, "fused": True, "lr": torch.tensor(1e-3)},
+    ],
 )
 def test_a_checkpoint_of_a_captured_gpu_run_resumes_on_a_cpu(tiny_env, flags):
     """A captured GPU run's Adam is capturable (and fused); a CPU run resumes it stepping its own way."""

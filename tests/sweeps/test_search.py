@@ -14,9 +14,18 @@ pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
 @pytest.mark.slow
 def test_three_trials_search_and_end_with_the_summary_and_optunas_best(tiny_mnist, tmp_path):
     done = cli(
-        ["-m", "hydra/sweeper=optuna", "experiment=search", "hydra.sweeper.n_trials=3", "trainer.max_epochs=1",
-         "trainer.limit_train_batches=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=2"],
-        tmp_path, tiny_mnist,
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "experiment=search",
+            "hydra.sweeper.n_trials=3",
+            "trainer.max_epochs=1",
+            "trainer.limit_train_batches=2",
+            "trainer.enable_progress_bar=false",
+            "data.steps_per_execution=2",
+        ],
+        tmp_path,
+        tiny_mnist,
     )
     assert done.returncode == 0, done.stderr
     [sweep] = tmp_path.glob("outputs/multirun/*/*")

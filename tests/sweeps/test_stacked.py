@@ -17,8 +17,16 @@ from tests.conftest import cli
 
 TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]
 RUN_FILES = (
-    ".hydra/config.yaml", ".hydra/overrides.yaml", "metrics.csv", "history.png", "summary.txt", "results.json",
-    "confusion_matrix.csv", "confusion_matrix.png", "mistakes.png", "checkpoints/last.ckpt",
+    ".hydra/config.yaml",
+    ".hydra/overrides.yaml",
+    "metrics.csv",
+    "history.png",
+    "summary.txt",
+    "results.json",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "mistakes.png",
+    "checkpoints/last.ckpt",
 )
 
 
@@ -42,7 +50,9 @@ def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, t
     assert stacked.returncode == basic.returncode == 0, stacked.stderr
     # Same shape, but Adam takes one learning rate per tensor: one network per learning rate.
     assert "Stacked 4 jobs into 2 networks: #0 #2; #1 #3" in stacked.stdout + stacked.stderr
-    [stacked_sweep], [basic_sweep] = (list((tmp_path / name).glob("outputs/multirun/*/*")) for name in ("stacked", "basic"))
+    [stacked_sweep], [basic_sweep] = (
+        list((tmp_path / name).glob("outputs/multirun/*/*")) for name in ("stacked", "basic")
+    )
     assert [job["status"] for job in summary(stacked_sweep)] == ["ok"] * 4
     for job in range(4):
         ours, theirs = stacked_sweep / str(job), basic_sweep / str(job)
@@ -55,7 +65,9 @@ def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, t
 
 @pytest.mark.slow
 def test_max_stack_bounds_the_networks(tiny_mnist, tmp_path):
-    done = cli(["-m", "hydra/launcher=stacked", "hydra.launcher.max_stack=2", "seed=0,1,2", *TINY], tmp_path, tiny_mnist)
+    done = cli(
+        ["-m", "hydra/launcher=stacked", "hydra.launcher.max_stack=2", "seed=0,1,2", *TINY], tmp_path, tiny_mnist
+    )
     assert done.returncode == 0 and "Stacked 3 jobs into 2 networks: #0 #1; #2" in done.stdout + done.stderr
 
 
@@ -156,7 +168,9 @@ def test_a_job_the_stack_does_not_implement_runs_alone_with_its_own_numbers(tiny
     monkeypatch.chdir(tmp_path)
     for seed in (0, 1):
         alone = fit(*TINY, f"seed={seed}", job, output_dir=f"alone{seed}")
-        assert [row["val_loss"] for row in metrics(tmp_path / "sweep" / str(seed))] == pytest.approx(alone["val_loss"], rel=5e-3)
+        assert [row["val_loss"] for row in metrics(tmp_path / "sweep" / str(seed))] == pytest.approx(
+            alone["val_loss"], rel=5e-3
+        )
 
 
 @pytest.mark.slow
@@ -166,17 +180,34 @@ def test_a_stopped_stacked_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnis
     import sys
     import time
 
-    args = ["-m", "hydra/launcher=stacked", "seed=0,1", "model=mlp", "trainer.max_epochs=12", "data.steps_per_execution=1", "hydra.sweep.dir=sweep"]
+    args = [
+        "-m",
+        "hydra/launcher=stacked",
+        "seed=0,1",
+        "model=mlp",
+        "trainer.max_epochs=12",
+        "data.steps_per_execution=1",
+        "hydra.sweep.dir=sweep",
+    ]
     env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
-    process = subprocess.Popen([sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *args],
+        cwd=tmp_path,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     last = tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not last.exists():
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 130 and stderr.strip().splitlines()[-1] == "Sweep stopped: continue with the same command and resume=sweep"
+    assert (
+        process.returncode == 130
+        and stderr.strip().splitlines()[-1] == "Sweep stopped: continue with the same command and resume=sweep"
+    )
     assert [job["status"] for job in summary(tmp_path / "sweep")] == ["interrupted"] * 2
     done = cli([*args, "resume=sweep"], tmp_path, tiny_mnist)
     assert done.returncode == 0, done.stderr

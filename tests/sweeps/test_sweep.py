@@ -30,7 +30,9 @@ def _jobs(params: list[str]) -> list[list[str]]:
     values = [
         [o.value().start, o.value().end] if isinstance(o.value(), IntervalSweep) else o.value().list for o in overrides
     ]
-    return [[f"{o.key_or_group}={v}" for o, v in zip(overrides, job)] for job in itertools.product(*values)]
+    return [
+        [f"{o.key_or_group}={v}" for o, v in zip(overrides, job, strict=True)] for job in itertools.product(*values)
+    ]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -46,8 +48,13 @@ def test_every_job_of_every_experiment_composes_and_validates(experiment):
 def multirun(args, cwd, data, **popen):
     env = {**os.environ, "MNIST_LIT_DATA": str(data)}
     return subprocess.Popen(
-        [sys.executable, "-m", "mnist_lit", "-m", *args], cwd=cwd, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+        [sys.executable, "-m", "mnist_lit", "-m", *args],
+        cwd=cwd,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
     )
 
 
@@ -123,7 +130,9 @@ def test_parallel_jobs_with_joblib_use_their_share_of_threads(tiny_mnist, tmp_pa
 @pytest.mark.parametrize(("budget", "threads"), [([], 1), (["hydra.launcher.cpus_per_task=2"], 2)])
 def test_submitit_local_jobs_take_their_budget_of_threads(tiny_mnist, tmp_path, budget, threads):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    code, _, stderr = finish(multirun(["seed=0,1", "hydra/launcher=submitit_local", *budget, *TINY], tmp_path, tiny_mnist))
+    code, _, stderr = finish(
+        multirun(["seed=0,1", "hydra/launcher=submitit_local", *budget, *TINY], tmp_path, tiny_mnist)
+    )
     assert code == 0, stderr
     (sweep,) = sweep_dirs(tmp_path)
     for job in ("0", "1"):
@@ -135,7 +144,14 @@ def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_p
     import signal
     import time
 
-    args = ["seed=0,1", "model=mlp", "trainer.max_epochs=12", "data.steps_per_execution=1", "trainer.enable_progress_bar=false", "hydra.sweep.dir=sweep"]
+    args = [
+        "seed=0,1",
+        "model=mlp",
+        "trainer.max_epochs=12",
+        "data.steps_per_execution=1",
+        "trainer.enable_progress_bar=false",
+        "hydra.sweep.dir=sweep",
+    ]
     process = multirun(args, tmp_path, tiny_mnist)
     last = tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 300
@@ -143,7 +159,10 @@ def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_p
         time.sleep(0.02)
     process.send_signal(signal.SIGINT)  # during job 1, after its first epoch
     code, _, stderr = finish(process)
-    assert code == 130 and stderr.strip().splitlines()[-1] == "Sweep stopped: continue with the same command and resume=sweep"
+    assert (
+        code == 130
+        and stderr.strip().splitlines()[-1] == "Sweep stopped: continue with the same command and resume=sweep"
+    )
     assert [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "interrupted"]
     kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
 
@@ -153,32 +172,54 @@ def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_p
     assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
     # Job 1 went on from its own last checkpoint and ended as if never stopped.
     alone = subprocess.run(
-        [sys.executable, "-m", "mnist_lit", *[a for a in args if a != "seed=0,1" and not a.startswith("hydra.")], "seed=1", "hydra.run.dir=alone"],
-        cwd=tmp_path, env={**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "mnist_lit",
+            *[a for a in args if a != "seed=0,1" and not a.startswith("hydra.")],
+            "seed=1",
+            "hydra.run.dir=alone",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert alone.returncode == 0, alone.stderr
     assert (tmp_path / "sweep" / "1" / "metrics.csv").read_text() == (tmp_path / "alone" / "metrics.csv").read_text()
 
 
 @pytest.mark.slow
-def test_a_resumed_sweep_keeps_continues_or_retrains_each_job_by_what_its_directory_was_trained_with(tiny_mnist, tmp_path):
+def test_a_resumed_sweep_keeps_continues_or_retrains_each_job_by_what_its_directory_was_trained_with(
+    tiny_mnist, tmp_path
+):
     args = ["model=mlp", "data.steps_per_execution=4", "trainer.enable_progress_bar=false", "hydra.sweep.dir=sweep"]
-    code, _, stderr = finish(multirun([*args, "model.activation=relu,tanh", "trainer.max_epochs=1"], tmp_path, tiny_mnist))
+    code, _, stderr = finish(
+        multirun([*args, "model.activation=relu,tanh", "trainer.max_epochs=1"], tmp_path, tiny_mnist)
+    )
     assert code == 0, stderr
     first = {job: (tmp_path / "sweep" / job / "metrics.csv").read_text() for job in ("0", "1")}
     kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
 
     # Same first job, another second: job 0 is kept, job 1 trains again from the start, its old files set aside.
-    code, stdout, stderr = finish(multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"], tmp_path, tiny_mnist))
+    code, stdout, stderr = finish(
+        multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"], tmp_path, tiny_mnist)
+    )
     assert code == 0, stderr
     assert "Job 0 finished in sweep before: kept as it is" in stdout
-    assert "Job 1 was trained with model.activation=tanh, the sweep now asks for model.activation=sigmoid: it trains again" in stdout
+    assert (
+        "Job 1 was trained with model.activation=tanh, the sweep now asks for model.activation=sigmoid: it trains again"
+        in stdout
+    )
     assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
     assert (tmp_path / "sweep" / "1" / "replaced-1" / "metrics.csv").read_text() == first["1"]
     assert (tmp_path / "sweep" / "1" / "metrics.csv").read_text() != first["1"]
 
     # More epochs of the same training: each job goes on from its own last checkpoint.
-    code, stdout, stderr = finish(multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=2", "resume=sweep"], tmp_path, tiny_mnist))
+    code, stdout, stderr = finish(
+        multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=2", "resume=sweep"], tmp_path, tiny_mnist)
+    )
     assert code == 0, stderr
     assert "Resuming with trainer.max_epochs=2 (it was 1)" in stdout
     for job in ("0", "1"):
