@@ -136,9 +136,8 @@ class MetricStates(L.Callback):
         self.directory = directory
 
     def on_train_start(self, trainer, module):
-        metrics = [
-            m for group in (module.train_metrics, module.val_metrics, module.test_metrics) for m in group.values()
-        ]
+        groups = (module.train_metrics, module.val_metrics, module.test_metrics)
+        metrics = [metric for group in groups for metric in group.named().values()]
         shared = any(getattr(m, state).is_shared() for m in metrics for state in m._defaults)
         with open(f"{self.directory}/shared{trainer.global_rank}.txt", "w") as f:
             f.write(str(shared))
