@@ -19,7 +19,15 @@ from torch.utils.data import DataLoader
 
 from mnist_lit.lit.data import MNISTDataModule, Shuffled
 from mnist_lit.lit.history import History
-from mnist_lit.lit.module import Diverged, EpochMetrics, count_optimizer_steps, divergence, one_optimizer, per_image
+from mnist_lit.lit.module import (
+    FUSED_ON,
+    Diverged,
+    EpochMetrics,
+    count_optimizer_steps,
+    divergence,
+    one_optimizer,
+    per_image,
+)
 from mnist_lit.lit.saving import RunCheckpoint
 from mnist_lit.nn.engine import Batched, batches
 from mnist_lit.nn.loss import image_losses
@@ -67,7 +75,8 @@ class Stack(L.LightningModule):
                 checkpoint.setup(self.trainer, self, stage)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer(self.net.parameters())
+        # Fused, as each network's own run steps (lit/module.py).
+        return self.optimizer(self.net.parameters(), **({"fused": True} if self.device.type in FUSED_ON else {}))
 
     def train_dataloader(self) -> DataLoader[int]:
         # Each batch the index of an execution: the step takes each network's own order of images.
