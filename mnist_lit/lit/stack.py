@@ -20,11 +20,11 @@ from torch.utils.data import DataLoader
 from mnist_lit.lit.data import MNISTDataModule, Shuffled
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import (
-    FUSED_ON,
     Diverged,
     EpochMetrics,
     count_optimizer_steps,
     divergence,
+    fused,
     one_optimizer,
     per_image,
 )
@@ -76,7 +76,7 @@ class Stack(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Fused, as each network's own run steps (lit/module.py).
-        return self.optimizer(self.net.parameters(), **({"fused": True} if self.device.type in FUSED_ON else {}))
+        return self.optimizer(self.net.parameters(), **fused(self.device))
 
     def train_dataloader(self) -> DataLoader[int]:
         # Each batch the index of an execution: the step takes each network's own order of images.
@@ -110,8 +110,11 @@ class Stack(L.LightningModule):
         outcome = self.engine(images, labels, order, self.data.batch_size)
         count_optimizer_steps(self.trainer, outcome.losses.shape[1])
         losses = per_image(outcome.losses, self.data.batch_size, order.shape[1])
-        for k, member in enumerate(self.members):
+        for k in range(len(self.members)):
             self.train_metrics[k].update(losses[k], outcome.predictions[k], outcome.labels[k])
+        # One look at all the networks' losses; a network that diverged is told why on its own.
+        for k in (~torch.isfinite(outcome.losses)).any(1).nonzero().flatten().tolist():
+            member = self.members[k]
             if member.failure is None:
                 member.failure = divergence(outcome.losses[k], self.current_epoch, self.minibatches_done, member.lr)
         self.minibatches_done += outcome.losses.shape[1]
