@@ -1,5 +1,6 @@
 """The command line as users run it: a subprocess, from a directory other than the repository."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -80,3 +81,46 @@ def test_a_bad_value_fails_before_any_work_in_one_line(tiny_mnist, tmp_path):
     (error,) = [line for line in done.stderr.splitlines() if line.startswith("model.activation")]
     assert error.startswith("model.activation=relux is unknown; choose one of: ") and "relu, relu6" in error
     assert not list(tmp_path.glob("outputs/*/*/*.csv"))
+
+
+# A command line whose app leaves an atexit handler and unflushed output, and an object that says
+# when Python's teardown reaches it.
+ENDS = """
+import atexit, sys, threading, time
+import torch
+from mnist_lit.command_line import command_line
+
+class Kept:
+    def __del__(self):
+        print("torn down")
+kept = Kept()
+if sys.argv[1] == "thread":
+    threading.Thread(target=time.sleep, args=(0.5,)).start()
+
+def app():
+    atexit.register(print, "atexit ran")
+    sys.stdout.write("done ")
+command_line(app)()
+print("main returned")
+"""
+
+
+@pytest.mark.parametrize(
+    ("case", "env", "ends_at_once"),
+    [("alone", {}, True), ("alone", {"LOCAL_RANK": "1"}, False), ("thread", {}, False)],
+)
+def test_a_command_ends_after_its_atexit_handlers_without_teardown_unless_a_rank_or_thread_remains(
+    tmp_path, case, env, ends_at_once
+):
+    """Python's teardown of torch and friends costs over a second: a finished command skips it, but
+    never in a rank of a distributed run (its launcher's to end) or while another thread runs."""
+    environ = {k: v for k, v in os.environ.items() if k not in ("LOCAL_RANK", "RANK", "WORLD_SIZE")}
+    done = subprocess.run(
+        [sys.executable, "-c", ENDS, case], cwd=tmp_path, env={**environ, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("done "), done.stdout
+    assert "atexit ran" in done.stdout
+    assert ("main returned" in done.stdout) is not ends_at_once
+    if ends_at_once:
+        assert "torn down" not in done.stdout

@@ -2,6 +2,7 @@
 
 import csv
 import importlib.util
+import os
 
 import pytest
 
@@ -18,11 +19,17 @@ def metrics_csv(run) -> dict[str, list[float]]:
     return {name: [float(row[name]) for row in rows] for name in METRICS}
 
 
-def test_tensorboard_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env):
+@pytest.mark.parametrize("started_by", ["fit", "the command line"])
+def test_tensorboard_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env, started_by):
+    """From the command line too, whose process ends without Python's teardown."""
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    fit(*QUIET, "logger=tensorboard", output_dir="run")
+    if started_by == "fit":
+        fit(*QUIET, "logger=tensorboard", output_dir="run")
+    else:
+        done = cli([*QUIET, "logger=tensorboard", "hydra.run.dir=run"], tiny_env, os.environ["MNIST_LIT_DATA"])
+        assert done.returncode == 0, done.stderr
     events = EventAccumulator(str(tiny_env / "run" / "tensorboard"), size_guidance={"images": 0}).Reload()
     expected = metrics_csv(tiny_env / "run")
     for name in METRICS:
