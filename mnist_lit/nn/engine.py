@@ -73,11 +73,14 @@ class Eager:
         # Mixed precision covers the forward pass and the loss alone, not backward and the
         # optimizer step (PyTorch's advice), whatever region the caller runs in.
         with torch.autocast(images.device.type, enabled=False):
-            minibatches = order.split(batch_size)
-            for i, index in enumerate(minibatches):
+            # One gather for the whole execution, not two for each mini-batch: small steps are
+            # mostly the cost of each operation they launch.
+            inputs, targets = images[order].to(dtype), labels[order]
+            minibatches = list(zip(inputs.split(batch_size), targets.split(batch_size), strict=True))
+            for i, (x, y) in enumerate(minibatches):
                 with self.forward_context():
-                    logits = self.net(images[index].to(dtype))
-                    loss = self.loss(logits, labels[index])
+                    logits = self.net(x)
+                    loss = self.loss(logits, y)
                 if i % self.accumulate == 0:
                     self.optimizer.zero_grad()
                 # The accumulated gradient is the mean of its mini-batches', as one larger batch's.
@@ -88,7 +91,7 @@ class Eager:
                     self.step()
                 losses.append(loss.detach().float())
                 predictions.append(logits.detach().argmax(-1))
-        return Outcome(torch.stack(losses), torch.cat(predictions), labels[order])
+        return Outcome(torch.stack(losses), torch.cat(predictions), targets)
 
 
 class Captured:
@@ -152,12 +155,13 @@ class Batched:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
         losses, predictions = [], []
-        for index in order.split(batch_size, dim=1):
-            logits = self.net(images[index])
-            loss = image_losses(logits, labels[index]).mean(1)
+        inputs, targets = images[order], labels[order]
+        for x, y in zip(inputs.split(batch_size, dim=1), targets.split(batch_size, dim=1), strict=True):
+            logits = self.net(x)
+            loss = image_losses(logits, y).mean(1)
             self.optimizer.zero_grad()
             loss.sum().backward()
             self.optimizer.step()
             losses.append(loss.detach())
             predictions.append(logits.detach().argmax(-1))
-        return Outcome(torch.stack(losses, 1), torch.cat(predictions, 1), labels[order])
+        return Outcome(torch.stack(losses, 1), torch.cat(predictions, 1), targets)
