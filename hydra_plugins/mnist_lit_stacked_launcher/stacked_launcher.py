@@ -79,9 +79,10 @@ class StackedLauncher(Launcher):
             for start in range(0, len(group), self.max_stack)
         ]
         log.info(
-            "Stacked %d jobs into %d networks: %s",
+            "Stacked %d jobs into %d network%s: %s",
             len(configs),
             len(stacks),
+            "s"[: len(stacks) != 1],
             "; ".join(" ".join(f"#{configs[i].hydra.job.num}" for i in stack) for stack in stacks),
         )
         returns: list[JobReturn | None] = [None] * len(configs)

@@ -31,7 +31,7 @@ from mnist_lit.lit.module import (
 from mnist_lit.lit.saving import RunCheckpoint
 from mnist_lit.nn.engine import Batched, batches
 from mnist_lit.nn.loss import image_losses
-from mnist_lit.nn.stacked import StackedNetwork
+from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
 
 
 @dataclass
@@ -49,7 +49,8 @@ class Member:
 
 
 class Stack(L.LightningModule):
-    """Trains the networks of `members` (one shape, one optimizer setting) side by side."""
+    """Trains the networks of `members` (one depth; one optimizer setting but the learning rate)
+    side by side."""
 
     def __init__(
         self, members: list[Member], optimizer: Callable[..., torch.optim.Optimizer], data: MNISTDataModule
@@ -76,7 +77,13 @@ class Stack(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Fused, as each network's own run steps (lit/module.py).
-        return self.optimizer(self.net.parameters(), **fused(self.device))
+        made = self.optimizer(self.net.parameters(), **fused(self.device))
+        lrs = [member.lr for member in self.members]
+        if len(set(lrs)) == 1:
+            return made
+        # torch's Adam takes one learning rate per tensor, and each tensor holds every network.
+        settings = {key: value for key, value in made.defaults.items() if key != "lr"}
+        return StackedAdam(self.net.parameters(), torch.tensor(lrs), **settings)
 
     def train_dataloader(self) -> DataLoader[int]:
         # Each batch the index of an execution: the step takes each network's own order of images.
@@ -156,10 +163,13 @@ class Stack(L.LightningModule):
         checkpoint["optimizer_states"] = [
             {
                 "state": {
-                    i: {name: value if name == "step" else value[k].clone() for name, value in state.items()}
+                    i: {
+                        name: value if name == "step" else self.net.own(k, i, value).clone()
+                        for name, value in state.items()
+                    }
                     for i, state in optimizer["state"].items()
                 },
-                "param_groups": optimizer["param_groups"],
+                "param_groups": [{**group, "lr": member.lr} for group in optimizer["param_groups"]],
             }
         ]
         # The stack's Timer (its time is each network's), and the member's own callbacks.

@@ -161,6 +161,7 @@ class Batched:
             loss = image_losses(logits, y).mean(1)
             self.optimizer.zero_grad()
             loss.sum().backward()
+            self.net.mask_gradients()
             self.optimizer.step()
             losses.append(loss.detach())
             predictions.append(logits.detach().argmax(-1))

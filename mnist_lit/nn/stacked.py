@@ -1,38 +1,142 @@
-"""K networks of one shape as one, for the engine's Batched form (the stacked launcher)."""
+"""K networks of one shape as one, for the engine's Batched form (the stacked launcher), and the
+Adam that steps them with a learning rate each."""
+
+from typing import Any
 
 import torch
 from torch import nn
 
 
 class StackedNetwork(nn.Module):
-    """K DenseNetworks of one shape as one: each Dense layer's K weight matrices one (K, out, in)
-    tensor, its K biases one (K, out), in the order each network lists its own parameters."""
+    """K DenseNetworks of one depth as one: each Dense layer's K weight matrices one (K, out, in)
+    tensor, its K biases one (K, out), in the order each network lists its own parameters.
+
+    Networks of different widths are padded to the widest with units whose weights in and out are
+    zero and stay zero (`mask_gradients`, before each optimizer step, zeroes their gradients, so
+    Adam's moments stay zero too): each network computes what it computes alone, whatever its
+    activation makes of a zero (sigmoid's 0.5 meets outgoing weights of zero). Each network's hidden
+    layers go through its own activation."""
 
     def __init__(self, nets: list[nn.Sequential]) -> None:
         super().__init__()
-        layers = dict(nets[0].named_children())
-        self.dense = [name for name, layer in layers.items() if isinstance(layer, nn.Linear)]
+        self.dense = [name for name, layer in nets[0].named_children() if isinstance(layer, nn.Linear)]
+        linears = [[getattr(net, name) for name in self.dense] for net in nets]
+        # Each network's own (out, in) per Dense layer, and the widest of each.
+        self.shapes = [[tuple(layer.weight.shape) for layer in layers] for layers in linears]
+        widest = [tuple(max(sizes) for sizes in zip(*column, strict=True)) for column in zip(*self.shapes, strict=True)]
+        tensors = []
+        for i, (rows, columns) in enumerate(widest):
+            weight, bias = torch.zeros(len(nets), rows, columns), torch.zeros(len(nets), rows)
+            for k, layers in enumerate(linears):
+                out, into = self.shapes[k][i]
+                weight[k, :out, :into] = layers[i].weight.detach()
+                bias[k, :out] = layers[i].bias.detach()
+            tensors += [weight, bias]
+        self.stacked = nn.ParameterList(nn.Parameter(tensor) for tensor in tensors)
+        self.padded = any(shapes != self.shapes[0] for shapes in self.shapes)
+        for j, tensor in enumerate(tensors):
+            mask = torch.zeros_like(tensor)
+            for k in range(len(nets)):
+                mask[k][self._own(k, j)] = 1
+            # Not persistent: a stack's checkpoints are each network's own (Stack.on_save_checkpoint).
+            self.register_buffer(f"mask_{j}", mask, persistent=False)
+        # For each hidden layer, each activation with the networks that use it.
+        activations = [[layer for layer in net.children() if not isinstance(layer, nn.Linear)] for net in nets]
+        self.activation_groups: list[list[tuple[nn.Module, torch.Tensor]]] = []
+        for column in zip(*activations, strict=True):
+            users: dict[type, tuple[nn.Module, list[int]]] = {}
+            for k, activation in enumerate(column):
+                users.setdefault(type(activation), (activation, []))[1].append(k)
+            self.activation_groups.append([(module, torch.tensor(ks)) for module, ks in users.values()])
         # Modules, so that train() and eval() reach them as they reach each network's own.
-        self.activations = nn.ModuleList(layer for layer in layers.values() if not isinstance(layer, nn.Linear))
-        self.stacked = nn.ParameterList(
-            nn.Parameter(torch.stack([getattr(getattr(net, name), kind).detach() for net in nets]).clone())
-            for name in self.dense
-            for kind in ("weight", "bias")
-        )
+        self.activations = nn.ModuleList(module for groups in self.activation_groups for module, _ in groups)
+
+    def _own(self, k: int, j: int) -> tuple[slice, ...]:
+        """Where network k's own part of stacked tensor j (a weight, then a bias, per layer) lies in slice k."""
+        out, into = self.shapes[k][j // 2]
+        return (slice(0, out), slice(0, into)) if j % 2 == 0 else (slice(0, out),)
+
+    def own(self, k: int, j: int, tensor: torch.Tensor) -> torch.Tensor:
+        """Network k's own part of `tensor`, shaped as stacked tensor j (its weights, its Adam moments)."""
+        return tensor[k][self._own(k, j)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, n, 784) → (K, n, 10) logits, by batched matmuls."""
         for i in range(len(self.dense)):
             weight, bias = self.stacked[2 * i], self.stacked[2 * i + 1]
             x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
-            if i < len(self.activations):
-                x = self.activations[i](x)
+            if i < len(self.activation_groups):
+                x = self._activate(x, self.activation_groups[i])
         return x
+
+    @staticmethod
+    def _activate(x: torch.Tensor, groups: list[tuple[nn.Module, torch.Tensor]]) -> torch.Tensor:
+        if len(groups) == 1:
+            return groups[0][0](x)  # type: ignore[no-any-return]  # an activation module returns a tensor
+        activated = torch.empty_like(x)
+        for module, ks in groups:
+            ks = ks.to(x.device)
+            activated[ks] = module(x[ks])
+        return activated
+
+    def mask_gradients(self) -> None:
+        """Keep the padding's weights at zero: no gradient, so no Adam moment, no step."""
+        if self.padded:
+            for j, parameter in enumerate(self.stacked):
+                if parameter.grad is not None:
+                    parameter.grad.mul_(getattr(self, f"mask_{j}"))
 
     def state_of(self, k: int) -> dict[str, torch.Tensor]:
         """Network k's state_dict, as its own network names it."""
         return {
-            f"{name}.{kind}": self.stacked[2 * i + j][k].detach().clone()
+            f"{name}.{kind}": self.own(k, 2 * i + j, self.stacked[2 * i + j]).detach().clone()
             for i, name in enumerate(self.dense)
             for j, kind in enumerate(("weight", "bias"))
         }
+
+
+class StackedAdam(torch.optim.Adam):
+    """torch's Adam (or AdamW, `decoupled_weight_decay`) over a StackedNetwork's tensors, with one
+    learning rate per network: `lrs[k]` for slice k of every tensor. The same update as torch's
+    single-tensor Adam on each slice, up to float rounding, in a few foreach calls per step.
+
+    Its state and param_groups are Adam's own (param_groups' lr is the first network's), so that a
+    slice of its state_dict is what a network's own run would save."""
+
+    def __init__(self, params: Any, lrs: torch.Tensor, **adam: Any) -> None:
+        super().__init__(params, lr=float(lrs[0]), **adam)
+        self.lrs = lrs.to(self.param_groups[0]["params"][0].device)
+
+    @torch.no_grad()
+    def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure: Adam's steps take none here
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            grads = [grad for p in params if (grad := p.grad) is not None]
+            beta1, beta2 = group["betas"]
+            states = [self.state[p] for p in params]
+            for p, state in zip(params, states, strict=True):
+                if not state:
+                    state["step"] = torch.tensor(0.0)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                state["step"] += 1
+            exp_avgs = [state["exp_avg"] for state in states]
+            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+            # Each tensor's per-network learning rates, shaped to broadcast over its slices.
+            lrs = [self.lrs.to(p.dtype).view(-1, *(1,) * (p.dim() - 1)) for p in params]
+            if group["weight_decay"]:
+                if group["decoupled_weight_decay"]:
+                    torch._foreach_mul_(params, [1 - lr * group["weight_decay"] for lr in lrs])
+                else:
+                    grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
+            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
+            step = float(states[0]["step"]) if states else 0.0
+            bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+            torch._foreach_div_(denoms, bias_correction2**0.5)
+            torch._foreach_add_(denoms, group["eps"])
+            updates = torch._foreach_div(exp_avgs, denoms)
+            torch._foreach_mul_(updates, [lr / bias_correction1 for lr in lrs])
+            torch._foreach_sub_(params, updates)

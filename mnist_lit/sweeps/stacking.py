@@ -73,11 +73,19 @@ def train_stack(jobs: list[Job]) -> None:
 
 def shape(cfg: DictConfig) -> str:
     """What the jobs of one stack share: everything but the seed (and so the initial weights and
-    the shuffle) and the initialisation; the learning rate too, since torch's Adam takes one per tensor."""
+    the shuffle), the initialisation, the hidden layers' widths (not their number) and activation
+    (nn/stacked.py pads and activates each network as its own), the learning rate (StackedAdam
+    takes one per network) and the loss (the batched step computes both of the tutorial's, which
+    are one)."""
     settings = plain(cfg)
     settings.pop("seed")
     settings["data"].pop("seed")
-    settings["model"].pop("init")
+    model = settings["model"]
+    for key in ("init", "activation"):
+        model.pop(key)
+    model["hidden"] = len(model["hidden"])
+    settings["optimizer"].pop("lr")
+    settings.pop("loss")
     return json.dumps(settings, sort_keys=True)
 
 

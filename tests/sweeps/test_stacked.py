@@ -44,17 +44,17 @@ def summary(sweep: Path) -> list[dict[str, str]]:
 def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, tmp_path):
     for name in ("stacked", "basic"):
         (tmp_path / name).mkdir()
-    sweep = ["-m", "seed=0,1", "optimizer.lr=1e-3,3e-3", *TINY]
+    # Learning rates, widths and activations: each network its own, all in one stacked network.
+    sweep = ["-m", "optimizer.lr=1e-3,1e-2", "model.hidden=[32],[64]", "model.activation=relu,sigmoid", *TINY]
     stacked = cli([*sweep, "hydra/launcher=stacked"], tmp_path / "stacked", tiny_mnist)
     basic = cli(sweep, tmp_path / "basic", tiny_mnist)
     assert stacked.returncode == basic.returncode == 0, stacked.stderr
-    # Same shape, but Adam takes one learning rate per tensor: one network per learning rate.
-    assert "Stacked 4 jobs into 2 networks: #0 #2; #1 #3" in stacked.stdout + stacked.stderr
+    assert "Stacked 8 jobs into 1 network: #0 #1 #2 #3 #4 #5 #6 #7" in stacked.stdout + stacked.stderr
     [stacked_sweep], [basic_sweep] = (
         list((tmp_path / name).glob("outputs/multirun/*/*")) for name in ("stacked", "basic")
     )
-    assert [job["status"] for job in summary(stacked_sweep)] == ["ok"] * 4
-    for job in range(4):
+    assert [job["status"] for job in summary(stacked_sweep)] == ["ok"] * 8
+    for job in range(8):
         ours, theirs = stacked_sweep / str(job), basic_sweep / str(job)
         assert all((ours / name).exists() for name in RUN_FILES), job
         assert len(list((ours / "checkpoints").glob("best-*.ckpt"))) == 1
@@ -82,17 +82,32 @@ def jobs(root: Path, *seeds: int, overrides=()) -> list[Job]:
 
 
 def test_a_stacked_jobs_checkpoint_resumes_evaluates_and_predicts_as_a_runs(tiny_env):
-    train_stack(jobs(tiny_env / "stack", 0, 1))
+    # Job 1 narrower than job 0, and with a learning rate of its own: its checkpoint is its own shape's.
+    own = ("model.hidden=[32]", "optimizer.lr=3e-3")
+    train_stack(jobs(tiny_env / "stack", 0) + jobs(tiny_env / "stack", 1, overrides=own))
     job = tiny_env / "stack" / "1"
-    resumed = fit(*TINY, "seed=1", "trainer.max_epochs=3", f"resume={job}", output_dir="resumed")
-    alone = fit(*TINY, "seed=1", "trainer.max_epochs=3", output_dir="alone")
+    resumed = fit(*TINY, *own, "seed=1", "trainer.max_epochs=3", f"resume={job}", output_dir="resumed")
+    alone = fit(*TINY, *own, "seed=1", "trainer.max_epochs=3", output_dir="alone")
     # The stacked job's epochs are its run's, and the resumed epoch goes on from them as the run does.
     assert [row["val_loss"] for row in metrics(job)] == pytest.approx(alone["val_loss"][:2], rel=1e-4)
     assert resumed["loss"] == pytest.approx(alone["loss"], rel=1e-4)
     assert resumed["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-4)
     images = torch.rand(5, 28, 28)
-    fit(*TINY, "seed=1", output_dir="two")
+    fit(*TINY, *own, "seed=1", output_dir="two")
     assert torch.allclose(load(job).predict(images), load("two").predict(images), atol=1e-3)
+
+
+def test_both_losses_of_the_tutorial_train_in_one_stack_each_as_its_run(tiny_env):
+    made = []
+    for seed, loss in enumerate(("categorical", "sparse")):
+        made += jobs(tiny_env / "stack", seed, overrides=[f"loss={loss}"])
+    assert shape(made[0].cfg) == shape(made[1].cfg)
+    train_stack(made)
+    for seed, loss in enumerate(("categorical", "sparse")):
+        alone = fit(*TINY, f"seed={seed}", f"loss={loss}", output_dir=f"alone-{seed}")
+        ours = metrics(tiny_env / "stack" / str(seed))
+        assert [row["val_loss"] for row in ours] == pytest.approx(alone["val_loss"], rel=1e-4)
+        assert [row["loss"] for row in ours] == pytest.approx(alone["loss"], rel=1e-4)
 
 
 def test_a_job_whose_loss_turns_nan_fails_alone(tiny_env, monkeypatch):
@@ -113,14 +128,16 @@ def test_a_job_whose_loss_turns_nan_fails_alone(tiny_env, monkeypatch):
     assert (ok / "results.json").exists()
 
 
-def test_seeds_and_initialisations_share_a_network_learning_rates_and_shapes_do_not():
+def test_all_but_depth_and_the_training_settings_share_a_network():
     def key(*overrides):
         with initialize_config_module("mnist_lit.conf", version_base="1.3"):
             return shape(compose("config", overrides=["model=mlp", *overrides]))
 
     assert key("seed=0") == key("seed=7") == key("seed=7", "model.init=torch")
-    assert key("optimizer.lr=3e-3") != key() != key("model.hidden=[64]")
-    assert key("model.activation=tanh") != key()
+    assert key("optimizer.lr=3e-3") == key("loss=sparse") == key()
+    assert key("model.hidden=[64]") == key("model.activation=tanh") == key()
+    assert key("model.hidden=[64,32]") != key() != key("model=logreg")
+    assert key("optimizer.eps=1e-8") != key() != key("data.batch_size=64")
 
 
 @pytest.mark.parametrize(

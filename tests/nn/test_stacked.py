@@ -1,0 +1,72 @@
+"""A stack of networks trains each as it trains alone: StackedAdam steps each network with its own
+learning rate as torch's Adam does, and StackedNetwork pads narrower networks and gives each its
+own activation."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from mnist_lit.nn.engine import Batched, Eager
+from mnist_lit.nn.network import DenseNetwork
+from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
+
+LRS = (1e-3, 3e-3, 3e-2)
+SHAPES = ((len(LRS), 5, 4), (len(LRS), 5))
+
+
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW])
+def test_each_network_is_stepped_as_torchs_adam_steps_it_alone_with_its_own_learning_rate(optimizer):
+    torch.manual_seed(0)
+    stacked = [nn.Parameter(torch.randn(shape)) for shape in SHAPES]
+    alone = [[nn.Parameter(p[k].detach().clone()) for p in stacked] for k in range(len(LRS))]
+    settings = {key: value for key, value in optimizer(stacked, eps=1e-7).defaults.items() if key != "lr"}
+    ours = StackedAdam(stacked, torch.tensor(LRS), **settings)
+    theirs = [optimizer(params, lr=lr, eps=1e-7, foreach=False) for params, lr in zip(alone, LRS, strict=True)]
+    # 30 steps apart, learning rates 30 times apart: any network stepped with another's would be off.
+    for _ in range(30):
+        grads = [torch.randn(shape) for shape in SHAPES]
+        for p, grad in zip(stacked, grads, strict=True):
+            p.grad = grad.clone()
+        ours.step()
+        for k, params in enumerate(alone):
+            for p, grad in zip(params, grads, strict=True):
+                p.grad = grad[k].clone()
+            theirs[k].step()
+    for k, params in enumerate(alone):
+        for p, q in zip(stacked, params, strict=True):
+            torch.testing.assert_close(p[k], q, rtol=1e-5, atol=1e-6)
+        state, own = ours.state_dict()["state"], theirs[k].state_dict()["state"]
+        for i in own:
+            torch.testing.assert_close(state[i]["exp_avg_sq"][k], own[i]["exp_avg_sq"])
+            assert state[i]["step"] == own[i]["step"] == 30
+
+
+@pytest.fixture
+def float64():
+    """In float32, Adam's first steps turn rounding in a gradient near zero into a step of ±lr (a
+    padded matmul sums in another order): float64 leaves only the algorithm to compare."""
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def test_networks_of_other_widths_activations_and_learning_rates_train_in_one_stack_as_each_alone(float64):
+    torch.manual_seed(0)
+    nets = [DenseNetwork([64], "sigmoid"), DenseNetwork([100], "relu"), DenseNetwork([32], "tanh")]
+    alone = [copy.deepcopy(net) for net in nets]
+    stack = StackedNetwork(nets)
+    images, labels = torch.rand(320, 784), torch.randint(0, 10, (320,))
+    orders = torch.stack([torch.randperm(len(images)) for _ in nets])
+    Batched(stack, StackedAdam(stack.parameters(), torch.tensor(LRS), eps=1e-7))(images, labels, orders, 32)
+    for k, net in enumerate(alone):
+        optimizer = torch.optim.Adam(net.parameters(), lr=LRS[k], eps=1e-7, foreach=False)
+        Eager(net, nn.CrossEntropyLoss(), optimizer)(images, labels, orders[k], 32)
+        mine = stack.state_of(k)
+        assert mine.keys() == net.state_dict().keys()
+        for name, tensor in net.state_dict().items():
+            torch.testing.assert_close(mine[name], tensor, rtol=1e-10, atol=1e-12)
+    # The narrowest network's padding (units 32 to 99) is still zero, in and out, after 10 steps.
+    dense, bias, output = stack.stacked[0][2], stack.stacked[1][2], stack.stacked[2][2]
+    assert not dense[32:].any() and not bias[32:].any() and not output[:, 32:].any()
