@@ -8,7 +8,8 @@ before and after mnist_lit's runs and the mean taken. Two ratios, each the media
   of that epoch's validation, in a process of its own) against the plain loop's training;
 - whole epoch: what one more epoch of `python -m mnist_lit` costs, (T3 - T1) / 2 for whole runs of
   3 and 1 epochs (validation, checkpoints and files included), against the plain loop's training
-  and evaluation. T1 minus that marginal epoch is the run's fixed cost.
+  and evaluation; the median of --repeats pairs. T1 minus that marginal epoch is the run's fixed
+  cost (benchmarks/fixed_cost.py says where it goes).
 
     MNIST_LIT_DATA=../shared/data python benchmarks/epoch_speed.py [--device cuda] [--models mlp] [overrides ...]
 
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="mnist_lit overrides, e.g. capture=false")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both train")
+    parser.add_argument("--repeats", type=int, default=3, help="pairs of whole runs (1 and 3 epochs)")
     args = parser.parse_args()
     root = os.environ.get("MNIST_LIT_DATA")
     if not root:
@@ -114,16 +116,21 @@ def main() -> None:
         overrides = [MODELS[name], f"trainer.accelerator={accelerator}", *args.overrides]
         before = plain(root, name, args.device)
         ours = loop(overrides)
-        t1, t3 = whole_run(overrides, 1), whole_run(overrides, 3)
+        # Whole runs of 1 and 3 epochs in turn, so that the machine's drift falls on both alike.
+        pairs = [(whole_run(overrides, 1), whole_run(overrides, 3)) for _ in range(args.repeats)]
         after = plain(root, name, args.device)
         train, epoch = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
-        marginal = (t3 - t1) / 2
-        rows.append((name, train, ours, epoch, marginal, t1 - marginal))
+        marginal = statistics.median((t3 - t1) / 2 for t1, t3 in pairs)
+        fixed = statistics.median(t1 - (t3 - t1) / 2 for t1, t3 in pairs)
+        rows.append((name, train, ours, epoch, marginal, fixed))
 
     import torch  # only now: the plain loops ran in clean processes
 
     where = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU ({os.cpu_count()} cores)"
-    print(f"\n{where}, torch {torch.__version__}, overrides {args.overrides or 'none'}; medians of 3 epochs")
+    print(
+        f"\n{where}, torch {torch.__version__}, overrides {args.overrides or 'none'}; "
+        f"medians of 3 epochs and of {args.repeats} pairs of whole runs"
+    )
     print("network | plain train | mnist_lit loop | ratio | plain epoch | marginal epoch | ratio | fixed cost")
     for name, train, ours, epoch, marginal, fixed in rows:
         print(
