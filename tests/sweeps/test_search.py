@@ -39,3 +39,30 @@ def test_three_trials_search_and_end_with_the_summary_and_optunas_best(tiny_mnis
     assert best.best_value == pytest.approx(max(float(job["val_accuracy"]) for job in jobs))
     assert set(best.best_params) == {"optimizer.lr", "model.hidden", "model.activation"}
     assert "Best, by optuna: optimizer.lr=" in (sweep / "summary.md").read_text()
+
+
+@pytest.mark.slow
+def test_trials_asked_for_together_are_stacked_one_network_per_depth(tiny_mnist, tmp_path):
+    done = cli(
+        [
+            "-m",
+            "hydra/sweeper=optuna",
+            "hydra/launcher=stacked",
+            "experiment=search",
+            "hydra.sweeper.n_trials=4",
+            "hydra.sweeper.n_jobs=4",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "data.steps_per_execution=2",
+        ],
+        tmp_path,
+        tiny_mnist,
+    )
+    assert done.returncode == 0, done.stderr
+    [sweep] = tmp_path.glob("outputs/multirun/*/*")
+    with open(sweep / "summary.csv") as f:
+        jobs = list(csv.DictReader(f))
+    assert [job["status"] for job in jobs] == ["ok"] * 4
+    depths = {job["overrides"].split("model.hidden=")[1].split()[0].count(",") + 1 for job in jobs}
+    networks = f"{len(depths)} network{'s' if len(depths) > 1 else ''}"
+    assert f"Stacked 4 jobs into {networks}" in done.stdout + done.stderr
