@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> float:
     argv = sys.argv[:]
     try:
         validate(cfg)
-        validate_launcher(cfg, hydra_cfg.launcher._target_)
+        validate_launcher(cfg, hydra_cfg.launcher)
         if cfg.resume and is_sweep(Path(cfg.resume)) and resume_job(output_dir, cfg):
             return last_value(output_dir / "metrics.csv", cfg.objective)
         from mnist_lit.train import train

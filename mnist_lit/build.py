@@ -25,6 +25,7 @@ from mnist_lit.checkpoint import check_resume, find, read, tell_processes
 from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
 from mnist_lit.config.checks import config_of, plain
 from mnist_lit.lit import console
+from mnist_lit.lit.cluster import submitit_tasks
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier
@@ -70,6 +71,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         callbacks = [early, *callbacks]
     launcher, job = _sweep_job()
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
+    tasks = submitit_tasks(launcher)
     built = trainer(
         cfg,
         devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),
@@ -77,9 +79,10 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         logger=loggers(cfg, output_dir) or False,
         callbacks=[history, timer, *checkpoints, *bar, *callbacks],
         enable_progress_bar=bool(bar),
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *tasks],
     )
-    cpu_processes = built.num_devices if built.strategy.root_device.type == "cpu" else 1
+    # A submitit task's budget (cpus_per_task) is its own already; Lightning's ranks on a CPU share this one's.
+    cpu_processes = built.num_devices if built.strategy.root_device.type == "cpu" and not tasks else 1
     threads, why = share.threads(cfg.threads, launcher, cpu_processes)
     # From the devices: world_size is known only once the ranks start, and after ddp_spawn this
     # process knows none.

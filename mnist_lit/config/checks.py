@@ -184,19 +184,47 @@ def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:
             )
 
 
-def validate_launcher(cfg: DictConfig, launcher: str) -> None:
+def validate_launcher(cfg: DictConfig, launcher: DictConfig) -> None:
     """Lightning's DDP starts a job's further ranks by running its command line again (or by
-    spawning from it), which a job inside a joblib worker or a submitit process cannot do."""
+    spawning from it), which a job inside a joblib worker or a submitit process cannot do; submitit
+    starts them itself when it runs each job as one task per device (lit/cluster.py)."""
     devices = cfg.trainer.devices
     several = (
         devices == -1
         or (isinstance(devices, int) and devices > 1)
         or (not isinstance(devices, (int, str)) and len(devices) > 1)
     )
-    name = launcher.rpartition(".")[2]
+    name = str(launcher._target_).rpartition(".")[2]
+    if "submitit" in str(launcher._target_):
+        _validate_tasks(cfg, launcher, several)
+        return
     if several and name != "BasicLauncher":
         raise ConfigError(
             f"trainer.devices={devices} inside a sweep run by {name}: Lightning's DDP cannot start ranks from its "
             "workers; sweep with the basic launcher (each job on all its devices in turn), or give each job "
             "trainer.devices=1"
+        )
+
+
+def _validate_tasks(cfg: DictConfig, launcher: DictConfig, several: bool) -> None:
+    """A submitit job is one DDP run of one task per device: Lightning's devices and nodes must be
+    submitit's tasks and nodes."""
+    tasks, nodes = launcher.get("tasks_per_node") or 1, launcher.get("nodes") or 1
+    devices, num_nodes = cfg.trainer.devices, cfg.trainer.num_nodes
+    if tasks == 1 and nodes == 1:
+        if several:
+            raise ConfigError(
+                f"trainer.devices={devices} inside one submitit task: Lightning cannot start ranks from it; "
+                f"set hydra.launcher.tasks_per_node={devices if isinstance(devices, int) and devices > 0 else 'N'} "
+                "(one task per device), or trainer.devices=1"
+            )
+        return
+    if devices != tasks:
+        raise ConfigError(
+            f"trainer.devices={devices} with hydra.launcher.tasks_per_node={tasks}: each submitit task is one "
+            f"device's rank; set trainer.devices={tasks}"
+        )
+    if num_nodes != nodes:
+        raise ConfigError(
+            f"trainer.num_nodes={num_nodes} with hydra.launcher.nodes={nodes}: set trainer.num_nodes={nodes}"
         )

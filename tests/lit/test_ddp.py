@@ -110,6 +110,55 @@ def test_ddp_inside_a_sweep(tiny_mnist, tmp_path):
     assert {p.name for p in (tmp_path / "outputs").iterdir()} == {"multirun"}
 
 
+def test_a_submitit_job_of_two_tasks_is_one_ddp_run_with_lightnings_own_numbers(tiny_mnist, tmp_path):
+    """submitit's local executor starts the tasks as Slurm does (no SLURM_* variables): each task
+    one rank, no process started by Lightning, rank 0 alone writing the run's files."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    tasks = ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2", "hydra.launcher.cpus_per_task=1"]
+    runs = {}
+    for name, launcher in (("submitit", tasks), ("lightning", ["trainer.strategy=ddp"])):
+        (tmp_path / name).mkdir()
+        code, _, stderr = finish(multirun([*DDP, "trainer.max_epochs=2", *launcher], tmp_path / name, tiny_mnist))
+        assert code == 0, stderr
+        (sweep,) = sweep_dirs(tmp_path / name)
+        assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"]
+        runs[name] = sweep
+    job = runs["submitit"] / "0"
+    assert RUN_FILES <= {p.name for p in job.iterdir()}
+    assert not list(job.glob("train_ddp_process_*.log"))  # Lightning started no rank
+    for row, other in zip(
+        read_csv(job / "metrics.csv"), read_csv(runs["lightning"] / "0" / "metrics.csv"), strict=True
+    ):
+        assert {k: float(v) for k, v in row.items()} == pytest.approx({k: float(v) for k, v in other.items()}, rel=1e-5)
+    logs = sorted((runs["submitit"] / ".submitit").rglob("*_log.err"))
+    assert len(logs) == 2 and not any("Traceback" in log.read_text() for log in logs)
+
+
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        (
+            ["trainer.devices=2"],
+            "trainer.devices=2 inside one submitit task: Lightning cannot start ranks from it; "
+            "set hydra.launcher.tasks_per_node=2",
+        ),
+        (
+            ["hydra.launcher.tasks_per_node=2"],
+            "trainer.devices=1 with hydra.launcher.tasks_per_node=2: each submitit "
+            "task is one device's rank; set trainer.devices=2",
+        ),
+    ],
+)
+def test_a_submitit_job_whose_devices_are_not_its_tasks_is_refused_in_one_line(tiny_mnist, tmp_path, settings, said):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ["model=mlp", "trainer.max_epochs=1", "hydra/launcher=submitit_local", *settings]
+    code, _, _ = finish(multirun(args, tmp_path, tiny_mnist))
+    assert code != 0
+    (sweep,) = sweep_dirs(tmp_path)
+    [row] = read_csv(sweep / "summary.csv")
+    assert row["status"] == "failed" and row["error"].startswith(f"ConfigError: {said}")
+
+
 def test_several_devices_in_a_parallel_sweep_are_refused_before_any_process_starts(tiny_mnist, tmp_path):
     args = [
         "trainer.devices=2",
