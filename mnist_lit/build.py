@@ -16,6 +16,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -81,8 +82,10 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         enable_progress_bar=bool(bar),
         plugins=[AtomicCheckpointIO(), *tasks],
     )
-    # A submitit task's budget (cpus_per_task) is its own already; Lightning's ranks on a CPU share this one's.
-    cpu_processes = built.num_devices if built.strategy.root_device.type == "cpu" and not tasks else 1
+    # A process that Slurm or submitit started has a budget of its own (cpus_per_task); ranks that
+    # Lightning starts on a CPU share this one's.
+    own_budget = tasks or isinstance(getattr(built.strategy, "cluster_environment", None), SLURMEnvironment)
+    cpu_processes = built.num_devices if built.strategy.root_device.type == "cpu" and not own_budget else 1
     threads, why = share.threads(cfg.threads, launcher, cpu_processes)
     # From the devices: world_size is known only once the ranks start, and after ddp_spawn this
     # process knows none.

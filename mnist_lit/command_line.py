@@ -90,8 +90,8 @@ def command_line(app: Callable[[], Any]) -> Callable[[], None]:
     return main
 
 
-# Set in each process of a distributed run (by Lightning's launchers, torchrun or srun's rank setup):
-# their launcher, not this process, decides how they end.
+# Set in each process of a distributed run (by Lightning's launchers or torchrun): their launcher,
+# not this process, decides how they end.
 _RANK_VARIABLES = ("LOCAL_RANK", "RANK", "WORLD_SIZE")
 
 
@@ -104,6 +104,8 @@ def end_without_teardown() -> None:
     status 0. It returns, for the normal exit, when other threads are still running (Python waits for
     them), in a rank of a distributed run, and when torch was never imported (nothing to gain)."""
     if "torch" not in sys.modules or any(name in os.environ for name in _RANK_VARIABLES):
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:  # one of srun's tasks: srun waits for them all
         return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return

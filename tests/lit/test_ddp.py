@@ -3,6 +3,8 @@ the images of all ranks, rank 0 alone writing, resumable, and inside a sweep."""
 
 import json
 import os
+import subprocess
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -219,3 +221,45 @@ def test_spawned_ranks_count_into_their_own_metrics_each_image_once_and_limits_p
     assert results["test_loss"] == pytest.approx(losses[:64].mean().item(), rel=1e-6)
     rows = read_csv(tmp_path / "run" / "confusion_matrix.csv")
     assert sum(int(v) for row in rows for k, v in row.items() if k != "true \\ predicted") == 64
+
+
+def test_the_batch_scripts_srun_tasks_are_one_run_that_writes_its_files_once(tiny_mnist, tmp_path):
+    """docs/train.sbatch's command, started as srun starts its tasks (the SLURM_* variables srun
+    sets, on one node of this machine, on the CPU): two tasks, one run."""
+    script = (Path(__file__).parents[2] / "docs" / "train.sbatch").read_text()
+    command = script[script.index("\nsrun ") + len("\nsrun ") :].replace("\\\n", " ").strip()
+    slurm = {
+        "SLURM_JOB_ID": "4242",
+        "SLURM_JOB_NAME": "mnist_lit",
+        "SLURM_NNODES": "1",
+        "SLURM_NTASKS": "2",
+        "SLURM_NTASKS_PER_NODE": "2",
+        "SLURM_NODEID": "0",
+        "SLURM_NODELIST": "localhost",
+        "SLURM_JOB_NODELIST": "localhost",
+        "SLURM_CPUS_PER_TASK": "1",
+    }
+    tiny = "trainer.accelerator=cpu trainer.max_epochs=2 data.steps_per_execution=4 trainer.enable_progress_bar=false"
+    env = {**os.environ, **slurm, "MNIST_LIT_DATA": str(tiny_mnist)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    tasks = [
+        subprocess.Popen(
+            ["bash", "-c", f"{command} {tiny}"],
+            cwd=tmp_path,
+            env={**env, "SLURM_PROCID": str(rank), "SLURM_LOCALID": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
+    ended = [task.communicate(timeout=300) for task in tasks]
+    assert [task.returncode for task in tasks] == [0, 0], ended[0][1][-3000:] + ended[1][1][-3000:]
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["slurm-4242"]
+    run = tmp_path / "outputs" / "slurm-4242"
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
+    assert not list(run.glob("train_ddp_process_*.log"))  # Lightning started no rank
+    assert len(read_csv(run / "metrics.csv")) == 2
+    # Both tasks trained as one run's two processes, each with its own --cpus-per-task.
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["processes"] == 2
+    assert "Training on cpu, 1 torch thread (SLURM_CPUS_PER_TASK)" in ended[0][0] + ended[0][1]
