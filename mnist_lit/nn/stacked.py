@@ -1,4 +1,4 @@
-"""K networks of one shape as one, for the engine's Batched form (the stacked launcher), and the
+"""K networks of one depth as one, for the engine's Batched form (the stacked launcher), and the
 Adam that steps them with a learning rate each."""
 
 from typing import Any
@@ -25,29 +25,36 @@ class StackedNetwork(nn.Module):
         self.shapes = [[tuple(layer.weight.shape) for layer in layers] for layers in linears]
         widest = [tuple(max(sizes) for sizes in zip(*column, strict=True)) for column in zip(*self.shapes, strict=True)]
         tensors = []
+        dtype = linears[0][0].weight.dtype
         for i, (rows, columns) in enumerate(widest):
-            weight, bias = torch.zeros(len(nets), rows, columns), torch.zeros(len(nets), rows)
+            weight = torch.zeros(len(nets), rows, columns, dtype=dtype)
+            bias = torch.zeros(len(nets), rows, dtype=dtype)
             for k, layers in enumerate(linears):
                 out, into = self.shapes[k][i]
                 weight[k, :out, :into] = layers[i].weight.detach()
                 bias[k, :out] = layers[i].bias.detach()
             tensors += [weight, bias]
         self.stacked = nn.ParameterList(nn.Parameter(tensor) for tensor in tensors)
+        # Buffers, not persistent ones, so that they move with the stack and stay out of its
+        # checkpoints, which are each network's own (Stack.on_save_checkpoint).
         self.padded = any(shapes != self.shapes[0] for shapes in self.shapes)
-        for j, tensor in enumerate(tensors):
+        for j, tensor in enumerate(tensors if self.padded else []):
             mask = torch.zeros_like(tensor)
             for k in range(len(nets)):
                 mask[k][self._own(k, j)] = 1
-            # Not persistent: a stack's checkpoints are each network's own (Stack.on_save_checkpoint).
             self.register_buffer(f"mask_{j}", mask, persistent=False)
-        # For each hidden layer, each activation with the networks that use it.
+        # For each hidden layer, each activation with the buffer naming the networks that use it.
         activations = [[layer for layer in net.children() if not isinstance(layer, nn.Linear)] for net in nets]
-        self.activation_groups: list[list[tuple[nn.Module, torch.Tensor]]] = []
-        for column in zip(*activations, strict=True):
+        self.activation_groups: list[list[tuple[nn.Module, str]]] = []
+        for i, column in enumerate(zip(*activations, strict=True)):
             users: dict[type, tuple[nn.Module, list[int]]] = {}
             for k, activation in enumerate(column):
                 users.setdefault(type(activation), (activation, []))[1].append(k)
-            self.activation_groups.append([(module, torch.tensor(ks)) for module, ks in users.values()])
+            groups = []
+            for g, (module, ks) in enumerate(users.values()):
+                self.register_buffer(f"users_{i}_{g}", torch.tensor(ks), persistent=False)
+                groups.append((module, f"users_{i}_{g}"))
+            self.activation_groups.append(groups)
         # Modules, so that train() and eval() reach them as they reach each network's own.
         self.activations = nn.ModuleList(module for groups in self.activation_groups for module, _ in groups)
 
@@ -69,13 +76,12 @@ class StackedNetwork(nn.Module):
                 x = self._activate(x, self.activation_groups[i])
         return x
 
-    @staticmethod
-    def _activate(x: torch.Tensor, groups: list[tuple[nn.Module, torch.Tensor]]) -> torch.Tensor:
+    def _activate(self, x: torch.Tensor, groups: list[tuple[nn.Module, str]]) -> torch.Tensor:
         if len(groups) == 1:
             return groups[0][0](x)  # type: ignore[no-any-return]  # an activation module returns a tensor
         activated = torch.empty_like(x)
-        for module, ks in groups:
-            ks = ks.to(x.device)
+        for module, users in groups:
+            ks = getattr(self, users)
             activated[ks] = module(x[ks])
         return activated
 
