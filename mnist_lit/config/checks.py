@@ -3,9 +3,11 @@ its keys, its values, what its `_target_`s name, what it asks of the machine and
 
 import difflib
 import importlib.util
+import sys
 from collections.abc import Iterator, Mapping
 from typing import Any, cast
 
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -228,3 +230,23 @@ def _validate_tasks(cfg: DictConfig, launcher: DictConfig, several: bool) -> Non
         raise ConfigError(
             f"trainer.num_nodes={num_nodes} with hydra.launcher.nodes={nodes}: set trainer.num_nodes={nodes}"
         )
+
+
+class CheckLauncher(Callback):
+    """A sweep whose launcher cannot run its jobs as they ask (several devices in a joblib worker,
+    submitit tasks that are not the job's devices) is refused before any job is submitted; a sweep
+    over such settings (trainer.devices=1,2) still has each job refused on its own."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+        swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
+        swept |= set(config.hydra.sweeper.get("params") or {})
+        if swept & {"trainer.devices", "trainer.num_nodes", "hydra.launcher.tasks_per_node", "hydra.launcher.nodes"}:
+            return  # the sweep's own config holds none of the values its jobs will have
+        try:
+            validate_launcher(config, config.hydra.launcher)
+        except ConfigError as error:
+            # Hydra turns a callback's exceptions into warnings and goes on: stop here, in one line.
+            sys.exit(str(error))

@@ -151,14 +151,27 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_with_lightnings_own_numbers(
         ),
     ],
 )
-def test_a_submitit_job_whose_devices_are_not_its_tasks_is_refused_in_one_line(tiny_mnist, tmp_path, settings, said):
+def test_a_submitit_sweep_whose_devices_are_not_its_tasks_is_refused_in_one_line_before_any_job(
+    tiny_mnist, tmp_path, settings, said
+):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     args = ["model=mlp", "trainer.max_epochs=1", "hydra/launcher=submitit_local", *settings]
+    code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
+    assert code == 1 and stderr.strip().splitlines()[-1].startswith(said), stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_a_sweep_over_devices_has_each_submitit_job_checked_on_its_own(tiny_mnist, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ["model=mlp", "trainer.max_epochs=1", "hydra/launcher=submitit_local", "trainer.devices=1,2"]
     code, _, _ = finish(multirun(args, tmp_path, tiny_mnist))
     assert code != 0
     (sweep,) = sweep_dirs(tmp_path)
-    [row] = read_csv(sweep / "summary.csv")
-    assert row["status"] == "failed" and row["error"].startswith(f"ConfigError: {said}")
+    ok, refused = read_csv(sweep / "summary.csv")
+    assert ok["status"] == "ok"
+    assert refused["status"] == "failed" and refused["error"].startswith(
+        "ConfigError: trainer.devices=2 inside one submitit task"
+    )
 
 
 def test_several_devices_in_a_parallel_sweep_are_refused_before_any_process_starts(tiny_mnist, tmp_path):
@@ -170,14 +183,13 @@ def test_several_devices_in_a_parallel_sweep_are_refused_before_any_process_star
         "trainer.max_epochs=1",
     ]
     code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
-    assert code != 0
-    (sweep,) = sweep_dirs(tmp_path)
-    for row in read_csv(sweep / "summary.csv"):
-        assert row["status"] == "failed"
-        assert row["error"].startswith(
-            "ConfigError: trainer.devices=2 inside a sweep run by JoblibLauncher: Lightning's DDP cannot"
-        )
-        assert not (tmp_path / row["directory"] / "checkpoints").exists()
+    assert code == 1
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith("trainer.devices=2 inside a sweep run by JoblibLauncher: Lightning's DDP cannot")
+    ), stderr
+    assert not (tmp_path / "outputs").exists()
 
 
 class MetricStates(L.Callback):
