@@ -17,8 +17,8 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
 
 python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
-python3 benchmarks/epoch_speed.py --device cuda
-python3 benchmarks/epoch_speed.py --device cuda capture=false
-python3 benchmarks/epoch_speed.py --device cuda --models mlp trainer.precision=bf16-mixed
+python3 benchmarks/epoch_speed.py --device cuda --repeats 1
+python3 benchmarks/epoch_speed.py --device cuda --repeats 1 capture=false
+python3 benchmarks/epoch_speed.py --device cuda --repeats 1 --models mlp trainer.precision=bf16-mixed
 cd "$(mktemp -d)"
 /usr/bin/time -f "whole run: %e s wall" python3 -m mnist_lit model=mlp trainer.accelerator=gpu trainer.enable_progress_bar=false | tail -3
