@@ -12,4 +12,4 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 def flatten(images: torch.Tensor) -> torch.Tensor:
     """(n, 28, 28) → (n, 784)."""
-    return images.reshape(len(images), -1)
+    return images.flatten(1)
