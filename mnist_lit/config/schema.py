@@ -259,9 +259,16 @@ class PredictConfig:
     images: str = MISSING  # an image file, a folder of them, or a glob such as 'digits/*.png'
 
 
+@dataclass
+class ExportConfig:
+    checkpoint: str = MISSING  # a run directory or a .ckpt file
+    format: str = "onnx"  # or pt2 (torch.export)
+
+
 ConfigStore.instance().store(name="schema", node=Config)
 # The logger group's options besides conf/logger/none.yaml, typed.
 ConfigStore.instance().store(group="logger", name="tensorboard", node=TensorBoardConfig)
 ConfigStore.instance().store(group="logger", name="mlflow", node=MLflowConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
+ConfigStore.instance().store(name="export_schema", node=ExportConfig)
