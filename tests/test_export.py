@@ -1,7 +1,6 @@
 """mnist-lit-export: the trained network as model.pt2 or model.onnx, pixels in, probabilities out,
 giving what `load(run).predict` gives."""
 
-import os
 import sys
 
 import numpy as np
@@ -18,11 +17,10 @@ IMAGES = torch.randint(0, 256, (1000, 28, 28), dtype=torch.uint8, generator=torc
 @pytest.fixture(scope="module")
 def run(tiny_mnist, tmp_path_factory):
     directory = tmp_path_factory.mktemp("export")
-    os.environ["MNIST_LIT_DATA"] = str(tiny_mnist)
-    try:
+    # Put back as it was: CI sets MNIST_LIT_DATA for every test.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
         fit("model=mlp", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", output_dir=directory / "run")
-    finally:
-        del os.environ["MNIST_LIT_DATA"]
     return directory
 
 
