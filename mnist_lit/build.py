@@ -26,7 +26,7 @@ from mnist_lit.checkpoint import check_resume, find, read, tell_processes
 from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
 from mnist_lit.config.checks import config_of, plain
 from mnist_lit.lit import console
-from mnist_lit.lit.cluster import submitit_tasks
+from mnist_lit.lit.cluster import SubmititEnvironment
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier
@@ -72,7 +72,8 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         callbacks = [early, *callbacks]
     launcher, job = _sweep_job()
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
-    tasks = submitit_tasks(launcher)
+    # A submitit job of several tasks: each task is one rank, which submitit started.
+    tasks = [SubmititEnvironment()] if share.submitit_tasks(launcher) not in (None, (1, 1)) else []
     built = trainer(
         cfg,
         devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),

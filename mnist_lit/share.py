@@ -61,3 +61,10 @@ def devices(devices: Any, accelerator: str, launcher: Mapping[str, Any], job: in
     if (launcher.get("n_jobs") or 1) != 1 and gpus > 1 and devices == 1 and accelerator in ("auto", "gpu", "cuda"):
         return [job % gpus]
     return devices
+
+
+def submitit_tasks(launcher: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(tasks per node, nodes) that submitit runs each job as; None for another launcher."""
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return None
+    return launcher.get("tasks_per_node") or 1, launcher.get("nodes") or 1

@@ -14,6 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 from mnist_lit.common.choices import LOGGER_LIBRARIES, METRICS, MOVED, TARGET_KINDS, TARGETS
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.schema import Config
+from mnist_lit.share import submitit_tasks
 
 
 def require(cfg: DictConfig, **keys: str) -> None:
@@ -197,8 +198,9 @@ def validate_launcher(cfg: DictConfig, launcher: DictConfig) -> None:
         or (not isinstance(devices, (int, str)) and len(devices) > 1)
     )
     name = str(launcher._target_).rpartition(".")[2]
-    if "submitit" in str(launcher._target_):
-        _validate_tasks(cfg, launcher, several)
+    tasks = submitit_tasks(launcher)
+    if tasks:
+        _validate_tasks(cfg, *tasks, several)
         return
     if several and name != "BasicLauncher":
         raise ConfigError(
@@ -208,10 +210,9 @@ def validate_launcher(cfg: DictConfig, launcher: DictConfig) -> None:
         )
 
 
-def _validate_tasks(cfg: DictConfig, launcher: DictConfig, several: bool) -> None:
+def _validate_tasks(cfg: DictConfig, tasks: int, nodes: int, several: bool) -> None:
     """A submitit job is one DDP run of one task per device: Lightning's devices and nodes must be
     submitit's tasks and nodes."""
-    tasks, nodes = launcher.get("tasks_per_node") or 1, launcher.get("nodes") or 1
     devices, num_nodes = cfg.trainer.devices, cfg.trainer.num_nodes
     if tasks == 1 and nodes == 1:
         if several:

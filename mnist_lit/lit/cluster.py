@@ -8,16 +8,17 @@ alike (the local executor sets no SLURM_* variable), so that a test on one machi
 cluster runs.
 """
 
-from typing import Any
-
 from lightning.fabric.plugins.environments.cluster_environment import ClusterEnvironment
 
 
 class SubmititEnvironment(ClusterEnvironment):
-    def __init__(self, job: Any) -> None:
-        """`job`: this task's `submitit.JobEnvironment()`."""
+    """This task's place in its submitit job, as Lightning asks for it."""
+
+    def __init__(self) -> None:
+        import submitit
+
         super().__init__()
-        self.job = job
+        self.job = submitit.JobEnvironment()
 
     @property
     def creates_processes_externally(self) -> bool:
@@ -54,14 +55,3 @@ class SubmititEnvironment(ClusterEnvironment):
 
     def node_rank(self) -> int:
         return int(self.job.node)
-
-
-def submitit_tasks(launcher: dict[str, Any]) -> list[SubmititEnvironment]:
-    """The cluster environment of this job, if submitit runs it as several tasks; else none."""
-    if "submitit" not in str(launcher.get("_target_", "")):
-        return []
-    if (launcher.get("tasks_per_node") or 1) * (launcher.get("nodes") or 1) == 1:
-        return []
-    import submitit
-
-    return [SubmititEnvironment(submitit.JobEnvironment())]
