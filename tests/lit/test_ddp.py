@@ -39,6 +39,14 @@ RUN_FILES = {
 }
 
 
+def assert_same_metrics(run, other, rel):
+    """Two runs' metrics.csv equal, epoch by epoch, up to `rel`."""
+    rows, others = read_csv(run / "metrics.csv"), read_csv(other / "metrics.csv")
+    assert len(rows) == len(others)
+    for row, theirs in zip(rows, others, strict=True):
+        assert {k: float(v) for k, v in row.items()} == pytest.approx({k: float(v) for k, v in theirs.items()}, rel=rel)
+
+
 class RankWeights(L.Callback):
     def __init__(self, directory: str) -> None:
         self.directory = directory
@@ -80,9 +88,7 @@ def test_ddp_and_ddp_spawn_train_alike_resume_and_load_into_one_device(tiny_mnis
     assert straight.count("\n") == 3
     assert (tmp_path / "resumed" / "metrics.csv").read_text() == straight
     # The two launchers sum the ranks' epoch means in another order.
-    spawned = read_csv(tmp_path / "spawned" / "metrics.csv")
-    for row, other in zip(read_csv(tmp_path / "straight" / "metrics.csv"), spawned, strict=True):
-        assert {k: float(v) for k, v in row.items()} == pytest.approx({k: float(v) for k, v in other.items()}, rel=1e-6)
+    assert_same_metrics(tmp_path / "straight", tmp_path / "spawned", rel=1e-6)
     for other in ("spawned", "resumed"):
         a, b = last_weights(tmp_path / "straight"), last_weights(tmp_path / other)
         assert all(torch.equal(a[k], b[k]) for k in a)
@@ -128,10 +134,7 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_with_lightnings_own_numbers(
     job = runs["submitit"] / "0"
     assert RUN_FILES <= {p.name for p in job.iterdir()}
     assert not list(job.glob("train_ddp_process_*.log"))  # Lightning started no rank
-    for row, other in zip(
-        read_csv(job / "metrics.csv"), read_csv(runs["lightning"] / "0" / "metrics.csv"), strict=True
-    ):
-        assert {k: float(v) for k, v in row.items()} == pytest.approx({k: float(v) for k, v in other.items()}, rel=1e-5)
+    assert_same_metrics(job, runs["lightning"] / "0", rel=1e-5)
     logs = sorted((runs["submitit"] / ".submitit").rglob("*_log.err"))
     assert len(logs) == 2 and not any("Traceback" in log.read_text() for log in logs)
 
