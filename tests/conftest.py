@@ -10,6 +10,21 @@ import pytest
 import torch
 
 REAL_DATA = os.environ.get("MNIST_LIT_DATA")
+HAS_REAL_MNIST = bool(REAL_DATA) and (Path(str(REAL_DATA)) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
+
+
+def needs_real_mnist(test):
+    """A test that needs the real MNIST: marked mnist, and skipped with the reason where it is absent."""
+    absent = pytest.mark.skipif(not HAS_REAL_MNIST, reason="set MNIST_LIT_DATA to a directory holding MNIST/raw")
+    return pytest.mark.mnist(absent(test))
+
+
+def real_test_set() -> tuple[torch.Tensor, torch.Tensor]:
+    """The real MNIST's 10,000 test images (uint8, 28×28) and labels."""
+    from torchvision.datasets import MNIST
+
+    test = MNIST(str(REAL_DATA), train=False)
+    return test.data, test.targets
 
 
 def write_idx(path: Path, tensor: torch.Tensor) -> None:
