@@ -265,6 +265,13 @@ class ExportConfig:
     format: str = "onnx"  # or pt2 (torch.export)
 
 
+@dataclass
+class ServeConfig:
+    checkpoint: str = MISSING  # a run directory or a .ckpt file
+    port: int = 8000
+    host: str = "127.0.0.1"  # this machine alone; 0.0.0.0 serves every network it is on
+
+
 ConfigStore.instance().store(name="schema", node=Config)
 # The logger group's options besides conf/logger/none.yaml, typed.
 ConfigStore.instance().store(group="logger", name="tensorboard", node=TensorBoardConfig)
@@ -272,3 +279,4 @@ ConfigStore.instance().store(group="logger", name="mlflow", node=MLflowConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)
+ConfigStore.instance().store(name="serve_schema", node=ServeConfig)

@@ -3,6 +3,7 @@ cropped to the ink, scaled to fit 20×20 keeping the aspect ratio, and placed in
 ink's centre of mass at the centre. Pillow reads and scales; torch does the arithmetic."""
 
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -18,8 +19,9 @@ class NoDigit(ValueError):
     """The image holds nothing that looks like ink."""
 
 
-def read(path: str | Path) -> Image.Image:
-    """An image file as Pillow reads it: any format, the first frame of an animation."""
+def read(path: str | Path | IO[bytes]) -> Image.Image:
+    """An image file (or its bytes in a file object) as Pillow reads it: any format, the first frame
+    of an animation."""
     with Image.open(path) as image:
         image.seek(0)
         return ImageOps.exif_transpose(image).copy()

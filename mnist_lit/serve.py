@@ -1,0 +1,73 @@
+"""`python -m mnist_lit.serve checkpoint=<run dir or .ckpt> [port=8000] [host=127.0.0.1]`, or
+`mnist-lit-serve`: a page where you draw a digit and watch the network read it, and its JSON API,
+`POST /predict` with an image file's bytes as the body (web/app.py). Served by uvicorn
+(pip install "mnist_lit[serve]") on this machine alone unless host= says otherwise; Ctrl-C stops it."""
+
+import importlib.util
+import logging
+import os
+import socket
+
+import hydra
+from omegaconf import DictConfig
+
+from mnist_lit.command_line import command_line
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.config.checks import require
+
+log = logging.getLogger(__name__)
+
+SERVER_LIBRARIES = ("starlette", "uvicorn")
+
+
+@hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="serve")
+def run(cfg: DictConfig) -> None:
+    require(cfg, checkpoint="run directory or .ckpt file")
+    missing = [name for name in SERVER_LIBRARIES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"serving needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            'pip install "mnist_lit[serve]"'
+        )
+    if not 0 < cfg.port < 65536:
+        raise ConfigError(f"port={cfg.port} is not a port; choose one from 1 to 65535, such as port=8000")
+    listener = listen(cfg.host, cfg.port)
+    import uvicorn
+
+    from mnist_lit.share import cores
+    from mnist_lit.trained import load
+    from mnist_lit.web.app import application
+
+    app = application(load(cfg.checkpoint), workers=cores())
+    log.info("Serving %s at http://%s:%d/ (Ctrl-C stops)", cfg.checkpoint, cfg.host, cfg.port)
+    # log_config=None: uvicorn logs through the handlers Hydra set up, into this command's log too.
+    uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[listener])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the checkpoint loads: a port in use is one line, at once."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # protocol: IPPROTO_TCP, not 0, so that asyncio sets TCP_NODELAY on each connection, as on
+        # the sockets uvicorn binds itself; without it every answer on a kept-alive connection
+        # waited 40 ms for the client's delayed acknowledgement.
+        listener = socket.socket(family, kind, protocol)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(address)
+            listener.listen()
+        except OSError:
+            listener.close()
+            raise
+        return listener
+    except OSError as error:
+        # os.strerror: socket's own message names the address a second time; a host name that does
+        # not resolve (socket.gaierror) has a negative errno and its reason in strerror.
+        reason = os.strerror(error.errno) if error.errno and error.errno > 0 else error.strerror or error
+        raise ConfigError(f"cannot serve on {host}:{port}: {reason}; choose another port= (or host=)") from None
+
+
+main = command_line(run)
+
+if __name__ == "__main__":
+    main()
