@@ -258,6 +258,14 @@ def test_a_digit_drawn_on_the_page_in_chromium_is_read_right(mnist_run, tmp_path
             )
             assert max(seen) == 255 and seen[0] == 0  # the 28×28 digit the network saw, ink bright on black
         page.screenshot(path=tmp_path / "serve.png")
+        # An image file opened on the page is sent as it is, and read as predict reads it.
+        images, labels = real_test_set()
+        (tmp_path / "digit.jpg").write_bytes(redrawn(images[0], "JPEG"))
+        page.click("#clear")  # no answer on the page until the file's comes
+        page.set_input_files("#file", tmp_path / "digit.jpg")
+        page.wait_for_selector('#top[aria-busy="false"] .name')
+        opened = page.locator("#top .name").first.inner_text()
         browser.close()
     assert read == {digit: digit for digit in STROKES}
+    assert opened == str(labels[0].item())
     assert "Traceback" not in server.log
