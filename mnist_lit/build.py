@@ -26,7 +26,7 @@ from mnist_lit.checkpoint import check_resume, find, read, tell_processes
 from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
 from mnist_lit.config.checks import config_of, plain
 from mnist_lit.lit import console
-from mnist_lit.lit.cluster import SubmititEnvironment
+from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier
@@ -50,11 +50,18 @@ class Run:
     threads: int  # torch threads per process: the run's share of the cores
     threads_why: str
     ranks: int  # processes that train together (DDP), each with its own batch
+    submitit: bool  # a job that submitit started, and requeues
 
 
 def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ()) -> Run:
     """A training run of `cfg` into `output_dir`; `callbacks` join the run's own (history, timer,
     checkpoints, early stopping, progress bar). Inside a DDP launch, as each rank is."""
+    launcher, job = _sweep_job()
+    submitit_job = [SubmititJob()] if share.submitit_tasks(launcher) is not None else []
+    if submitit_job and submitit_job[0].requeued(output_dir):
+        log.info("Requeued by submitit: job %s continues from its own last checkpoint", submitit_job[0].job_id)
+        cfg = cfg.copy()
+        cfg.resume = str(output_dir)
     ckpt_path = find(cfg.resume) if cfg.resume else None
     L.seed_everything(cfg.seed, verbose=False)
     module = classifier(cfg)
@@ -70,16 +77,15 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
             monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True
         )
         callbacks = [early, *callbacks]
-    launcher, job = _sweep_job()
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
-    # A submitit job of several tasks: each task is one rank, which submitit started.
-    tasks = [SubmititEnvironment()] if share.submitit_tasks(launcher) not in (None, (1, 1)) else []
+    # A submitit job: each task is one rank, which submitit started (lit/cluster.py).
+    tasks = [SubmititEnvironment()] if submitit_job else []
     built = trainer(
         cfg,
         devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),
         default_root_dir=output_dir,
         logger=loggers(cfg, output_dir) or False,
-        callbacks=[history, timer, *checkpoints, *bar, *callbacks],
+        callbacks=[history, timer, *checkpoints, *bar, *submitit_job, *callbacks],
         enable_progress_bar=bool(bar),
         plugins=[AtomicCheckpointIO(), *tasks],
     )
@@ -93,7 +99,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     ranks = built.num_nodes * built.num_devices
     if resumed and built.is_global_zero:
         tell_processes(resumed, ranks, cfg.data.batch_size)
-    return Run(module, datamodule(cfg), built, history, timer, best, ckpt_path, threads, why, ranks)
+    return Run(module, datamodule(cfg), built, history, timer, best, ckpt_path, threads, why, ranks, bool(tasks))
 
 
 def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:

@@ -3,6 +3,7 @@ results behind. `fit` is the same from a notebook."""
 
 import logging
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,6 +20,7 @@ from mnist_lit.common import files
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.directories import unique_dir
 from mnist_lit.lit import console, loggers
+from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.reports import mistakes, results
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         except SystemExit:
             if history.stopped_by is None:
                 raise
+            if history.stopped_by == signal.SIGTERM and run.submitit:
+                hand_over_to_submitit()
             # The shell's convention, 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM.
             raise SystemExit(128 + history.stopped_by) from None
         saved = output_dir / "checkpoints" / "last.ckpt"

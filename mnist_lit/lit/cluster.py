@@ -5,9 +5,20 @@ of this machine), so Lightning must start none: its own launcher would run submi
 again with arguments it rejects (Hydra #2231). Each task's rank, the world size and the main
 address come from submitit's JobEnvironment, which reads them on Slurm and in the local executor
 alike (the local executor sets no SLURM_* variable), so that a test on one machine runs the path a
-cluster runs.
+cluster runs. Every submitit job, of one task too, gets this environment, never Lightning's
+SLURMEnvironment: its auto-requeue would requeue the job beside submitit's own.
+
+Pre-emption and time limits are submitit's: its signal requeues the job (Hydra's launcher runs the
+same job again), and the run then continues from the last checkpoint that this job left in its
+directory (SubmititJob). A SIGTERM stops the run cleanly after the step, as everywhere, then hands
+over to submitit's requeue (hand_over_to_submitit).
 """
 
+import os
+from pathlib import Path
+
+import lightning as L
+import torch
 from lightning.fabric.plugins.environments.cluster_environment import ClusterEnvironment
 
 
@@ -55,3 +66,35 @@ class SubmititEnvironment(ClusterEnvironment):
 
     def node_rank(self) -> int:
         return int(self.job.node)
+
+
+class SubmititJob(L.Callback):
+    """Puts the submitit job's id into each checkpoint, so that the job, requeued by submitit after
+    pre-emption or a time limit, tells its own last checkpoint from one that another job left in
+    the same directory."""
+
+    def __init__(self) -> None:
+        import submitit
+
+        self.job_id = str(submitit.JobEnvironment().job_id)
+
+    def state_dict(self) -> dict[str, str]:
+        return {"job_id": self.job_id}
+
+    def requeued(self, directory: Path) -> bool:
+        """Whether this is a requeued run of the job that wrote `directory`'s last checkpoint."""
+        last = directory / "checkpoints" / "last.ckpt"
+        if not last.exists():
+            return False
+        saved = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+        return bool(saved.get(self.state_key, {}).get("job_id") == self.job_id)
+
+
+def hand_over_to_submitit() -> None:
+    """A stop by SIGTERM, handed to submitit: its own pre-emption signal, whose handler (set as the
+    job started) checkpoints the job as Hydra's launcher defines it (the same job again), requeues
+    it and exits with the code submitit expects. On a rank other than 0 the handler does nothing."""
+    import submitit
+
+    # SUBMITIT_PREEMPT_SIGNAL or USR2, read as submitit reads it.
+    os.kill(os.getpid(), submitit.JobEnvironment._usr_sig())

@@ -3,7 +3,9 @@ the images of all ranks, rank 0 alone writing, resumable, and inside a sweep."""
 
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import lightning as L
@@ -278,3 +280,57 @@ def test_the_batch_scripts_srun_tasks_are_one_run_that_writes_its_files_once(tin
     # Both tasks trained as one run's two processes, each with its own --cpus-per-task.
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["processes"] == 2
     assert "Training on cpu, 1 torch thread (SLURM_CPUS_PER_TASK)" in ended[0][0] + ended[0][1]
+
+
+def _task_of(folder: Path) -> int:
+    """The process id of the submitit task that runs a job of the sweep under `folder`."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            words = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"submitit.core._submit" in words and any(str(folder).encode() in word for word in words):
+            return int(cmdline.parent.name)
+    raise AssertionError(f"no submitit task runs under {folder}")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGUSR2, signal.SIGTERM], ids=["submitit's signal", "SIGTERM"])
+def test_a_submitit_job_stopped_midway_is_requeued_and_ends_as_if_never_stopped(tmp_path, stop):
+    """Pre-emption or a time limit: submitit's own signal (USR2, which Slurm sends as its
+    `--signal`), or a SIGTERM, which the run takes as a clean stop and hands over to submitit. The
+    job is requeued, continues from its own last checkpoint in its own directory, and ends with
+    the weights and metrics.csv of the same training never stopped."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    data = make_mnist(tmp_path / "data", train=6400)  # 200 steps an epoch: time to stop one midway
+    args = ["model=mlp", "trainer.max_epochs=12", "trainer.enable_progress_bar=false", "data.steps_per_execution=4"]
+    (tmp_path / "never").mkdir()
+    straight = cli([*args, "threads=1", "hydra.run.dir=run"], tmp_path / "never", data)
+    assert straight.returncode == 0, straight.stderr
+    (tmp_path / "stopped").mkdir()
+    sweep = multirun(
+        [*args, "hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1"], tmp_path / "stopped", data
+    )
+    deadline = time.monotonic() + 300
+    while (
+        not (metrics := list((tmp_path / "stopped").glob("outputs/multirun/*/*/0/metrics.csv")))
+        or len(metrics[0].read_text().splitlines()) < 3
+    ):  # two epochs done, and checkpointed
+        assert time.monotonic() < deadline and sweep.poll() is None, finish(sweep)
+        time.sleep(0.05)
+    os.kill(_task_of(tmp_path / "stopped"), stop)
+    code, _, stderr = finish(sweep)
+    assert code == 0, stderr
+    job = metrics[0].parent
+    log = (job / "mnist_lit.log").read_text()
+    assert "Requeued by submitit: job" in log and "continues from its own last checkpoint" in log
+    # The requeued run went on from the stopped one's last checkpoint: each epoch trained once,
+    # but the one whose checkpoint the stop may have cut off (from scratch: 14 or more).
+    printed = "".join(out.read_text() for out in job.parent.glob(".submitit/*/*_log.out"))
+    epochs = [
+        int(line.split("/")[0].removeprefix("Epoch ")) for line in printed.splitlines() if line.startswith("Epoch ")
+    ]
+    assert sorted(set(epochs)) == list(range(1, 13)) and len(epochs) <= 13, epochs
+    assert read_csv(job.parent / "summary.csv")[0]["status"] == "ok"
+    assert (job / "metrics.csv").read_text() == (tmp_path / "never" / "run" / "metrics.csv").read_text()
+    mine, theirs = last_weights(job), last_weights(tmp_path / "never" / "run")
+    assert all(torch.equal(mine[name], theirs[name]) for name in theirs)
