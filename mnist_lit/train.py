@@ -21,6 +21,7 @@ from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.directories import unique_dir
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
+from mnist_lit.lit.history import LOG_FORMAT
 from mnist_lit.reports import mistakes, results
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def fit(
 def _logged_to(path: Path) -> Iterator[None]:
     """The run's log records into `path`, in Hydra's format, as the command line's job log has them."""
     handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     root = logging.getLogger()
     level = root.level
     root.addHandler(handler)

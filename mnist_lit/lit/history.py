@@ -1,6 +1,7 @@
 """Keras's History: the epoch metrics of a run, printed, written to metrics.csv, sent to the run's
 loggers and plotted (exercise 4)."""
 
+import logging
 import math
 import signal
 import sys
@@ -14,6 +15,9 @@ from mnist_lit.common import files
 from mnist_lit.common.choices import METRICS
 from mnist_lit.lit.loggers import send_metrics, send_picture
 from mnist_lit.reports.history import plot, write_csv
+
+# Hydra's own format for a job's log file.
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
 class History(L.Callback):
@@ -52,9 +56,11 @@ class History(L.Callback):
             fresh = self._validated or not name.startswith("val_")
             self.history[name].append(trainer.callback_metrics[name].item() if fresh else math.nan)
         values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
-        module.print(f"{self.label}Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}")
+        line = f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}"
+        module.print(f"{self.label}{line}")
         if trainer.is_global_zero:
             write_csv(self.history, self.directory / "metrics.csv")
+            _log_to(self.directory / "mnist_lit.log", line)
         send_metrics(
             trainer.loggers, {name: values[-1] for name, values in self.history.items()}, len(self.history["loss"])
         )
@@ -83,3 +89,12 @@ class History(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, dict[str, list[float]]]) -> None:
         self.history = state_dict["history"]
+
+
+def _log_to(path: Path, line: str) -> None:
+    """`line` as a record of the run's own log (mnist_lit.log, in Hydra's format), not the console,
+    which printed it already: each job of a stack has its epoch lines there as a run alone has."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.handle(logging.makeLogRecord({"name": __name__, "levelno": logging.INFO, "levelname": "INFO", "msg": line}))
+    handler.close()

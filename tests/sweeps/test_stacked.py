@@ -35,6 +35,11 @@ def metrics(job: Path) -> list[dict[str, float]]:
         return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(f)]
 
 
+def logged_epochs(job: Path) -> list[str]:
+    lines = (job / "mnist_lit.log").read_text().splitlines()
+    return [line.split(" - ")[1] for line in lines if "] - Epoch " in line]
+
+
 def summary(sweep: Path) -> list[dict[str, str]]:
     with open(sweep / "summary.csv") as f:
         return list(csv.DictReader(f))
@@ -61,6 +66,8 @@ def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, t
         for a, b in zip(metrics(ours), metrics(theirs), strict=True):
             # Batched and single matmuls round differently: equal to float rounding.
             assert a == pytest.approx(b, rel=1e-4)
+        # Its epoch lines in its own log, as the job run alone has them.
+        assert logged_epochs(ours) == logged_epochs(theirs) == ["Epoch 1/2", "Epoch 2/2"]
 
 
 @pytest.mark.slow
