@@ -5,7 +5,7 @@ import logging
 import os
 import signal
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -35,14 +35,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     validate(cfg)
     check_machine(cfg, share.gpus(), share.cores())
     output_dir = Path(output_dir)
-    with _ranks_cleaned_up(), console.quiet():
+    with _ranks_cleaned_up(), console.quiet(), ExitStack() as alone:
         run = build.run(cfg, output_dir, callbacks)
         if run.ranks == 1:
-            # `import lightning` makes torch check for CUDA through NVML, loading its library on every
-            # call, as each optimizer step does (65 µs a step on this CPU), so that no check spoils a
-            # process that Lightning forks for its ranks. One process forks none; _ranks_cleaned_up
-            # puts the variable back afterwards.
-            os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
+            alone.enter_context(share.cuda_check_without_nvml())
         trainer, module, datamodule, history = run.trainer, run.module, run.datamodule, run.history
         _use_threads(run.threads, run.threads_why, trainer)
         if trainer.is_global_zero:

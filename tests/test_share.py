@@ -1,7 +1,11 @@
 """Each run takes its share of the cores, and parallel jobs spread over the GPUs."""
 
+import os
+
+import lightning as L
 import pytest
 
+from mnist_lit import fit
 from mnist_lit.share import devices, threads
 
 
@@ -48,3 +52,18 @@ def test_a_single_run_takes_the_cores_it_may_run_on():
 )
 def test_parallel_jobs_spread_over_the_gpus(launcher, job, requested, gpus, expected):
     assert devices(requested, "auto", launcher, job, gpus) == expected
+
+
+class SeesNvmlCheck(L.Callback):
+    def on_train_start(self, trainer, module):
+        self.during = os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK")
+
+
+def test_a_run_in_one_process_trains_without_the_per_step_nvml_check_and_puts_it_back(tiny_env):
+    """`import lightning` sets PYTORCH_NVML_BASED_CUDA_CHECK=1, and torch then loads NVML's library
+    at every optimizer step; a run that forks no rank trains without it."""
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"
+    seen = SeesNvmlCheck()
+    fit("model=mlp", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", callbacks=[seen])
+    assert seen.during is None
+    assert os.environ.get("PYTORCH_NVML_BASED_CUDA_CHECK") == "1"

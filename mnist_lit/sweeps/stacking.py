@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build
+from mnist_lit import build, share
 from mnist_lit.common.choices import FOR_A_STACK
 from mnist_lit.config.checks import plain
 from mnist_lit.config.schema import TrainerConfig
@@ -38,7 +38,8 @@ def train_stack(jobs: list[Job]) -> None:
     cfg = jobs[0].cfg
     stack = Stack([job.member for job in jobs], build.optimizer(cfg), build.datamodule(cfg))
     try:
-        with console.quiet():
+        # One process: the stack never forks ranks.
+        with console.quiet(), share.cuda_check_without_nvml():
             trainer, timer = build.stack_trainer(cfg)
             trainer.fit(stack)
     finally:
