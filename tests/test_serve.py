@@ -229,6 +229,7 @@ STROKES = {
 
 @needs_real_mnist
 @pytest.mark.slow
+@pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_a_digit_drawn_on_the_page_in_chromium_is_read_right(mnist_run, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
