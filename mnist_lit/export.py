@@ -5,7 +5,6 @@ that they feed what MNIST stores, uint8 images (n, 28, 28) for any n, and get cl
 (pip install "mnist_lit[export]"); `format=pt2` writes model.pt2 through torch.export. The file goes
 into the command's own directory, which the log names."""
 
-import importlib.util
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ from omegaconf import DictConfig
 
 from mnist_lit.command_line import command_line
 from mnist_lit.common.errors import ConfigError
-from mnist_lit.config.checks import require
+from mnist_lit.config.checks import require, require_installed
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,12 +30,8 @@ def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file")
     if cfg.format not in ("onnx", "pt2"):
         raise ConfigError(f"format={cfg.format} is unknown; choose onnx or pt2")
-    missing = [name for name in ONNX_LIBRARIES if importlib.util.find_spec(name) is None]
-    if cfg.format == "onnx" and missing:
-        raise ConfigError(
-            f"format=onnx needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
-            'pip install "mnist_lit[export]" (or format=pt2, which needs torch alone)'
-        )
+    if cfg.format == "onnx":
+        require_installed("format=onnx", ONNX_LIBRARIES, "export", " (or format=pt2, which needs torch alone)")
     from mnist_lit.nn.exported import FromPixels
     from mnist_lit.trained import load
 

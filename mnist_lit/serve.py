@@ -3,7 +3,6 @@
 `POST /predict` with an image file's bytes as the body (web/app.py). Served by uvicorn
 (pip install "mnist_lit[serve]") on this machine alone unless host= says otherwise; Ctrl-C stops it."""
 
-import importlib.util
 import logging
 import os
 import socket
@@ -13,7 +12,7 @@ from omegaconf import DictConfig
 
 from mnist_lit.command_line import command_line
 from mnist_lit.common.errors import ConfigError
-from mnist_lit.config.checks import require
+from mnist_lit.config.checks import require, require_installed
 
 log = logging.getLogger(__name__)
 
@@ -23,12 +22,7 @@ SERVER_LIBRARIES = ("starlette", "uvicorn")
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="serve")
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file")
-    missing = [name for name in SERVER_LIBRARIES if importlib.util.find_spec(name) is None]
-    if missing:
-        raise ConfigError(
-            f"serving needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
-            'pip install "mnist_lit[serve]"'
-        )
+    require_installed("serving", SERVER_LIBRARIES, "serve")
     if not 0 < cfg.port < 65536:
         raise ConfigError(f"port={cfg.port} is not a port; choose one from 1 to 65535, such as port=8000")
     listener = listen(cfg.host, cfg.port)

@@ -4,7 +4,7 @@ its keys, its values, what its `_target_`s name, what it asks of the machine and
 import difflib
 import importlib.util
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
 from hydra.experimental.callback import Callback
@@ -29,10 +29,18 @@ def validate(cfg: DictConfig) -> None:
     check(cfg)
     if cfg.get("logger"):
         library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
-        if library and importlib.util.find_spec(library) is None:
-            raise ConfigError(
-                f'logger={extra} needs {library}, which is not installed: pip install "mnist_lit[{extra}]"'
-            )
+        if library and extra:
+            require_installed(f"logger={extra}", (library,), extra)
+
+
+def require_installed(what: str, libraries: Sequence[str], extra: str, otherwise: str = "") -> None:
+    """One line naming the optional extra to install, when `what` needs libraries that are not there."""
+    missing = [name for name in libraries if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f"{what} needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not installed: "
+            f'pip install "mnist_lit[{extra}]"{otherwise}'
+        )
 
 
 def task(cfg: DictConfig) -> DictConfig:
