@@ -50,6 +50,13 @@ def png(image: Image.Image) -> bytes:
     return buffer.getvalue()
 
 
+def a_stroke() -> bytes:
+    """A PNG of one dark vertical stroke on white: a digit any network answers for."""
+    digit = Image.new("L", (64, 64), "white")
+    digit.paste(0, (28, 8, 36, 56))
+    return png(digit)
+
+
 def redrawn(image: torch.Tensor, format: str = "PNG") -> bytes:
     """An MNIST digit as a person would draw it: 280×280, dark ink on white paper."""
     buffer = io.BytesIO()
@@ -114,9 +121,7 @@ def test_a_bad_request_gets_a_4xx_with_one_line_and_the_server_keeps_serving(cli
     answer = client.request(method, path, content=body)
     assert answer.status_code == status
     assert answer.json()["error"].startswith(error) and "\n" not in answer.json()["error"]
-    digit = Image.new("L", (64, 64), "white")
-    digit.paste(0, (28, 8, 36, 56))
-    assert client.post("/predict", content=png(digit)).status_code == 200
+    assert client.post("/predict", content=a_stroke()).status_code == 200
 
 
 def free_port() -> int:
@@ -165,9 +170,7 @@ class Server:
 
 @pytest.mark.slow
 def test_the_server_answers_200_requests_from_8_threads_and_binds_this_machine_alone(tiny_run, tmp_path):
-    digit = Image.new("L", (64, 64), "white")
-    digit.paste(0, (28, 8, 36, 56))
-    body = png(digit)
+    body = a_stroke()
 
     with Server(tiny_run, tmp_path) as server:
         assert server.post(b"not an image")[0] == 400

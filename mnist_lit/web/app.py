@@ -93,10 +93,10 @@ def _classify(model: TrainedNetwork, body: bytes, with_image: bool) -> dict[str,
         prepared = digits.prepare(_read(body))
     except digits.NoDigit as error:
         raise BadImage(422, str(error)) from None
-    [probabilities] = model.predict(prepared[None]).tolist()
+    [probabilities] = model.predict(prepared[None])
     answer: dict[str, object] = {
-        "class": model.names[max(range(len(probabilities)), key=probabilities.__getitem__)],
-        "probabilities": dict(zip(model.names, probabilities, strict=True)),
+        "class": model.names[int(probabilities.argmax())],
+        "probabilities": dict(zip(model.names, probabilities.tolist(), strict=True)),
     }
     if with_image:
         answer["image"] = prepared.tolist()
