@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.command_line import command_line
 from mnist_lit.config.checks import validate, validate_launcher
+from mnist_lit.startup import heavy_imports
 from mnist_lit.sweeps.resume import is_sweep, last_value, resume_job
 from mnist_lit.sweeps.summary import record_failure, summarise
 
@@ -30,7 +31,8 @@ def run(cfg: DictConfig) -> float:
     output_dir = Path(hydra_cfg.runtime.output_dir)
     if hydra_cfg.mode != RunMode.MULTIRUN:
         validate(cfg)
-        from mnist_lit.train import train
+        with heavy_imports():
+            from mnist_lit.train import train
 
         return _last(train(cfg, output_dir), cfg.objective)
     argv = sys.argv[:]
@@ -39,7 +41,8 @@ def run(cfg: DictConfig) -> float:
         validate_launcher(cfg, hydra_cfg.launcher)
         if cfg.resume and is_sweep(Path(cfg.resume)) and resume_job(output_dir, cfg):
             return last_value(output_dir / "metrics.csv", cfg.objective)
-        from mnist_lit.train import train
+        with heavy_imports():
+            from mnist_lit.train import train
 
         _further_ranks_run_this_job(output_dir)
         return _last(train(cfg, output_dir), cfg.objective)

@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from mnist_lit.command_line import command_line
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import require
+from mnist_lit.startup import heavy_imports
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +28,11 @@ def run(cfg: DictConfig) -> None:
 
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[str, Any]:
-    from mnist_lit import build
-    from mnist_lit.common import files
-    from mnist_lit.config.checks import config_of
-    from mnist_lit.reports import mistakes
+    with heavy_imports():
+        from mnist_lit import build
+        from mnist_lit.common import files
+        from mnist_lit.config.checks import config_of
+        from mnist_lit.reports import mistakes
 
     module = build.restore(checkpoint)
     cfg = config_of(module.hparams, f"checkpoint={checkpoint}")

@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 from mnist_lit.command_line import command_line
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import require, require_installed
+from mnist_lit.startup import heavy_imports
 
 if TYPE_CHECKING:
     from torch import nn
@@ -32,8 +33,9 @@ def run(cfg: DictConfig) -> None:
         raise ConfigError(f"format={cfg.format} is unknown; choose onnx or pt2")
     if cfg.format == "onnx":
         require_installed("format=onnx", ONNX_LIBRARIES, "export", " (or format=pt2, which needs torch alone)")
-    from mnist_lit.nn.exported import FromPixels
-    from mnist_lit.trained import load
+    with heavy_imports():
+        from mnist_lit.nn.exported import FromPixels
+        from mnist_lit.trained import load
 
     model = FromPixels(load(cfg.checkpoint).classifier.net).eval()
     path = write(model, cfg.format, Path(HydraConfig.get().runtime.output_dir))

@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 from mnist_lit.command_line import command_line
 from mnist_lit.common.errors import ConfigError, UserError
 from mnist_lit.config.checks import require
+from mnist_lit.startup import heavy_imports
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +34,8 @@ class Unreadable(UserError):
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="predict")
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file", images="image file, folder or glob")
-    from mnist_lit.trained import load
+    with heavy_imports():
+        from mnist_lit.trained import load
 
     model = load(cfg.checkpoint)
     rows = predict(model, image_files(cfg.images), Path(HydraConfig.get().runtime.output_dir))

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from mnist_lit.command_line import command_line
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import require, require_installed
+from mnist_lit.startup import heavy_imports
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +29,10 @@ def run(cfg: DictConfig) -> None:
     listener = listen(cfg.host, cfg.port)
     import uvicorn
 
-    from mnist_lit.share import cores
-    from mnist_lit.trained import load
-    from mnist_lit.web.app import application
+    with heavy_imports():
+        from mnist_lit.share import cores
+        from mnist_lit.trained import load
+        from mnist_lit.web.app import application
 
     app = application(load(cfg.checkpoint), workers=cores())
     log.info("Serving %s at http://%s:%d/ (Ctrl-C stops)", cfg.checkpoint, cfg.host, cfg.port)

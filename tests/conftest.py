@@ -9,6 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_lit.startup import flush_denormals
+
+# As every command sets it at its first import of torch (mnist_lit/startup.py), before torch's threads start.
+flush_denormals()
+
 REAL_DATA = os.environ.get("MNIST_LIT_DATA")
 HAS_REAL_MNIST = bool(REAL_DATA) and (Path(str(REAL_DATA)) / "MNIST" / "raw" / "t10k-images-idx3-ubyte").exists()
 

@@ -46,6 +46,7 @@ class StackedLauncher(Launcher):
         from mnist_lit.common.errors import UserError
         from mnist_lit.config.checks import check_machine, task, validate
         from mnist_lit.share import cores, gpus
+        from mnist_lit.startup import heavy_imports
 
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -57,7 +58,8 @@ class StackedLauncher(Launcher):
                 cfg.hydra.job.id = cfg.hydra.job.num = idx
             configs.append(cfg)
 
-        from mnist_lit.sweeps.stacking import shape, why_alone
+        with heavy_imports():
+            from mnist_lit.sweeps.stacking import shape, why_alone
 
         groups: dict[str, list[int]] = {}
         machine = {"gpus": gpus(), "cores": cores()}
