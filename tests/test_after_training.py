@@ -1,4 +1,4 @@
-"""After training: every run's confusion matrix and mistakes, evaluate, predict and load."""
+"""After training: every run's confusion matrix, mistakes and pictures, evaluate, predict and load."""
 
 import csv
 import json
@@ -13,8 +13,12 @@ from PIL import Image, ImageDraw
 
 import mnist_lit
 from mnist_lit import Classifier, fit
+from mnist_lit.common.files import WriteError
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.nn.digits import NoDigit, prepare
+from mnist_lit.reports import mistakes
+from mnist_lit.reports.history import plot
+from mnist_lit.reports.pictures import Picture, write_all
 from tests.conftest import cli, needs_real_mnist, real_test_set
 
 EVALUATE, PREDICT = ((sys.executable, "-m", f"mnist_lit.{name}") for name in ("evaluate", "predict"))
@@ -48,6 +52,30 @@ def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(train
     assert set(results["per_class_accuracy"]) == set("0123456789")
     # 16 test images a class: the test accuracy is the mean of the classes' accuracies.
     assert np.mean(list(results["per_class_accuracy"].values())) == pytest.approx(results["test_accuracy"])
+
+
+def test_pictures_drawn_in_other_processes_are_those_drawn_here(tmp_path):
+    """A stack draws its jobs' pictures in forked processes: the very files drawn in this one, and
+    a picture that cannot be written stops the caller with its one line."""
+    generator = torch.Generator().manual_seed(0)
+    probs = torch.rand(500, 10, generator=generator).softmax(-1)
+    images, labels = torch.rand(500, 784, generator=generator), torch.randint(10, (500,), generator=generator)
+    history = {"loss": [0.5, 0.25], "accuracy": [0.9, 0.95], "val_loss": [0.3, 0.2], "val_accuracy": [0.92, 0.96]}
+    drawn = {
+        "history.png": (plot, (history,)),
+        "confusion_matrix.png": (mistakes.confusion_plot, (torch.randint(50, (10, 10)).tolist(), list("0123456789"))),
+        "mistakes.png": (mistakes.mistakes_plot, mistakes.worst(images, labels, probs, list("0123456789"))),
+    }
+    for where in ("here", "forked"):
+        (tmp_path / where).mkdir()
+    for name, (draw, values) in drawn.items():
+        Picture(tmp_path / "here" / name, draw, values).write()
+    write_all([Picture(tmp_path / "forked" / name, draw, values) for name, (draw, values) in drawn.items()], 2)
+    for name in drawn:
+        assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+    nowhere = [Picture(tmp_path / "forked" / name, plot, (history,)) for name in ("ok.png", "no/such/dir.png")]
+    with pytest.raises(WriteError, match=r"cannot write .*dir\.png: No such file or directory"):
+        write_all(nowhere, 2)
 
 
 def test_load_predicts_from_every_kind_of_input(trained, tiny_mnist, tmp_path):

@@ -177,11 +177,6 @@ class Stack(L.LightningModule):
         mine = {callback.state_key: callback.state_dict() for callback in (member.history, member.best, member.last)}
         checkpoint["callbacks"] = {**timers, **mine}
 
-    def on_fit_end(self) -> None:
-        for member in self.members:
-            if member.failure is None:
-                member.history.on_fit_end(self.trainer, self)
-
     @torch.no_grad()
     def tested(self) -> list[tuple[dict[str, float], torch.Tensor]]:
         """Each network's test metrics, and its class probabilities of the test images."""

@@ -2,8 +2,10 @@
 test images it got most confidently wrong. torchmetrics counts; matplotlib draws."""
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
@@ -12,6 +14,7 @@ from torchmetrics.functional.classification import multiclass_confusion_matrix
 
 from mnist_lit.common import files
 from mnist_lit.nn.images import IMAGE_SHAPE
+from mnist_lit.reports.pictures import Picture
 
 COLUMNS = 6
 SHOWN = COLUMNS * COLUMNS  # most confident mistakes in mistakes.png
@@ -25,27 +28,33 @@ def probabilities(net: nn.Module, images: torch.Tensor, batch: int = 10_000) -> 
 
 
 def write(
-    directory: Path, images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]
+    directory: Path,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    probs: torch.Tensor,
+    names: list[str],
+    draw: Callable[[Picture], None] = Picture.write,
 ) -> dict[str, float]:
-    """confusion_matrix.csv and .png and mistakes.png into `directory`; returns each class's accuracy."""
+    """confusion_matrix.csv and .png and mistakes.png into `directory`; returns each class's accuracy.
+    `draw` is given the pictures (a stack gathers its jobs' to draw them together)."""
     images, labels, probs = images.cpu(), labels.cpu(), probs.cpu()
     counts = multiclass_confusion_matrix(probs, labels, len(names))
     with files.atomic_write(directory / "confusion_matrix.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
         writer.writerows([name, *row] for name, row in zip(names, counts.tolist(), strict=True))
-    files.figure(directory / "confusion_matrix.png", confusion_plot(counts, names))
-    files.figure(directory / "mistakes.png", mistakes_plot(images, labels, probs, names))
+    draw(Picture(directory / "confusion_matrix.png", confusion_plot, (counts.tolist(), names)))
+    draw(Picture(directory / "mistakes.png", mistakes_plot, worst(images, labels, probs, names)))
     right, total = counts.diag(), counts.sum(1)
     return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total, strict=True)}
 
 
-def confusion_plot(counts: torch.Tensor, names: list[str]) -> Figure:
+def confusion_plot(counts: list[list[int]], names: list[str]) -> Figure:
     # Margins set by hand: a constrained layout doubles the time to draw it.
     fig = Figure(figsize=(7, 6))
     fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
     ax = fig.subplots()
-    shown = ax.imshow(counts.numpy(), cmap="Blues")
+    shown = ax.imshow(np.array(counts), cmap="Blues")
     fig.colorbar(shown, ax=ax, label="images")
     ax.set(
         xticks=range(len(names)),
@@ -56,41 +65,48 @@ def confusion_plot(counts: torch.Tensor, names: list[str]) -> Figure:
         ylabel="true",
         title="Confusion matrix",
     )
-    dark = counts.max().item() / 2
-    for (true, predicted), count in zip(
-        torch.cartesian_prod(*(torch.arange(len(names)),) * 2).tolist(), counts.flatten().tolist(), strict=True
-    ):
-        ax.text(
-            predicted,
-            true,
-            f"{count}",
-            ha="center",
-            va="center",
-            fontsize=7,
-            color="white" if count > dark else "black",
-        )
+    dark = max(map(max, counts)) / 2
+    for true, row in enumerate(counts):
+        for predicted, count in enumerate(row):
+            ax.text(
+                predicted,
+                true,
+                f"{count}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > dark else "black",
+            )
     return fig
 
 
-def mistakes_plot(images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]) -> Figure:
-    """The wrong answers given with the highest probability, each titled `true 4 → 9 (0.98)`.
-
-    One mosaic in one axes: 36 axes of their own cost a second to lay out and draw."""
+def worst(
+    images: torch.Tensor, labels: torch.Tensor, probs: torch.Tensor, names: list[str]
+) -> tuple[np.ndarray, list[str], int]:
+    """The wrong answers given with the highest probability, at most SHOWN of them: their images
+    (n, 28, 28), each one's title `true 4 → 9 (0.98)`, and how many answers were wrong in all."""
     confidence, predicted = probs.max(-1)
     wrong = (predicted != labels).nonzero().flatten()
-    worst = wrong[confidence[wrong].argsort(descending=True)][:SHOWN]
+    shown = wrong[confidence[wrong].argsort(descending=True)][:SHOWN]
+    titles = [f"true {names[labels[i]]} → {names[predicted[i]]} ({confidence[i]:.2f})" for i in shown.tolist()]
+    return images[shown].reshape(-1, *IMAGE_SHAPE).float().numpy(), titles, len(wrong)
+
+
+def mistakes_plot(shown: np.ndarray, titles: list[str], wrong: int) -> Figure:
+    """The images `worst` chose, each under its title.
+
+    One mosaic in one axes: 36 axes of their own cost a second to lay out and draw."""
     height, width = IMAGE_SHAPE
     # Each image in a cell with room above it for its title; NaN, drawn white, between them.
     cell_h, cell_w = height + 9, width + 4
-    mosaic = torch.full((COLUMNS * cell_h, COLUMNS * cell_w), float("nan"))
+    mosaic = np.full((COLUMNS * cell_h, COLUMNS * cell_w), np.nan, dtype=np.float32)
     fig = Figure(figsize=(9, 10))
     ax = fig.add_axes((0.01, 0.0, 0.98, 0.95))
     ax.set_axis_off()
-    fig.suptitle(f"The {len(worst)} most confident mistakes (of {len(wrong)})", y=0.98)
-    for n, i in enumerate(worst.tolist()):
+    fig.suptitle(f"The {len(shown)} most confident mistakes (of {wrong})", y=0.98)
+    for n, (image, title) in enumerate(zip(shown, titles, strict=True)):
         top, left = (n // COLUMNS) * cell_h + 8, (n % COLUMNS) * cell_w + 2
-        mosaic[top : top + height, left : left + width] = images[i].reshape(IMAGE_SHAPE)
-        title = f"true {names[labels[i]]} → {names[predicted[i]]} ({confidence[i]:.2f})"
+        mosaic[top : top + height, left : left + width] = image
         ax.text(left + width / 2, top - 1.5, title, ha="center", va="bottom", fontsize=8)
-    ax.imshow(mosaic.numpy(), cmap=_GRAY, vmin=0, vmax=1, interpolation="nearest")
+    ax.imshow(mosaic, cmap=_GRAY, vmin=0, vmax=1, interpolation="nearest")
     return fig

@@ -3,6 +3,7 @@ summary()), and after the test, results.json with the confusion matrix and mista
 (reports/mistakes.py). A run and each job of a stack write them through these two functions."""
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 from mnist_lit.common import files
 from mnist_lit.nn.summary import count, summary
 from mnist_lit.reports import mistakes
+from mnist_lit.reports.pictures import Picture
 
 
 def write_summary(directory: Path, net: nn.Module) -> str:
@@ -29,12 +31,14 @@ def write(
     images: torch.Tensor,
     labels: torch.Tensor,
     names: list[str],
+    draw: Callable[[Picture], None] = Picture.write,
     **facts: Any,
 ) -> dict[str, Any]:
     """results.json, confusion_matrix.csv/.png and mistakes.png for the final weights' `test`
     metrics (test_loss, test_accuracy) and `probabilities` of the test `images`; `facts` (the
-    training's seconds, threads, epochs, best checkpoint, ...) go into results.json as they are."""
-    per_class = mistakes.write(directory, images, labels, probabilities, names)
+    training's seconds, threads, epochs, best checkpoint, ...) go into results.json as they are;
+    `draw` is given the pictures."""
+    per_class = mistakes.write(directory, images, labels, probabilities, names, draw)
     results = {
         "test_loss": test["test_loss"],
         "test_accuracy": test["test_accuracy"],

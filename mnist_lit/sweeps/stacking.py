@@ -16,7 +16,8 @@ from mnist_lit.config.checks import plain
 from mnist_lit.config.schema import TrainerConfig
 from mnist_lit.lit import console
 from mnist_lit.lit.stack import Stack
-from mnist_lit.reports import results
+from mnist_lit.reports import history, results
+from mnist_lit.reports.pictures import Picture, write_all
 from mnist_lit.sweeps.summary import record_failure
 
 
@@ -48,11 +49,15 @@ def train_stack(jobs: list[Job]) -> None:
                 record_failure(job.directory, job.member.failure)
     seconds = timer.time_elapsed("train")
     images, labels = stack.data.test.tensors
+    # Drawn together at the end, in as many processes as the run has threads: a job's three
+    # pictures take longer than all of its other files.
+    pictures: list[Picture] = []
     for k, (job, (test, probabilities)) in enumerate(zip(jobs, stack.tested(), strict=True)):
         if job.failed:
             continue
         net = job.member.net
         net.load_state_dict(stack.net.state_of(k))
+        pictures.append(Picture(job.directory / "history.png", history.plot, (job.member.history.history,)))
         results.write_summary(job.directory, net)
         results.write(
             job.directory,
@@ -62,6 +67,7 @@ def train_stack(jobs: list[Job]) -> None:
             images,
             labels,
             stack.data.names,
+            draw=pictures.append,
             # This job's share of the stack's training time, so that a sweep's seconds add up.
             train_seconds=seconds / len(jobs),
             torch_threads=torch.get_num_threads(),
@@ -70,6 +76,7 @@ def train_stack(jobs: list[Job]) -> None:
             stacked_with=len(jobs),
             stack_train_seconds=seconds,
         )
+    write_all(pictures, torch.get_num_threads())
 
 
 def shape(cfg: DictConfig) -> str:
