@@ -155,8 +155,12 @@ class Batched:
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
         losses, predictions = [], []
-        inputs, targets = images[order], labels[order]
-        for x, y in zip(inputs.split(batch_size, dim=1), targets.split(batch_size, dim=1), strict=True):
+        targets = labels[order]
+        # Each mini-batch's images gathered as it comes, K × batch_size of them, still in cache
+        # when the matmul reads them: the whole execution's at once is K times a single
+        # network's, a fresh allocation the size of the cache or more.
+        for step, y in zip(order.split(batch_size, dim=1), targets.split(batch_size, dim=1), strict=True):
+            x = images[step]
             logits = self.net(x)
             loss = image_losses(logits, y).mean(1)
             self.optimizer.zero_grad()
