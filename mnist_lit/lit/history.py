@@ -11,10 +11,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit.common import files
 from mnist_lit.common.choices import METRICS
 from mnist_lit.lit.loggers import send_metrics, send_picture
 from mnist_lit.reports.history import plot, write_csv
+from mnist_lit.reports.pictures import Picture
 
 # Hydra's own format for a job's log file.
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -67,15 +67,19 @@ class History(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            files.figure(self.directory / "history.png", plot(self.history))
+            self.picture().write()
             send_picture(trainer.loggers, self.directory / "history.png", len(self.history["loss"]))
+
+    def picture(self) -> Picture:
+        """history.png, to draw now or (a stack's jobs) with others."""
+        return Picture(self.directory / "history.png", plot, (self.history,))
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         self.stopped_by = signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
         if trainer.is_global_zero:
-            files.figure(self.directory / "history.png", plot(self.history))
+            self.picture().write()
             saved = (self.directory / "checkpoints" / "last.ckpt").exists()
             how = f"continue with {self.resume}" if saved else f"no checkpoint yet: start again with {self.restart}"
             print(

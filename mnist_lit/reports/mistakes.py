@@ -39,11 +39,12 @@ def write(
     `draw` is given the pictures (a stack gathers its jobs' to draw them together)."""
     images, labels, probs = images.cpu(), labels.cpu(), probs.cpu()
     counts = multiclass_confusion_matrix(probs, labels, len(names))
+    rows = counts.tolist()
     with files.atomic_write(directory / "confusion_matrix.csv") as f:
         writer = csv.writer(f)
         writer.writerow(["true \\ predicted", *names])
-        writer.writerows([name, *row] for name, row in zip(names, counts.tolist(), strict=True))
-    draw(Picture(directory / "confusion_matrix.png", confusion_plot, (counts.tolist(), names)))
+        writer.writerows([name, *row] for name, row in zip(names, rows, strict=True))
+    draw(Picture(directory / "confusion_matrix.png", confusion_plot, (rows, names)))
     draw(Picture(directory / "mistakes.png", mistakes_plot, worst(images, labels, probs, names)))
     right, total = counts.diag(), counts.sum(1)
     return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total, strict=True)}

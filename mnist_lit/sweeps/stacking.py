@@ -16,7 +16,7 @@ from mnist_lit.config.checks import plain
 from mnist_lit.config.schema import TrainerConfig
 from mnist_lit.lit import console
 from mnist_lit.lit.stack import Stack
-from mnist_lit.reports import history, results
+from mnist_lit.reports import results
 from mnist_lit.reports.pictures import Picture, write_all
 from mnist_lit.sweeps.summary import record_failure
 
@@ -57,7 +57,7 @@ def train_stack(jobs: list[Job]) -> None:
             continue
         net = job.member.net
         net.load_state_dict(stack.net.state_of(k))
-        pictures.append(Picture(job.directory / "history.png", history.plot, (job.member.history.history,)))
+        pictures.append(job.member.history.picture())
         results.write_summary(job.directory, net)
         results.write(
             job.directory,
