@@ -20,5 +20,9 @@ class CategoricalCrossentropy(nn.Module):
 
 def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Each image's cross-entropy, for logits (..., n, classes) and labels (..., n). Both of the
-    tutorial's losses: the cross-entropy of one-hot targets is that of integer labels."""
-    return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="none").view(labels.shape)
+    tutorial's losses: the cross-entropy of one-hot targets is that of integer labels.
+
+    The classes go where cross_entropy takes them, second, rather than flattened to rows: a stack's
+    logits (K, n, classes) are a view of (K, classes, n) (nn/stacked.py), which this reads in place
+    and flattening would copy."""
+    return F.cross_entropy(logits.movedim(-1, 1) if logits.dim() > 2 else logits, labels, reduction="none")
