@@ -78,12 +78,9 @@ class Stack(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Fused, as each network's own run steps (lit/module.py).
         made = self.optimizer(self.net.parameters(), **fused(self.device))
-        lrs = [member.lr for member in self.members]
-        if len(set(lrs)) == 1:
-            return made
         # torch's Adam takes one learning rate per tensor, and each tensor holds every network.
         settings = {key: value for key, value in made.defaults.items() if key != "lr"}
-        return StackedAdam(self.net.parameters(), torch.tensor(lrs), **settings)
+        return StackedAdam(self.net.parameters(), [member.lr for member in self.members], **settings)
 
     def train_dataloader(self) -> DataLoader[int]:
         # Each batch the index of an execution: the step takes each network's own order of images.

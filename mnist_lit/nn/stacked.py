@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 
 class StackedNetwork(nn.Module):
@@ -108,46 +109,69 @@ class StackedNetwork(nn.Module):
 
 class StackedAdam(torch.optim.Adam):
     """torch's Adam (or AdamW, `decoupled_weight_decay`) over a StackedNetwork's tensors, with one
-    learning rate per network: `lrs[k]` for slice k of every tensor. The same update as torch's
-    single-tensor Adam on each slice, up to float rounding, in a few foreach calls per step.
+    learning rate per network: `lrs[k]` for slice k of every tensor.
+
+    Each step calls torch's functional Adam (fused where the optimizer is) once per learning rate,
+    over the slices of the networks that take it (the whole tensors when all take one): each network
+    is stepped as torch's Adam steps it alone. Not through Adam.step, whose Python takes 0.2 ms a
+    call, half as long as the fused update of 8 MLPs itself.
 
     Its state and param_groups are Adam's own (param_groups' lr is the first network's), so that a
     slice of its state_dict is what a network's own run would save."""
 
-    def __init__(self, params: Any, lrs: torch.Tensor, **adam: Any) -> None:
-        super().__init__(params, lr=float(lrs[0]), **adam)
-        self.lrs = lrs.to(self.param_groups[0]["params"][0].device)
+    def __init__(self, params: Any, lrs: list[float], **adam: Any) -> None:
+        super().__init__(params, lr=lrs[0], **adam)
+        if self.defaults["amsgrad"]:
+            raise ValueError("StackedAdam keeps no amsgrad maxima: stack without amsgrad")
+        # The networks that take each learning rate.
+        self.networks = {lr: [k for k, own in enumerate(lrs) if own == lr] for lr in dict.fromkeys(lrs)}
 
     @torch.no_grad()
     def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure: Adam's steps take none here
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            grads = [grad for p in params if (grad := p.grad) is not None]
-            beta1, beta2 = group["betas"]
             states = [self.state[p] for p in params]
             for p, state in zip(params, states, strict=True):
                 if not state:
-                    state["step"] = torch.tensor(0.0)
+                    # Its count as torch's Adam keeps it: beside the tensors, in float32, for the
+                    # fused kernel; on the CPU otherwise.
+                    on_device = group["fused"] or group["capturable"]
+                    state["step"] = torch.tensor(
+                        0.0, dtype=torch.float32 if group["fused"] else None, device=p.device if on_device else "cpu"
+                    )
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
+            grads = [grad for p in params if (grad := p.grad) is not None]
             exp_avgs = [state["exp_avg"] for state in states]
             exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-            # Each tensor's per-network learning rates, shaped to broadcast over its slices.
-            lrs = [self.lrs.to(p.dtype).view(-1, *(1,) * (p.dim() - 1)) for p in params]
-            if group["weight_decay"]:
-                if group["decoupled_weight_decay"]:
-                    torch._foreach_mul_(params, [1 - lr * group["weight_decay"] for lr in lrs])
-                else:
-                    grads = list(torch._foreach_add(grads, params, alpha=group["weight_decay"]))
-            torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, 1 - beta2)
-            step = float(states[0]["step"]) if states else 0.0
-            bias_correction1, bias_correction2 = 1 - beta1**step, 1 - beta2**step
-            denoms = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_div_(denoms, bias_correction2**0.5)
-            torch._foreach_add_(denoms, group["eps"])
-            updates = torch._foreach_div(exp_avgs, denoms)
-            torch._foreach_mul_(updates, [lr / bias_correction1 for lr in lrs])
-            torch._foreach_sub_(params, updates)
+            steps = [state["step"] for state in states]
+            beta1, beta2 = group["betas"]
+            settings = {
+                key: group[key]
+                for key in (
+                    "weight_decay",
+                    "decoupled_weight_decay",
+                    "eps",
+                    "maximize",
+                    "foreach",
+                    "fused",
+                    "capturable",
+                    "differentiable",
+                )
+            }
+            settings.update(beta1=beta1, beta2=beta2, amsgrad=False)
+            if len(self.networks) == 1:
+                (lr,) = self.networks
+                adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, **settings)
+                continue
+            for lr, networks in self.networks.items():
+                # Adam counts each tensor's steps as it steps it: copies here, counted once below.
+                counts = [step.clone() for step in steps for _ in networks]
+                mine = [_slices(tensors, networks) for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
+                adam(mine[0], mine[1], mine[2], mine[3], [], counts, lr=lr, **settings)
+            torch._foreach_add_(steps, 1)
+
+
+def _slices(tensors: list[torch.Tensor], networks: list[int]) -> list[torch.Tensor]:
+    """The networks' slices of stacked tensors, tensor by tensor."""
+    return [tensor[k] for tensor in tensors for k in networks]

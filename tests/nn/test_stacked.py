@@ -16,14 +16,16 @@ LRS = (1e-3, 3e-3, 3e-2)
 SHAPES = ((len(LRS), 5, 4), (len(LRS), 5))
 
 
+@pytest.mark.parametrize("lrs", [LRS, (1e-3,) * len(LRS)], ids=["an lr each", "one lr"])
+@pytest.mark.parametrize("fused", [None, True], ids=["unfused", "fused"])
 @pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW])
-def test_each_network_is_stepped_as_torchs_adam_steps_it_alone_with_its_own_learning_rate(optimizer):
+def test_each_network_is_stepped_as_torchs_adam_steps_it_alone_with_its_own_learning_rate(optimizer, fused, lrs):
     torch.manual_seed(0)
     stacked = [nn.Parameter(torch.randn(shape)) for shape in SHAPES]
     alone = [[nn.Parameter(p[k].detach().clone()) for p in stacked] for k in range(len(LRS))]
-    settings = {key: value for key, value in optimizer(stacked, eps=1e-7).defaults.items() if key != "lr"}
-    ours = StackedAdam(stacked, torch.tensor(LRS), **settings)
-    theirs = [optimizer(params, lr=lr, eps=1e-7, foreach=False) for params, lr in zip(alone, LRS, strict=True)]
+    made = optimizer(stacked, eps=1e-7, fused=fused)
+    ours = StackedAdam(stacked, list(lrs), **{key: value for key, value in made.defaults.items() if key != "lr"})
+    theirs = [optimizer(params, lr=lr, eps=1e-7, foreach=False) for params, lr in zip(alone, lrs, strict=True)]
     # 30 steps apart, learning rates 30 times apart: any network stepped with another's would be off.
     for _ in range(30):
         grads = [torch.randn(shape) for shape in SHAPES]
@@ -59,7 +61,7 @@ def test_networks_of_other_widths_activations_and_learning_rates_train_in_one_st
     stack = StackedNetwork(nets)
     images, labels = torch.rand(320, 784), torch.randint(0, 10, (320,))
     orders = torch.stack([torch.randperm(len(images)) for _ in nets])
-    Batched(stack, StackedAdam(stack.parameters(), torch.tensor(LRS), eps=1e-7))(images, labels, orders, 32)
+    Batched(stack, StackedAdam(stack.parameters(), list(LRS), eps=1e-7))(images, labels, orders, 32)
     for k, net in enumerate(alone):
         optimizer = torch.optim.Adam(net.parameters(), lr=LRS[k], eps=1e-7, foreach=False)
         Eager(net, nn.CrossEntropyLoss(), optimizer)(images, labels, orders[k], 32)
