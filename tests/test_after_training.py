@@ -54,25 +54,41 @@ def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(train
     assert np.mean(list(results["per_class_accuracy"].values())) == pytest.approx(results["test_accuracy"])
 
 
-def test_pictures_drawn_in_other_processes_are_those_drawn_here(tmp_path):
-    """A stack draws its jobs' pictures in forked processes: the very files drawn in this one, and
-    a picture that cannot be written stops the caller with its one line."""
+def test_pictures_drawn_together_are_those_drawn_alone(tmp_path):
+    """A stack draws its jobs' pictures in forked processes, each process its pictures of one kind
+    into one figure: the very files each drawn alone, in a figure of its own, here; and a picture
+    that cannot be written stops the caller with its one line."""
     generator = torch.Generator().manual_seed(0)
     probs = torch.rand(500, 10, generator=generator).softmax(-1)
     images, labels = torch.rand(500, 784, generator=generator), torch.randint(10, (500,), generator=generator)
-    history = {"loss": [0.5, 0.25], "accuracy": [0.9, 0.95], "val_loss": [0.3, 0.2], "val_accuracy": [0.92, 0.96]}
+    names = list("0123456789")
+    histories = (
+        {"loss": [0.5, 0.25], "accuracy": [0.9, 0.95], "val_loss": [0.3, 0.2], "val_accuracy": [0.92, 0.96]},
+        {"loss": [0.4], "accuracy": [0.8], "val_loss": [0.35], "val_accuracy": [0.85]},
+    )
+    # Of each kind two pictures, the second unlike the first: other epochs, counts in the
+    # thousands, 36 mistakes then 11 (the other 25 titles must go).
     drawn = {
-        "history.png": (plot, (history,)),
-        "confusion_matrix.png": (mistakes.confusion_plot, (torch.randint(50, (10, 10)).tolist(), list("0123456789"))),
-        "mistakes.png": (mistakes.mistakes_plot, mistakes.worst(images, labels, probs, list("0123456789"))),
+        **{f"history{i}.png": (plot, (history,)) for i, history in enumerate(histories)},
+        **{
+            f"confusion{i}.png": (mistakes.confusion_plot, (torch.randint(top, (10, 10)).tolist(), names))
+            for i, top in enumerate((50, 5000))
+        },
+        **{
+            f"mistakes{i}.png": (mistakes.mistakes_plot, mistakes.worst(images[:n], labels[:n], probs[:n], names))
+            for i, n in enumerate((500, 12))
+        },
     }
-    for where in ("here", "forked"):
+    assert len(drawn["mistakes1.png"][1][1]) == 11
+    for where in ("alone", "forked", "one figure each kind"):
         (tmp_path / where).mkdir()
     for name, (draw, values) in drawn.items():
-        Picture(tmp_path / "here" / name, draw, values).write()
-    write_all([Picture(tmp_path / "forked" / name, draw, values) for name, (draw, values) in drawn.items()], 2)
-    for name in drawn:
-        assert (tmp_path / "forked" / name).read_bytes() == (tmp_path / "here" / name).read_bytes(), name
+        Picture(tmp_path / "alone" / name, draw, values).write()
+    for where, processes in (("forked", 2), ("one figure each kind", 1)):
+        write_all([Picture(tmp_path / where / name, draw, values) for name, (draw, values) in drawn.items()], processes)
+        for name in drawn:
+            assert (tmp_path / where / name).read_bytes() == (tmp_path / "alone" / name).read_bytes(), (where, name)
+    history = histories[0]
     nowhere = [Picture(tmp_path / "forked" / name, plot, (history,)) for name in ("ok.png", "no/such/dir.png")]
     with pytest.raises(WriteError, match=r"cannot write .*dir\.png: No such file or directory"):
         write_all(nowhere, 2)

@@ -18,16 +18,24 @@ def write_csv(history: dict[str, list[float]], path: Path) -> None:
         writer.writerows(zip(range(1, len(history["loss"]) + 1), *history.values(), strict=True))
 
 
-def plot(history: dict[str, list[float]]) -> Figure:
-    """Loss and accuracy per epoch, training and validation side by side."""
-    # Margins set by hand: a constrained layout doubles the time to draw it.
-    fig = Figure(figsize=(10, 4))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
+def plot(history: dict[str, list[float]], fig: Figure | None = None) -> Figure:
+    """Loss and accuracy per epoch, training and validation side by side (into `fig`, a figure this
+    drew before, if given)."""
+    if fig is None:
+        # Margins set by hand: a constrained layout doubles the time to draw it.
+        fig = Figure(figsize=(10, 4))
+        fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.92, wspace=0.22)
+        for ax in epoch_axes(fig, ("loss", "accuracy")):
+            ax.plot([], [], "o-", label="train")
+            ax.plot([], [], "o-", label="validation")
+            ax.legend()
     epochs = range(1, len(history["loss"]) + 1)
-    for ax, name in zip(epoch_axes(fig, ("loss", "accuracy")), ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, history[name], "o-", label="train")
-        ax.plot(epochs, history[f"val_{name}"], "o-", label="validation")
-        ax.legend()
+    for ax, name in zip(fig.axes, ("loss", "accuracy"), strict=True):
+        train, validation = ax.lines
+        train.set_data(epochs, history[name])
+        validation.set_data(epochs, history[f"val_{name}"])
+        ax.relim()
+        ax.autoscale_view()
     return fig
 
 

@@ -50,34 +50,37 @@ def write(
     return {name: (r / t).item() if t else float("nan") for name, r, t in zip(names, right, total, strict=True)}
 
 
-def confusion_plot(counts: list[list[int]], names: list[str]) -> Figure:
-    # Margins set by hand: a constrained layout doubles the time to draw it.
-    fig = Figure(figsize=(7, 6))
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
-    ax = fig.subplots()
-    shown = ax.imshow(np.array(counts), cmap="Blues")
-    fig.colorbar(shown, ax=ax, label="images")
-    ax.set(
-        xticks=range(len(names)),
-        yticks=range(len(names)),
-        xticklabels=names,
-        yticklabels=names,
-        xlabel="predicted",
-        ylabel="true",
-        title="Confusion matrix",
-    )
-    dark = max(map(max, counts)) / 2
-    for true, row in enumerate(counts):
-        for predicted, count in enumerate(row):
-            ax.text(
-                predicted,
-                true,
-                f"{count}",
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if count > dark else "black",
-            )
+def confusion_plot(counts: list[list[int]], names: list[str], fig: Figure | None = None) -> Figure:
+    """The counts, each in its cell (into `fig`, a figure this drew before for the same classes, if
+    given)."""
+    if fig is None:
+        # Margins set by hand: a constrained layout doubles the time to draw it.
+        fig = Figure(figsize=(7, 6))
+        fig.subplots_adjust(left=0.1, right=0.98, bottom=0.1, top=0.93)
+        ax = fig.add_subplot()
+        shown = ax.imshow(np.zeros((len(names), len(names)), dtype=int), cmap="Blues")
+        fig.colorbar(shown, ax=ax, label="images")
+        ax.set(
+            xticks=range(len(names)),
+            yticks=range(len(names)),
+            xticklabels=names,
+            yticklabels=names,
+            xlabel="predicted",
+            ylabel="true",
+            title="Confusion matrix",
+        )
+        for true in range(len(names)):
+            for predicted in range(len(names)):
+                ax.text(predicted, true, "", ha="center", va="center", fontsize=7)
+    ax = fig.axes[0]
+    matrix = np.array(counts)
+    (shown,) = ax.images
+    shown.set_data(matrix)
+    shown.set_clim(matrix.min(), matrix.max())
+    dark = matrix.max() / 2
+    for text, count in zip(ax.texts, matrix.flat, strict=True):
+        text.set_text(f"{count}")
+        text.set_color("white" if count > dark else "black")
     return fig
 
 
@@ -93,21 +96,28 @@ def worst(
     return images[shown].reshape(-1, *IMAGE_SHAPE).float().numpy(), titles, len(wrong)
 
 
-def mistakes_plot(shown: np.ndarray, titles: list[str], wrong: int) -> Figure:
-    """The images `worst` chose, each under its title.
+def mistakes_plot(shown: np.ndarray, titles: list[str], wrong: int, fig: Figure | None = None) -> Figure:
+    """The images `worst` chose, each under its title (into `fig`, a figure this drew before, if
+    given).
 
     One mosaic in one axes: 36 axes of their own cost a second to lay out and draw."""
     height, width = IMAGE_SHAPE
     # Each image in a cell with room above it for its title; NaN, drawn white, between them.
     cell_h, cell_w = height + 9, width + 4
+    cells = [((n // COLUMNS) * cell_h + 8, (n % COLUMNS) * cell_w + 2) for n in range(SHOWN)]
     mosaic = np.full((COLUMNS * cell_h, COLUMNS * cell_w), np.nan, dtype=np.float32)
-    fig = Figure(figsize=(9, 10))
-    ax = fig.add_axes((0.01, 0.0, 0.98, 0.95))
-    ax.set_axis_off()
+    if fig is None:
+        fig = Figure(figsize=(9, 10))
+        ax = fig.add_axes((0.01, 0.0, 0.98, 0.95))
+        ax.set_axis_off()
+        for top, left in cells:
+            ax.text(left + width / 2, top - 1.5, "", ha="center", va="bottom", fontsize=8)
+        ax.imshow(mosaic, cmap=_GRAY, vmin=0, vmax=1, interpolation="nearest")
+    ax = fig.axes[0]
     fig.suptitle(f"The {len(shown)} most confident mistakes (of {wrong})", y=0.98)
-    for n, (image, title) in enumerate(zip(shown, titles, strict=True)):
-        top, left = (n // COLUMNS) * cell_h + 8, (n % COLUMNS) * cell_w + 2
+    for (top, left), image in zip(cells, shown, strict=False):
         mosaic[top : top + height, left : left + width] = image
-        ax.text(left + width / 2, top - 1.5, title, ha="center", va="bottom", fontsize=8)
-    ax.imshow(mosaic, cmap=_GRAY, vmin=0, vmax=1, interpolation="nearest")
+    for n, text in enumerate(ax.texts):
+        text.set_text(titles[n] if n < len(titles) else "")
+    ax.images[0].set_data(mosaic)
     return fig
