@@ -25,4 +25,4 @@ def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     The classes go where cross_entropy takes them, second, rather than flattened to rows: a stack's
     logits (K, n, classes) are a view of (K, classes, n) (nn/stacked.py), which this reads in place
     and flattening would copy."""
-    return F.cross_entropy(logits.movedim(-1, 1) if logits.dim() > 2 else logits, labels, reduction="none")
+    return F.cross_entropy(logits.movedim(-1, 1), labels, reduction="none")
