@@ -5,16 +5,9 @@ from mnist_lit import fit, load, Classifier, MNISTDataModule
 
 from typing import Any
 
-from hydra.core.plugins import Plugins
-
-from hydra_plugins.mnist_lit_stacked_launcher.stacked_launcher import StackedLauncher
-
 # The typed schema that conf/ composes with, and the resolvers that make run directories.
 from mnist_lit.config import directories as _directories  # noqa: F401
 from mnist_lit.config import schema as _schema  # noqa: F401
-
-# Hydra's scan of hydra_plugins misses the stacked launcher in an editable install: register it.
-Plugins.instance().register(StackedLauncher)
 
 __all__ = ["fit", "load", "Classifier", "MNISTDataModule"]
 

@@ -1,8 +1,9 @@
 """hydra/launcher=stacked: a sweep's jobs of one shape trained side by side as one batched network
-(mnist_lit/sweeps/stacking.py), each still an ordinary job with its own directory and files.
+(mnist_lit/sweeps/stacking.py), each still an ordinary job with its own directory and files. Another
+Hydra app's jobs run one after another, as Hydra's basic launcher runs them.
 
-Hydra finds its plugins in the hydra_plugins namespace; mnist_lit's __init__ also registers this one,
-since an editable install hides it from Hydra's scan. torch is imported only when it launches."""
+Hydra finds it by scanning the hydra_plugins namespace, in a regular install and in an editable
+one alike (pyproject.toml says how). torch is imported only when it launches mnist_lit's jobs."""
 
 import logging
 from collections.abc import Sequence
@@ -28,6 +29,14 @@ class StackedLauncherConf:
 ConfigStore.instance().store(group="hydra/launcher", name="stacked", node=StackedLauncherConf, provider="mnist_lit")
 
 
+def is_mnist_lit(config: DictConfig) -> bool:
+    """Whether the sweep is mnist_lit's: its primary config is the one mnist_lit installs."""
+    return any(
+        (source.provider, source.schema, source.path) == ("main", "pkg", "mnist_lit.conf")
+        for source in config.hydra.runtime.config_sources
+    )
+
+
 class StackedLauncher(Launcher):
     def __init__(self, max_stack: int = 64) -> None:
         if max_stack < 1:
@@ -43,11 +52,6 @@ class StackedLauncher(Launcher):
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from mnist_lit.common.errors import UserError
-        from mnist_lit.config.checks import check_machine, task, validate
-        from mnist_lit.share import cores, gpus
-        from mnist_lit.startup import heavy_imports
-
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
@@ -57,6 +61,14 @@ class StackedLauncher(Launcher):
             with open_dict(cfg):
                 cfg.hydra.job.id = cfg.hydra.job.num = idx
             configs.append(cfg)
+        if not is_mnist_lit(self.config):
+            log.info("Launching %d jobs of another app one by one, as the basic launcher does", len(configs))
+            return [self._run(cfg, self.task_function) for cfg in configs]
+
+        from mnist_lit.common.errors import UserError
+        from mnist_lit.config.checks import check_machine, task, validate
+        from mnist_lit.share import cores, gpus
+        from mnist_lit.startup import heavy_imports
 
         with heavy_imports():
             from mnist_lit.sweeps.stacking import shape, why_alone
