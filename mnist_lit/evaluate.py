@@ -38,13 +38,16 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[s
     cfg = config_of(module.hparams, f"checkpoint={checkpoint}")
     cfg.data.root = root
     datamodule = build.datamodule(cfg, limited=False)
-    # One device, wherever the run trained: the numbers do not depend on it.
+    # One device, wherever the run trained: the numbers do not depend on it. Whole splits, whatever
+    # limits the run trained with (the DataModule is built unlimited too).
     trainer = build.trainer(
         cfg,
         accelerator="auto",
         devices=1,
         strategy="auto",
         fast_dev_run=False,
+        limit_val_batches=1.0,
+        limit_test_batches=1.0,
         enable_checkpointing=False,
         enable_progress_bar=False,
         default_root_dir=output_dir,

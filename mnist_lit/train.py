@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -25,6 +26,8 @@ from mnist_lit.lit.history import LOG_FORMAT
 from mnist_lit.reports import mistakes, results
 
 log = logging.getLogger(__name__)
+
+TEST_METRICS = ("test_loss", "test_accuracy")
 
 
 def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ()) -> dict[str, list[float]]:
@@ -63,29 +66,37 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             module.load_state_dict(read(run.best.best_model_path, "checkpoint")["state_dict"])
             log.info("Restored the best weights (%s %s): %s", run.best.mode, run.best.monitor, run.best.best_model_path)
         trainer.test(module, datamodule=datamodule, verbose=False)
-        test = {name: trainer.callback_metrics[name].item() for name in ("test_loss", "test_accuracy")}
-        if trainer.is_global_zero:
+        # trainer.limit_test_batches=0 skips the test: nothing measured, and nothing drawn from it.
+        tested = "test_loss" in trainer.callback_metrics
+        test = {name: trainer.callback_metrics[name].item() if tested else None for name in TEST_METRICS}
+        facts: dict[str, Any] = {
+            "train_seconds": run.timer.time_elapsed("train"),
+            "torch_threads": run.threads,
+            "epochs": len(history.history["loss"]),
+            "best_checkpoint": run.best.best_model_path,
+        }
+        if trainer.is_global_zero and tested:
             if not datamodule.ready:  # a spawned strategy set the data up in its own processes
                 datamodule.setup("test")
             # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
             images, labels = datamodule.evaluated("test", run.ranks).tensors
             net = module.net.to(images.device)
-            results.write(
-                output_dir,
-                net,
-                test,
-                mistakes.probabilities(net, images),
-                images,
-                labels,
-                datamodule.names,
-                train_seconds=run.timer.time_elapsed("train"),
-                torch_threads=run.threads,
-                epochs=len(history.history["loss"]),
-                best_checkpoint=run.best.best_model_path,
-            )
+            probabilities = mistakes.probabilities(net, images)
+            results.write(output_dir, net, test, probabilities, images, labels, datamodule.names, **facts)
             for picture in ("confusion_matrix.png", "mistakes.png"):
                 loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
+        elif trainer.is_global_zero:
+            results.write_untested(output_dir, module.net, **facts)
+        if trainer.is_global_zero:
             loggers.close(trainer.loggers)
+    if not tested:
+        log.info(
+            "trainer.limit_test_batches=0: no test was run; results.json holds null for the test, and there is no "
+            "confusion matrix or mistakes.png (python -m mnist_lit.evaluate checkpoint=%s tests it)",
+            output_dir,
+        )
+        log.info("Wrote metrics.csv, history.png, summary.txt, results.json and checkpoints/ to %s", output_dir)
+        return history.history
     log.info(
         "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
         test["test_loss"],

@@ -102,3 +102,23 @@ def test_epoch_losses_are_means_over_images_whatever_the_batching(tiny_env):
         assert one[name] == pytest.approx(two[name], rel=1e-6)
     expected = final_test_loss(tiny_env / "two", os.environ["MNIST_LIT_DATA"])
     assert two["val_loss"][-1] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_limit_of_0_skips_its_loop_and_the_run_still_ends_with_its_files(tiny_env, tiny_mnist, caplog):
+    from mnist_lit.evaluate import evaluate
+
+    held_out = ("data.val_size=100", "trainer.limit_val_batches=0", "trainer.limit_test_batches=0")
+    with caplog.at_level("INFO"):
+        history = fit(*TINY, *held_out, output_dir="run")
+    run = tiny_env / "run"
+    assert len(history["loss"]) == 2 and all(value != value for value in history["val_accuracy"])  # NaN: not run
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_loss"] is None and results["test_accuracy"] is None and results["per_class_accuracy"] is None
+    assert results["parameters"] == 7850 and results["epochs"] == 2
+    assert not (run / "confusion_matrix.png").exists() and not (run / "mistakes.png").exists()
+    assert "trainer.limit_test_batches=0: no test was run; results.json holds null" in caplog.text
+    # evaluate measures whole splits, whatever limits the run trained with.
+    for split, images in (("val", 100), ("test", 160)):
+        (tiny_env / split).mkdir()
+        measured = evaluate(str(run), split, str(tiny_mnist), tiny_env / split)
+        assert measured["images"] == images and 0 < measured[f"{split}_loss"] < 10

@@ -3,7 +3,7 @@ summary()), and after the test, results.json with the confusion matrix and mista
 (reports/mistakes.py). A run and each job of a stack write them through these two functions."""
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ def write_summary(directory: Path, net: nn.Module) -> str:
 def write(
     directory: Path,
     net: nn.Module,
-    test: dict[str, float],
+    test: Mapping[str, float | None],
     probabilities: torch.Tensor,
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -39,6 +39,22 @@ def write(
     training's seconds, threads, epochs, best checkpoint, ...) go into results.json as they are;
     `draw` is given the pictures."""
     per_class = mistakes.write(directory, images, labels, probabilities, names, draw)
+    return _write_json(directory, net, test, per_class, facts)
+
+
+def write_untested(directory: Path, net: nn.Module, **facts: Any) -> dict[str, Any]:
+    """results.json of a run whose test was not run (trainer.limit_test_batches=0): null for what
+    the test would have measured."""
+    return _write_json(directory, net, dict.fromkeys(("test_loss", "test_accuracy")), None, facts)
+
+
+def _write_json(
+    directory: Path,
+    net: nn.Module,
+    test: Mapping[str, float | None],
+    per_class: dict[str, float] | None,
+    facts: dict[str, Any],
+) -> dict[str, Any]:
     results = {
         "test_loss": test["test_loss"],
         "test_accuracy": test["test_accuracy"],
