@@ -17,7 +17,7 @@ from mnist_lit.startup import heavy_imports
 
 log = logging.getLogger(__name__)
 
-SERVER_LIBRARIES = ("starlette", "uvicorn")
+SERVER_LIBRARIES = ("starlette", "uvicorn", "python_multipart")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="serve")

@@ -107,7 +107,7 @@ def test_an_image_file_gets_the_class_and_probabilities_predict_gives(client, ti
     ("method", "path", "body", "status", "error"),
     [
         ("POST", "/predict", b"GIF89a, or so it says", 400, "the body is not an image Pillow can read"),
-        ("POST", "/predict", b"", 400, "the body is empty; send an image file's bytes"),
+        ("POST", "/predict", b"", 400, "the body is empty; send an image file as the body (curl --data-binary"),
         ("POST", "/predict", png(Image.new("L", (64, 64), 230)), 422, "no ink: the image is blank"),
         ("POST", "/predict", bomb(), 413, "the image claims too many pixels to decode"),
         ("POST", "/predict", png(Image.new("L", (7000, 7000))), 413, "the image is 7000×7000 pixels"),
@@ -122,6 +122,30 @@ def test_a_bad_request_gets_a_4xx_with_one_line_and_the_server_keeps_serving(cli
     assert answer.status_code == status
     assert answer.json()["error"].startswith(error) and "\n" not in answer.json()["error"]
     assert client.post("/predict", content=a_stroke()).status_code == 200
+
+
+def test_an_image_comes_as_the_body_or_as_a_forms_file_of_any_name(client):
+    body = a_stroke()
+    as_body = client.post("/predict", content=body).json()
+    # httpx's multipart, as requests' files= and HTML forms send it: the first file, whatever its field.
+    for field in ("file", "image", "upload"):
+        as_form = client.post("/predict", data={"note": "a stroke"}, files={field: ("digit.png", body, "image/png")})
+        assert as_form.status_code == 200 and as_form.json() == as_body
+    no_file = client.post("/predict", data={"note": "no file here"}, files={})
+    answer = client.post("/predict", data={"note": "x"}, headers={"Content-Type": "multipart/form-data; boundary=b"})
+    for refused in (answer, no_file):
+        assert refused.status_code == 400
+        assert "curl -F file=@digit.png" in refused.json()["error"], refused.json()
+
+
+def test_health_and_the_openapi_description(client):
+    health = client.get("/health")
+    assert health.json() == {"status": "ok", "classes": [str(k) for k in range(10)]}, health.text
+    schema = client.get("/openapi.json").json()
+    assert schema["openapi"].startswith("3.") and set(schema["paths"]) == {"/predict", "/health"}
+    predict = schema["paths"]["/predict"]["post"]
+    assert set(predict["requestBody"]["content"]) == {"image/*", "multipart/form-data"}
+    assert {"200", "400", "413", "422"} <= set(map(str, predict["responses"]))
 
 
 def free_port() -> int:
@@ -172,8 +196,13 @@ class Server:
 def test_the_server_answers_200_requests_from_8_threads_and_binds_this_machine_alone(tiny_run, tmp_path):
     body = a_stroke()
 
+    (tmp_path / "digit.png").write_bytes(body)
     with Server(tiny_run, tmp_path) as server:
         assert server.post(b"not an image")[0] == 400
+        # The usual upload from a shell: curl -F sends multipart/form-data.
+        curl = ["curl", "-s", "-F", f"file=@{tmp_path / 'digit.png'}", f"{server.url}predict"]
+        sent = json.loads(subprocess.run(curl, capture_output=True, text=True, timeout=60, check=True).stdout)
+        assert sent == server.post(body)[1]
 
         def client(_: int) -> list[int]:
             connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)

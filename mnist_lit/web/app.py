@@ -1,6 +1,8 @@
 """The draw-a-digit page and its JSON API as one ASGI app (Starlette), served by uvicorn
-(mnist_lit/serve.py). An uploaded image is prepared exactly as `predict` prepares a file
-(nn/digits.py); everything the page needs is in page.html, so it works offline."""
+(mnist_lit/serve.py). An uploaded image, the raw body or a multipart form's file, is prepared
+exactly as `predict` prepares a file (nn/digits.py); everything the page needs is in page.html, so
+it works offline. /openapi.json describes the API (Starlette's schema generator reads the YAML at
+the end of each endpoint's docstring)."""
 
 import io
 import warnings
@@ -11,16 +13,24 @@ import anyio
 import anyio.to_thread
 from PIL import Image
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+from starlette.types import Message
 
 from mnist_lit.nn import digits
 from mnist_lit.trained import TrainedNetwork
 
 MAX_BYTES = 10 * 2**20  # a photo from a phone fits; a larger body is refused unread
 MAX_PIXELS = 40_000_000  # a header that claims more is refused before a pixel is decoded
+HOW = "send an image file as the body (curl --data-binary @digit.png) or as a form's file (curl -F file=@digit.png)"
+
+SCHEMA = SchemaGenerator(
+    {"openapi": "3.0.0", "info": {"title": "mnist_lit: a trained network reads a digit", "version": "1"}}
+)
 
 
 class BadImage(Exception):
@@ -39,23 +49,93 @@ def application(model: TrainedNetwork, workers: int) -> Starlette:
         return HTMLResponse(page)
 
     async def predict(request: Request) -> Response:
-        """The raw body is an image file; ?image=1 adds the 28×28 image the network saw."""
+        """
+        summary: The class of a digit in an image file, and the probability of each class
+        description: >
+          The image file (PNG, JPEG, or any format Pillow reads) is the raw body, or the first file
+          of a multipart/form-data body (curl -F file=@digit.png). At most 10 MiB and 40,000,000 pixels.
+        parameters:
+          - name: image
+            in: query
+            required: false
+            description: present (?image=1) to add the 28×28 image the network saw
+            schema: {type: string}
+        requestBody:
+          required: true
+          content:
+            image/*: {schema: {type: string, format: binary}}
+            multipart/form-data:
+              schema: {type: object, properties: {file: {type: string, format: binary}}}
+        responses:
+          200:
+            description: the class, and each class's probability
+            content:
+              application/json:
+                schema:
+                  type: object
+                  properties:
+                    class: {type: string}
+                    probabilities: {type: object, additionalProperties: {type: number}}
+                    image: {type: array, items: {type: array, items: {type: number}}}
+          400: {description: "no image: {error: how to send one}"}
+          413: {description: "too many bytes or pixels: {error: ...}"}
+          422: {description: "an image with no digit in it: {error: ...}"}
+        """
         try:
-            body = await _body(request)
+            body = await _image(request)
             classify = partial(_classify, model, body, "image" in request.query_params)
             answer = await anyio.to_thread.run_sync(classify, limiter=limiter)
         except BadImage as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return JSONResponse(answer)
 
+    async def health(request: Request) -> Response:
+        """
+        summary: Whether the network is loaded and answering
+        responses:
+          200:
+            description: the network's classes
+            content:
+              application/json:
+                schema: {type: object, properties: {status: {type: string}, classes: {type: array}}}
+        """
+        return JSONResponse({"status": "ok", "classes": model.names})
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(SCHEMA.get_schema(routes=request.app.routes))
+
     async def http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
         return JSONResponse({"error": f"{request.method} {request.url.path}: {error.detail}"}, error.status_code)
 
     return Starlette(
-        routes=[Route("/", index), Route("/predict", predict, methods=["POST"])],
+        routes=[
+            Route("/", index, include_in_schema=False),
+            Route("/predict", predict, methods=["POST"]),
+            Route("/health", health, methods=["GET"]),
+            Route("/openapi.json", openapi, include_in_schema=False),
+        ],
         exception_handlers={HTTPException: http_error},  # 404 and 405 in JSON too
     )
+
+
+async def _image(request: Request) -> bytes:
+    """The image file's bytes: the body itself, or a multipart form's first file."""
+    body = await _body(request)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return body
+
+    async def replay() -> Message:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        async with Request(request.scope, replay).form(max_files=1) as form:
+            for _, value in form.multi_items():
+                if isinstance(value, UploadFile):
+                    return await value.read()
+    except HTTPException as error:  # Starlette's refusal of a malformed form
+        raise BadImage(400, f"the form cannot be read ({error.detail}); {HOW}") from None
+    raise BadImage(400, f"the form holds no file; {HOW}")
 
 
 async def _body(request: Request) -> bytes:
@@ -68,7 +148,7 @@ async def _body(request: Request) -> bytes:
         if len(body) > MAX_BYTES:
             raise BadImage(413, f"the body holds over {MAX_BYTES:,} bytes; send an image of at most {MAX_BYTES:,}")
     if not body:
-        raise BadImage(400, "the body is empty; send an image file's bytes (PNG, JPEG, or any format Pillow reads)")
+        raise BadImage(400, f"the body is empty; {HOW}")
     return bytes(body)
 
 
@@ -85,7 +165,7 @@ def _read(body: bytes) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise BadImage(413, f"the image claims too many pixels to decode; send one of at most {MAX_PIXELS:,}") from None
     except (OSError, ValueError, SyntaxError, EOFError) as error:  # what Pillow raises on a broken file
-        raise BadImage(400, f"the body is not an image Pillow can read ({type(error).__name__})") from None
+        raise BadImage(400, f"the body is not an image Pillow can read ({type(error).__name__}); {HOW}") from None
 
 
 def _classify(model: TrainedNetwork, body: bytes, with_image: bool) -> dict[str, object]:
