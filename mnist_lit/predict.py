@@ -91,7 +91,8 @@ def predict(model: "TrainedNetwork", paths: list[Path], output_dir: Path) -> lis
                     "error": "",
                 }
             )
-    rows.sort(key=lambda row: paths.index(Path(row["file"])))
+    position = {path: i for i, path in enumerate(paths)}
+    rows.sort(key=lambda row: position[Path(row["file"])])
     for row in rows:
         print(
             f"{row['file']}: cannot classify: {row['error']}"

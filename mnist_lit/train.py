@@ -46,6 +46,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         _use_threads(run.threads, run.threads_why, trainer)
         if trainer.is_global_zero:
             log.info("\n%s", results.write_summary(output_dir, module.net))
+        if run.ranks > 1:
+            # Missing data, said once before the ranks start: each rank would say it, then the others
+            # that their peer closed the connection.
+            datamodule.prepare_data()
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
         except SystemExit:

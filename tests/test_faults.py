@@ -182,6 +182,13 @@ def test_missing_data_without_network_says_where_to_put_which_files(tmp_path, re
     assert "MNIST_LIT_DATA" in message and "\n" not in message
 
 
+def test_missing_data_under_ddp_is_one_line_before_the_ranks_start(tmp_path, refused_download):
+    root = tmp_path / "empty"
+    with pytest.raises(DataError, match=f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded"):
+        fit(*QUIET, "trainer.devices=2", "trainer.strategy=ddp", f"data.root={root}", output_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
 def test_a_data_root_that_cannot_be_written_is_named(tmp_path, refused_download):
     (tmp_path / "file").write_text("not a directory")
     root = tmp_path / "file" / "data"

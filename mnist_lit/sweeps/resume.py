@@ -29,6 +29,21 @@ def resume_job(job_dir: Path, cfg: DictConfig) -> bool:
     if done and all(among(key, UNSEEN) for key in differ):
         log.info("Job %s finished in %s before: kept as it is", num, sweep)
         return True
+    before, now = differ.get("trainer.max_epochs", (None, None))
+    only_fewer = all(among(key, UNSEEN) or key == "trainer.max_epochs" for key in differ)
+    if done and only_fewer and isinstance(before, int) and isinstance(now, int) and 0 < now < before:
+        # A checkpoint cannot be trained back to fewer epochs: keep the longer training, and say so.
+        log.info(
+            "Job %s finished %d epochs in %s before; the sweep now asks for trainer.max_epochs=%d: kept as it is, "
+            "with its %d epochs (a new sweep trains %d)",
+            num,
+            before,
+            sweep,
+            now,
+            before,
+            now,
+        )
+        return True
     (job_dir / ERROR_FILE).unlink(missing_ok=True)
     other = [key for key in differ if not among(key, UNSEEN + UNTIL)]
     if not other:

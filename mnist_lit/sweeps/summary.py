@@ -41,7 +41,7 @@ def record_failure(output_dir: Path, error: Exception) -> None:
     """Keep a failed job's error for the summary, so that the sweep goes on with the next job."""
     # A bad value is explained by its message; anything else needs its traceback in the job's log.
     log.error("This job failed, the sweep goes on: %s", error, exc_info=not isinstance(error, CompactHydraException))
-    (output_dir / ERROR_FILE).write_text(f"{type(error).__name__}: {error}\n")
+    files.text(output_dir / ERROR_FILE, f"{type(error).__name__}: {error}\n")
 
 
 def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:

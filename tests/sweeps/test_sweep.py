@@ -226,6 +226,14 @@ def test_a_resumed_sweep_keeps_continues_or_retrains_each_job_by_what_its_direct
         rows = (tmp_path / "sweep" / job / "metrics.csv").read_text().splitlines()
         assert len(rows) == 3 and (job == "1" or rows[:2] == first["0"].splitlines())
 
+    # Fewer epochs than a finished job trained: kept with all its epochs, and the log says so.
+    code, stdout, stderr = finish(
+        multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"], tmp_path, tiny_mnist)
+    )
+    assert code == 0, stderr
+    assert "Job 0 finished 2 epochs in sweep before; the sweep now asks for trainer.max_epochs=1: kept as it" in stdout
+    assert len((tmp_path / "sweep" / "0" / "metrics.csv").read_text().splitlines()) == 3
+
 
 @pytest.mark.slow
 def test_a_resumed_sweep_runs_its_failed_job_again_once_fixed(tiny_mnist, tmp_path):
