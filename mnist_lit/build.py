@@ -14,9 +14,11 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
@@ -24,7 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, find, read, tell_processes
 from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
+from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import config_of, plain
+from mnist_lit.config.schema import TrainerConfig
 from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
@@ -66,7 +70,10 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     L.seed_everything(cfg.seed, verbose=False)
     module = classifier(cfg)
     resumed = check_resume(cfg.resume, cfg, module.net) if ckpt_path else None
-    history, timer = History(output_dir, *_commands(cfg, output_dir)), Timer(duration=cfg.trainer.max_time)
+    # Lightning's Timer takes a duration's dict form as a plain dict only.
+    max_time = cfg.trainer.max_time
+    timer = Timer(duration=plain(max_time) if isinstance(max_time, DictConfig) else max_time)
+    history = History(output_dir, *_commands(cfg, output_dir))
     stopping = cfg.early_stopping
     # The best epoch is the one early stopping watches for, if it is on.
     monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
@@ -191,8 +198,32 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     if isinstance(interval, int) and not isinstance(interval, bool):
         # Every `interval` mini-batches: every so many executions (validate checks it divides).
         translated["val_check_interval"] = interval // cfg.data.steps_per_execution
-    made: L.Trainer = instantiate(settings, **{"logger": False, **translated, **arguments})
+    try:
+        made: L.Trainer = instantiate(settings, **{"logger": False, **translated, **arguments})
+    except InstantiationException as error:
+        if not isinstance(error.__cause__, (MisconfigurationException, ValueError)):
+            raise
+        raise refused(cfg, error.__cause__) from None
     return made
+
+
+def refused(cfg: DictConfig, refusal: BaseException) -> ConfigError:
+    """Lightning's refusal of the run's settings in one line: the trainer settings this run changed,
+    and Lightning's own reason."""
+    return ConfigError(f"Lightning's Trainer refuses {_changed(cfg.trainer)}: {_first_line(refusal)}")
+
+
+def _changed(trainer: DictConfig) -> str:
+    """The trainer settings that differ from the typed config's defaults, as overrides."""
+    defaults = OmegaConf.structured(TrainerConfig)
+    keys = [str(key) for key in trainer if key != "_target_"]
+    changed = [f"trainer.{key}={trainer[key]}" for key in keys if trainer[key] != defaults[key]]
+    return " ".join(changed) if changed else "the default trainer settings"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:

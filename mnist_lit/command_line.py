@@ -43,9 +43,17 @@ def explain(error: BaseException) -> str | None:
         )
         options = ", ".join(f"{group}={option}" for option in error.options)
         return f"{group}={name} is not an option; choose one of: {options}{plugin}"
+    if isinstance(error, (ValueError, TypeError)) and not started and _composing(frames):
+        # Hydra refuses a group override that is not an option's name (logger=true, model=[1]) without
+        # saying which override it was.
+        return (
+            f"an override of a config group is not an option's name ({error}); give one name, e.g. model=mlp, "
+            f"loss=sparse, data=kmnist, logger=tensorboard, experiment=depth"
+        )
     if not isinstance(error, ConfigCompositionException):
         return None
-    cause = error.__cause__
+    # Hydra raises a merge's error as the context, not the cause, of its own.
+    cause = error.__cause__ or error.__context__
     full_key = getattr(cause, "full_key", None) or ""
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and full_key.startswith("trainer."):
         name = full_key.removeprefix("trainer.")
@@ -64,6 +72,11 @@ def explain(error: BaseException) -> str | None:
         override = re.sub(r"^Error merging override ", "", str(error).splitlines()[0])
         return f"{override}: {str(cause.msg).splitlines()[0]}"
     return str(error).splitlines()[0]
+
+
+def _composing(frames: traceback.StackSummary) -> bool:
+    """Whether the error was raised while Hydra composed the config (its defaults list)."""
+    return any(f.filename.endswith(os.path.join("hydra", "_internal", "defaults_list.py")) for f in frames[-3:])
 
 
 def command_line(app: Callable[[], Any]) -> Callable[[], None]:

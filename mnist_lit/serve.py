@@ -61,6 +61,8 @@ def listen(host: str, port: int) -> socket.socket:
         # not resolve (socket.gaierror) has a negative errno and its reason in strerror.
         reason = os.strerror(error.errno) if error.errno and error.errno > 0 else error.strerror or error
         raise ConfigError(f"cannot serve on {host}:{port}: {reason}; choose another port= (or host=)") from None
+    except UnicodeError:  # a name that IDNA cannot encode, such as "." or ""
+        raise ConfigError(f"host={host} is not a host name; give one such as host=127.0.0.1 or host=0.0.0.0") from None
 
 
 main = command_line(run)

@@ -4,6 +4,7 @@ results behind. `fit` is the same from a notebook."""
 import logging
 import os
 import signal
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
@@ -13,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra import compose, initialize_config_module
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, share
@@ -52,6 +54,12 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             datamodule.prepare_data()
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
+        except (MisconfigurationException, ValueError) as refusal:
+            # What Lightning checks only as it starts the loops (val_check_interval against the epoch's
+            # batches): its refusal, raised by its own code, is the settings'.
+            if not _raised_by_lightning(refusal):
+                raise
+            raise build.refused(cfg, refusal) from None
         except SystemExit:
             if history.stopped_by is None:
                 raise
@@ -113,6 +121,11 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         output_dir,
     )
     return history.history
+
+
+def _raised_by_lightning(error: BaseException) -> bool:
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and os.path.join("lightning", "pytorch", "") in frames[-1].filename
 
 
 def _use_threads(threads: int, why: str, trainer: L.Trainer) -> None:

@@ -110,6 +110,15 @@ REQUIRE_REAL_DATA = os.environ.get("MNIST_LIT_REQUIRE_REAL_DATA") == "1"
 _skipped_real_data: list[str] = []
 
 
+def pytest_collection_modifyitems(config, items):
+    # The deeper property-based runs take long: only where -m asks for them (pytest -m fuzz).
+    if "fuzz" not in (config.option.markexpr or ""):
+        by_hand = pytest.mark.skip(reason="a deeper property-based run: pytest -m fuzz")
+        for item in items:
+            if "fuzz" in item.keywords:
+                item.add_marker(by_hand)
+
+
 def pytest_runtest_logreport(report):
     # A GPU or a browser missing is another reason to skip, which CI does not always have.
     if report.skipped and "mnist" in report.keywords and not {"gpu", "browser"} & set(report.keywords):

@@ -16,6 +16,9 @@ from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.schema import Config
 from mnist_lit.share import submitit_tasks
 
+# More torch threads than any workstation has cores; far more than that, torch's OpenMP cannot start.
+MAX_THREADS = 1024
+
 
 def require(cfg: DictConfig, **keys: str) -> None:
     """One line naming the mandatory keys (key=what it takes) that the command line left out."""
@@ -27,6 +30,11 @@ def require(cfg: DictConfig, **keys: str) -> None:
 def validate(cfg: DictConfig) -> None:
     """Check every value of a composed config, and that what it asks for is installed."""
     check(cfg)
+    if cfg.get("logger") is not None and not (isinstance(cfg.logger, DictConfig) and "_target_" in cfg.logger):
+        raise ConfigError(
+            f"logger={cfg.logger} is not one of the logger group's options; choose logger=tensorboard or "
+            "logger=mlflow, or leave it out"
+        )
     if cfg.get("logger"):
         library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))
         if library and extra:
@@ -69,6 +77,8 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(
             f"threads={threads} is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto"
         )
+    if threads != "auto" and threads > MAX_THREADS:
+        raise ConfigError(f"threads={threads} is out of range: at most {MAX_THREADS}, e.g. threads=2, or threads=auto")
     if cfg.objective not in METRICS:
         raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
     interval = cfg.trainer.val_check_interval

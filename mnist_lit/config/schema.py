@@ -10,9 +10,25 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, SI
 
-from mnist_lit.common.choices import ACCELERATORS, ACTIVATIONS, DATASETS, INITS, METRICS, PRECISIONS, STRATEGIES
+from mnist_lit.common.choices import (
+    ACCELERATORS,
+    ACTIVATIONS,
+    DATASETS,
+    INITS,
+    METRICS,
+    PRECISIONS,
+    PROFILERS,
+    STRATEGIES,
+)
 from mnist_lit.common.errors import ConfigError
-from mnist_lit.config.values import at_least, check_devices, check_duration, check_limit
+from mnist_lit.config.values import (
+    at_least,
+    at_least_or,
+    check_devices,
+    check_duration,
+    check_fraction_or_count,
+    check_limit,
+)
 
 
 @dataclass
@@ -137,11 +153,36 @@ class TrainerConfig:
                 f"trainer.accelerator={self.accelerator} is not supported; choose one of: {', '.join(ACCELERATORS)}"
             )
         check_devices(self.devices)
+        at_least("trainer.num_nodes", self.num_nodes, 1, "trainer.num_nodes=2")
         check_duration("trainer.max_time", self.max_time)
-        if self.max_epochs is not None and self.max_epochs != -1:
-            at_least("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10")
-        if self.max_steps != -1:
-            at_least("trainer.max_steps", self.max_steps, 1, "trainer.max_steps=1000 (or -1: no limit)")
+        at_least_or("trainer.max_epochs", self.max_epochs, 1, "trainer.max_epochs=10", None, -1)
+        at_least_or("trainer.min_epochs", self.min_epochs, 0, "trainer.min_epochs=3", None)
+        at_least_or("trainer.max_steps", self.max_steps, 1, "trainer.max_steps=1000 (or -1: no limit)", -1)
+        at_least_or("trainer.min_steps", self.min_steps, 0, "trainer.min_steps=1000", None)
+        for low, high in (("min_epochs", "max_epochs"), ("min_steps", "max_steps")):
+            least, most = getattr(self, low), getattr(self, high)
+            if least is not None and most not in (None, -1) and least > most:
+                raise ConfigError(
+                    f"trainer.{low}={least} is more than trainer.{high}={most}: lower the first or raise the second"
+                )
+        check_fraction_or_count("trainer.val_check_interval", self.val_check_interval, "trainer.val_check_interval=0.5")
+        every = self.check_val_every_n_epoch
+        at_least_or("trainer.check_val_every_n_epoch", every, 1, "trainer.check_val_every_n_epoch=2", None)
+        at_least_or(
+            "trainer.num_sanity_val_steps", self.num_sanity_val_steps, 0, "trainer.num_sanity_val_steps=2", None, -1
+        )
+        at_least_or("trainer.log_every_n_steps", self.log_every_n_steps, 0, "trainer.log_every_n_steps=50", None)
+        at_least(
+            "trainer.reload_dataloaders_every_n_epochs",
+            self.reload_dataloaders_every_n_epochs,
+            0,
+            "trainer.reload_dataloaders_every_n_epochs=1",
+        )
+        if self.profiler not in PROFILERS:
+            raise ConfigError(
+                f"trainer.profiler={self.profiler} is not one of Lightning's profilers; choose "
+                f"{', '.join(str(name) for name in PROFILERS if name)} (or null)"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"trainer.precision={self.precision} is not supported; choose one of: {', '.join(PRECISIONS)}"
@@ -165,6 +206,11 @@ class TrainerConfig:
         fast = self.fast_dev_run
         if not isinstance(fast, bool) and not (isinstance(fast, int) and fast >= 1):
             raise ConfigError(f"trainer.fast_dev_run={fast} is neither true/false nor a number of batches ≥ 1")
+        check_limit("trainer.overfit_batches", self.overfit_batches)
+        if self.overfit_batches is None:
+            raise ConfigError(
+                "trainer.overfit_batches=None is not a number: give 0 (off), a number of batches or a fraction"
+            )
         if self.barebones:
             raise ConfigError(
                 "trainer.barebones=true turns off the logging that mnist_lit's history, checkpoints and early stopping "
@@ -217,6 +263,7 @@ class EarlyStoppingConfig:
     def __post_init__(self) -> None:
         if self.patience is not None:
             at_least("early_stopping.patience", self.patience, 0, "early_stopping.patience=3")
+        at_least("early_stopping.min_delta", self.min_delta, 0, "early_stopping.min_delta=0.001")
         if self.monitor not in METRICS:
             raise ConfigError(
                 f"early_stopping.monitor={self.monitor} is not a metric; choose one of: {', '.join(METRICS)}"
@@ -247,10 +294,17 @@ class Config:
 
 
 @dataclass
+class DataRootConfig:
+    """evaluate's data: where the data set lies. The rest (data set, split, batches) is the run's."""
+
+    root: str = MISSING
+
+
+@dataclass
 class EvaluateConfig:
     checkpoint: str = MISSING  # a run directory or a .ckpt file
     split: str = "test"  # test, or val: the images that the run's data.val_size held out
-    data: DataConfig = field(default_factory=DataConfig)  # data.root only: the rest is the run's
+    data: DataRootConfig = field(default_factory=DataRootConfig)
 
 
 @dataclass

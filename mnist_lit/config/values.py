@@ -1,6 +1,7 @@
 """Checks of single values that the typed config runs as it is built (its __post_init__): each
 refuses in one line that names the key and a good value."""
 
+import math
 import re
 from typing import Any
 
@@ -8,8 +9,18 @@ from mnist_lit.common.errors import ConfigError
 
 
 def at_least(key: str, value: int | float, low: int | float, example: str) -> None:
+    """`value` ≥ `low`, and finite (NaN compares false, inf would mean nothing)."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{key}={value} is out of range: it must be a finite number ≥ {low}, e.g. {example}")
     if value < low:
         raise ConfigError(f"{key}={value} is out of range: it must be ≥ {low}, e.g. {example}")
+
+
+def at_least_or(key: str, value: int | float | None, low: int, example: str, *special: int | None) -> None:
+    """As `at_least`, but also `special` values (None: Lightning's default, -1: no limit, ...)."""
+    if value not in special:
+        assert value is not None
+        at_least(key, value, low, example)
 
 
 def check_devices(devices: Any) -> None:
@@ -51,6 +62,20 @@ def check_duration(key: str, duration: Any) -> None:
     raise ConfigError(
         f"{key}={duration} is not a duration: give days:hours:minutes:seconds, e.g. {key}=00:01:30:00, or "
         f"{key}={{hours:1}}"
+    )
+
+
+def check_fraction_or_count(key: str, value: Any, example: str) -> None:
+    """Lightning's val_check_interval: a fraction of an epoch in (0, 1], or a number of mini-batches ≥ 1."""
+    if value is None:
+        return
+    if isinstance(value, float) and 0 < value <= 1:
+        return
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+        return
+    raise ConfigError(
+        f"{key}={value} is out of range: give a fraction of an epoch in (0, 1], or a number of mini-batches ≥ 1, "
+        f"e.g. {example}"
     )
 
 

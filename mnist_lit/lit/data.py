@@ -211,6 +211,10 @@ class MNISTDataModule(L.LightningDataModule):
             )
             kept, held_out = (part.indices for part in parts)
             self.train, self.val = InMemory(*train[kept]), InMemory(*train[held_out])
+        # As Keras's fit: a batch larger than the training images is all of them, and an execution
+        # at most an epoch (which also bounds every buffer sized by them).
+        self.batch_size = min(self.batch_size, len(self.train))
+        self.steps_per_execution = min(self.steps_per_execution, batches(len(self.train), self.batch_size))
         self.ready = True
 
     def _load(self, train: bool, device: torch.device) -> InMemory:

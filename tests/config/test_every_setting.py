@@ -1,0 +1,380 @@
+"""Every setting of the typed config, given odd values as a user (or a sweep) would give them, ends in
+a tiny training or in one line that names the key: never a traceback, and never a value outside the
+range below taken in silence (Hypothesis draws the pairs).
+
+The path is the command line's, in this process: Hydra composes the override, `fit` checks and
+builds the run and trains, and `command_line.explain` is what turns an error into the one line the
+command prints. `VALID` is the oracle: per key, the values it holds valid once composed. Keys whose
+valid values need another machine, a service or files that are not here are only composed and
+checked (MACHINE): a refusal must still be one line, and what passes must be valid.
+
+The arguments of evaluate, predict, export and serve get the same: each through the command's own
+main(), ending in its work (a server that would start is stopped at once) or in the line it exits with.
+
+CI draws a fixed budget of examples from a fixed seed; `pytest -m fuzz` draws many more."""
+
+import dataclasses
+import math
+import os
+import socket
+import sys
+import typing
+from typing import Any
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_module
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from mnist_lit import fit
+from mnist_lit.command_line import explain
+from mnist_lit.common.choices import ACTIVATIONS, DATASETS, INITS, METRICS, PRECISIONS, PROFILERS, TARGETS
+from mnist_lit.config.checks import check_machine, validate
+from mnist_lit.config.schema import Config
+from mnist_lit.lit.module import Diverged
+from mnist_lit.reports.pictures import Picture
+
+# 640 tiny training images: 20 mini-batches of 32, in executions of 4.
+BASE = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
+TRAIN_IMAGES = 640
+BUDGET = 60
+
+
+def keys(node: type, prefix: str = "") -> list[str]:
+    """Every leaf key of a typed config, as a dotted path."""
+    found = []
+    for field in dataclasses.fields(node):
+        path = f"{prefix}{field.name}"
+        kind = typing.get_type_hints(node)[field.name]
+        found += keys(kind, f"{path}.") if dataclasses.is_dataclass(kind) else [path]
+    return found
+
+
+def integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def number(value: Any) -> bool:
+    return (integer(value) or isinstance(value, float)) and math.isfinite(value)
+
+
+def count(low: int, *special: Any) -> Any:
+    return lambda v: any(v is s or (integer(v) and v == s) for s in special) or (integer(v) and v >= low)
+
+
+def one_of(*choices: Any) -> Any:
+    return lambda v: isinstance(v, (str, bool, type(None))) and v in choices
+
+
+def fraction_or_count(v: Any) -> bool:
+    return v is None or (integer(v) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1)
+
+
+def duration(v: Any) -> bool:
+    """DD:HH:MM:SS, or a dict of timedelta's keywords."""
+    if isinstance(v, dict):
+        words = {"weeks", "days", "hours", "minutes", "seconds", "milliseconds", "microseconds"}
+        return bool(v) and set(v) <= words and all(number(n) and n >= 0 for n in v.values())
+    return v is None or (isinstance(v, str) and len(v.split(":")) == 4 and all(p.isdigit() for p in v.split(":")))
+
+
+def width_list(v: Any) -> bool:
+    return isinstance(v, list) and all(integer(w) and 1 <= w <= 4096 for w in v)
+
+
+def boolean(v: Any) -> bool:
+    return isinstance(v, bool)
+
+
+def target(part: str) -> Any:
+    return one_of(*TARGETS[part])
+
+
+# The oracle: the values each key holds valid, as composed (OmegaConf has converted what it can).
+VALID: dict[str, Any] = {
+    "model._target_": target("model"),
+    "model.hidden": width_list,
+    "model.activation": one_of(*ACTIVATIONS),
+    "model.init": one_of(*INITS),
+    "loss._target_": target("loss"),
+    "data._target_": target("data"),
+    "data.root": lambda v: isinstance(v, str),
+    "data.batch_size": count(1),
+    "data.val_size": lambda v: integer(v) and 0 <= v < TRAIN_IMAGES,
+    "data.steps_per_execution": count(1),
+    "data.seed": lambda v: integer(v) and 0 <= v < 2**32,
+    "data.dataset": one_of(*DATASETS),
+    "optimizer._target_": target("optimizer"),
+    "optimizer._partial_": lambda v: v is True,
+    "optimizer.lr": lambda v: number(v) and v > 0,
+    "optimizer.betas": lambda v: isinstance(v, list) and len(v) == 2 and all(number(b) and 0 <= b < 1 for b in v),
+    "optimizer.eps": lambda v: number(v) and v > 0,
+    "trainer._target_": target("trainer"),
+    "trainer.accelerator": one_of("auto", "cpu"),  # no GPU here
+    "trainer.strategy": one_of("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook"),
+    "trainer.devices": lambda v: v == "auto" or (integer(v) and 1 <= v <= 2),  # CPU processes on 2 cores
+    "trainer.num_nodes": count(1),
+    "trainer.precision": one_of(*PRECISIONS),
+    "trainer.fast_dev_run": lambda v: boolean(v) or (integer(v) and v >= 1),
+    "trainer.max_epochs": count(1, None, -1),
+    "trainer.min_epochs": lambda v: v is None or (integer(v) and 0 <= v <= 1),  # BASE's max_epochs is 1
+    "trainer.max_steps": count(1, -1),
+    "trainer.min_steps": count(0, None),
+    "trainer.max_time": duration,
+    "trainer.limit_train_batches": fraction_or_count,
+    "trainer.limit_val_batches": fraction_or_count,
+    "trainer.limit_test_batches": fraction_or_count,
+    "trainer.limit_predict_batches": fraction_or_count,
+    # Lightning's batches are executions: BASE has 5 of training and 2 of validation an epoch, and
+    # Lightning refuses a fraction that leaves a loop no whole batch.
+    "trainer.overfit_batches": lambda v: (integer(v) and v >= 0)
+    or (isinstance(v, float) and (v == 0 or 0.5 <= v <= 1)),
+    # A number of mini-batches must be whole executions (BASE's 4 a step), at most an epoch's 20.
+    "trainer.val_check_interval": lambda v: (
+        v is None or (isinstance(v, float) and 0 < v <= 1) or (integer(v) and 4 <= v <= 20 and v % 4 == 0)
+    ),
+    "trainer.check_val_every_n_epoch": count(1, None),
+    "trainer.num_sanity_val_steps": count(0, None, -1),
+    "trainer.log_every_n_steps": count(0, None),
+    "trainer.enable_checkpointing": lambda v: v is None or boolean(v),
+    "trainer.enable_progress_bar": lambda v: v is None or boolean(v),
+    "trainer.enable_model_summary": lambda v: v is None or boolean(v),
+    "trainer.accumulate_grad_batches": lambda v: integer(v) and v >= 1 and 4 % v == 0,
+    "trainer.gradient_clip_val": lambda v: v is None or (number(v) and v >= 0),
+    "trainer.gradient_clip_algorithm": one_of(None, "norm", "value"),
+    "trainer.deterministic": lambda v: v in (None, True, False, "warn"),  # 0 and 1 as false and true
+    "trainer.benchmark": lambda v: v is None or boolean(v),
+    "trainer.inference_mode": boolean,
+    "trainer.use_distributed_sampler": boolean,
+    "trainer.profiler": one_of(*PROFILERS),
+    "trainer.detect_anomaly": boolean,
+    "trainer.barebones": lambda v: v is False,
+    "trainer.sync_batchnorm": boolean,
+    "trainer.reload_dataloaders_every_n_epochs": count(0),
+    "trainer.enable_autolog_hparams": boolean,
+    "trainer.model_registry": lambda v: v is None or isinstance(v, str),
+    "early_stopping.patience": count(0, None),
+    "early_stopping.monitor": one_of(*METRICS),
+    "early_stopping.mode": one_of("min", "max"),
+    "early_stopping.min_delta": lambda v: number(v) and v >= 0,
+    "early_stopping.restore_best_weights": boolean,
+    "seed": lambda v: integer(v) and 0 <= v < 2**32,
+    "resume": lambda v: v in (None, ""),  # a path: none of the drawn ones is a run ('': none)
+    "threads": lambda v: v == "auto" or (integer(v) and 1 <= v <= 1024),
+    "objective": one_of(*METRICS),
+    "logger": lambda v: v is None,
+    "capture": boolean,
+}
+
+# Their valid values need other machines, services or files: composed and checked, never trained.
+MACHINE = {"trainer.accelerator", "trainer.strategy", "trainer.devices", "trainer.num_nodes", "data.root"}
+MACHINE |= {"data.dataset", "logger"}
+
+# Odd values as the command line spells them: wrong types, 0, -1, -2, huge, NaN and inf, empty and
+# odd strings, lists where a number belongs and numbers where a list does, null.
+ODD = [
+    "0", "-1", "-2", "1", "2", "3", "4", "8", "1000000000000", "9223372036854775808", "0.0", "0.5", "1.0",
+    "1.5", "-0.5", "1e-3", "nan", "inf", "-inf", "null", "true", "false", "''", "' '", "abc", "'a b'",
+    "'5'", "[]", "[1]", "[1,2]", "[0]", "[0.5,0.5]", "{a:1}", "{hours:1}", "'ü'", "auto", "'1,2'",
+    "00:00:01:00", "warn", "norm", "simple", "relu", "val_loss", "max",
+]  # fmt: skip
+VALUES = st.one_of(
+    st.sampled_from(ODD),
+    st.integers(-(2**40), 2**40).map(str),
+    # Subnormals: conftest flushes them to zero, as every command does.
+    st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=False).map(repr),
+    st.text("abcxyz019 _-.", max_size=6).map(lambda text: f"'{text}'"),
+)
+
+
+def test_the_oracle_covers_every_key_of_the_typed_config():
+    assert set(VALID) == set(keys(Config))
+
+
+def plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, (DictConfig, ListConfig)) else value
+
+
+class StopSoon(L.Callback):
+    """The harness's bound on every example: one training step, whatever the settings say."""
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        trainer.should_stop = True
+
+
+def one_line(error: BaseException, key: str) -> str:
+    line = explain(error)
+    assert line is not None, f"{key}: a traceback, not a line: {error!r}"
+    assert "\n" not in line and key.rpartition(".")[2] in line, line
+    return line
+
+
+def settle(key: str, value: str, output_dir) -> None:
+    override = f"{key}={value}"
+    try:
+        with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[*BASE, override])
+    except Exception as error:
+        one_line(error, key)
+        return
+    composed = plain(OmegaConf.select(cfg, key))
+    valid = VALID[key](composed)
+    try:
+        if key in MACHINE:
+            validate(cfg)
+            check_machine(cfg, gpus=0, cores=2)
+        else:
+            fit(*BASE, override, output_dir=output_dir, callbacks=[StopSoon()])
+    except Diverged:
+        assert valid, f"{override} (composed: {composed!r}) is out of range, yet trained"
+        return  # a training, ended in one line: the loss became inf or NaN
+    except Exception as error:
+        line = one_line(error, key)
+        assert not valid, f"{override} (composed: {composed!r}) is valid, yet refused: {line}"
+        return
+    assert valid, f"{override} (composed: {composed!r}) is out of range, yet taken in silence"
+
+
+def every_setting(key: str, value: str, tmp_path_factory) -> None:
+    settle(key, value, tmp_path_factory.mktemp("run"))
+
+
+@pytest.fixture
+def tiny(tiny_mnist, monkeypatch, tmp_path):
+    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+    monkeypatch.chdir(tmp_path)
+    # The pictures are not what is tested here, and drawing them is most of a tiny run's time.
+    monkeypatch.setattr(Picture, "write", lambda picture: None)
+
+
+_SETTINGS = {"deadline": None, "suppress_health_check": [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]}
+
+
+@pytest.mark.slow
+@settings(max_examples=BUDGET, derandomize=True, **_SETTINGS)
+@given(key=st.sampled_from(sorted(VALID)), value=VALUES)
+def test_every_setting_ends_in_a_training_or_one_line_naming_it(key, value, tiny, tmp_path_factory):
+    every_setting(key, value, tmp_path_factory)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=2000, **_SETTINGS)
+@given(key=st.sampled_from(sorted(VALID)), value=VALUES)
+def test_every_setting_deeply(key, value, tiny, tmp_path_factory):
+    every_setting(key, value, tmp_path_factory)
+
+
+# The commands that read a trained run: each argument, drawn as a user would give it, through the
+# command's own main() in this process (what `python -m mnist_lit.<command>` runs).
+def command_keys() -> dict[str, list[str]]:
+    from mnist_lit.config.schema import EvaluateConfig, ExportConfig, PredictConfig, ServeConfig
+
+    schemas = {"evaluate": EvaluateConfig, "predict": PredictConfig, "export": ExportConfig, "serve": ServeConfig}
+    return {command: keys(schema) for command, schema in schemas.items()}
+
+
+COMMAND_KEYS = command_keys()
+
+
+def command_oracle(key: str, value: Any, given: dict[str, str]) -> bool | None:
+    """Whether a command's composed argument is valid; None: judged only on its refusal (this
+    machine's ports and host names, another data root)."""
+    if key == "checkpoint":
+        return value == given["checkpoint"]
+    if key == "images":
+        return True if value == given["images"] else None  # another file or folder may hold images too
+    if key == "split":
+        return value in ("test", "val")
+    if key == "format":
+        return value in ("onnx", "pt2")
+    return None  # port, host, data.root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_mnist, tmp_path_factory):
+    """A tiny run, and an image file of a digit, for the commands to read."""
+    from PIL import Image
+
+    directory = tmp_path_factory.mktemp("commands")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+        fit(*BASE, output_dir=directory / "run")
+    digit = Image.new("L", (64, 64), "white")
+    digit.paste(0, (28, 8, 36, 56))
+    digit.save(directory / "digit.png")
+    return directory
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_command(command: str, arguments: list[str]) -> str | None:
+    """The command's main() as its console script runs it: None when it did its work, else the
+    one line it exits with."""
+    import importlib
+
+    os.environ.pop("HYDRA_FULL_ERROR", None)  # main() sets it for Hydra, as in its own process
+    sys.argv = [f"mnist_lit.{command}", *arguments]
+    try:
+        importlib.import_module(f"mnist_lit.{command}").main()
+    except SystemExit as stop:
+        if stop.code in (None, 0):
+            return None
+        assert isinstance(stop.code, str), f"exit {stop.code!r} without a line"
+        return stop.code
+    return None
+
+
+COMMAND_ARGUMENTS = st.sampled_from([(command, key) for command, keys in COMMAND_KEYS.items() for key in keys])
+
+
+@pytest.mark.slow
+@settings(max_examples=40, derandomize=True, **_SETTINGS)
+@given(command_key=COMMAND_ARGUMENTS, value=VALUES)
+def test_every_argument_of_the_commands_ends_in_their_work_or_one_line(
+    command_key, value, trained, tiny_mnist, monkeypatch, tmp_path
+):
+    every_argument(*command_key, value, trained, tiny_mnist, monkeypatch, tmp_path)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=1000, **_SETTINGS)
+@given(command_key=COMMAND_ARGUMENTS, value=VALUES)
+def test_every_argument_of_the_commands_deeply(command_key, value, trained, tiny_mnist, monkeypatch, tmp_path):
+    every_argument(*command_key, value, trained, tiny_mnist, monkeypatch, tmp_path)
+
+
+def every_argument(command, key, value, trained, tiny_mnist, monkeypatch, tmp_path):
+    import uvicorn
+    from torchvision.datasets import MNIST
+
+    from mnist_lit import command_line
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+    monkeypatch.setattr(sys, "argv", sys.argv)
+    monkeypatch.setattr(command_line, "end_without_teardown", lambda: None)  # it would end this process
+    monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: [s.close() for s in sockets])  # served
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # no downloads
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
+    given_args = {"checkpoint": str(trained / "run"), "images": str(trained / "digit.png"), "format": "pt2"}
+    given_args["port"] = str(free_port())
+    base = {name: given_args[name] for name in COMMAND_KEYS[command] if name in given_args}
+    override = f"{key}={value}"
+    line = run_command(command, [*(f"{name}={arg}" for name, arg in base.items()), override])
+    try:
+        with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+            composed = plain(OmegaConf.select(compose(command, overrides=[override]), key))
+    except Exception:
+        composed = None  # Hydra refused it: the command's line must say so
+        assert line is not None, f"{command} {override}: Hydra refuses it, yet the command went on"
+    if line is not None:
+        assert "\n" not in line and key.rpartition(".")[2] in line, f"{command} {override}: {line}"
+        assert command_oracle(key, composed, base) is not True, f"{command} {override} is valid, yet: {line}"
+    else:
+        assert command_oracle(key, composed, base) is not False, f"{command} {override} taken in silence"
