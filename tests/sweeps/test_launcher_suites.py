@@ -4,8 +4,8 @@ mnist_lit, launched as the basic launcher launches them. The integration suite s
 processes of their own, so it also shows that Hydra's plugin scan finds the launcher without
 mnist_lit imported. .ci/run runs this file again on a regular `pip install .`."""
 
-from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from hydra import version
+from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
 from pytest import fixture, mark
 
 
