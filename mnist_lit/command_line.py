@@ -44,11 +44,11 @@ def explain(error: BaseException) -> str | None:
         options = ", ".join(f"{group}={option}" for option in error.options)
         return f"{group}={name} is not an option; choose one of: {options}{plugin}"
     if isinstance(error, (ValueError, TypeError)) and not started and _composing(frames):
-        # Hydra refuses a group override that is not an option's name (logger=true, model=[1]) without
-        # saying which override it was.
+        # Hydra refuses a group override that is not an option's name (logger=true, model=[1]) with a
+        # plain ValueError or TypeError, without saying which override it was.
         return (
-            f"an override of a config group is not an option's name ({error}); give one name, e.g. model=mlp, "
-            f"loss=sparse, data=kmnist, logger=tensorboard, experiment=depth"
+            f"Hydra cannot compose the config ({error}): an override of a config group takes one option's name, "
+            "e.g. model=mlp, loss=sparse, data=kmnist, logger=tensorboard, experiment=depth"
         )
     if not isinstance(error, ConfigCompositionException):
         return None
@@ -75,8 +75,8 @@ def explain(error: BaseException) -> str | None:
 
 
 def _composing(frames: traceback.StackSummary) -> bool:
-    """Whether the error was raised while Hydra composed the config (its defaults list)."""
-    return any(f.filename.endswith(os.path.join("hydra", "_internal", "defaults_list.py")) for f in frames[-3:])
+    """Whether the error was raised by Hydra itself, before the task function started: composing."""
+    return bool(frames) and os.path.join("", "hydra", "") in frames[-1].filename
 
 
 def command_line(app: Callable[[], Any]) -> Callable[[], None]:

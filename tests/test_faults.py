@@ -62,6 +62,7 @@ QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
         ),
         ("trainer.devices=4096", "trainer.devices=4096 CPU processes on "),
         ("+foo=1", "foo is not a setting: Settings: model, loss"),
+        ("logger=true", "Hydra cannot compose the config (Config group override must be a string or a list. Got bool)"),
     ],
 )
 def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mnist, tmp_path):
