@@ -142,6 +142,10 @@ def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mn
         ("early_stopping.min_delta=-1", "early_stopping.min_delta=-1.0 is out of range: it must be ≥ 0"),
         ("threads=100000", "threads=100000 is out of range: at most 1024"),
         ("logger={a:1}", "logger={'a': 1} is not one of the logger group's options"),
+        (
+            "trainer.limit_val_batches=0 early_stopping.patience=1",
+            "early_stopping.monitor=val_loss with trainer.limit_val_batches=0: nothing is validated to watch",
+        ),
         ("trainer.devices=auto", None),
         ("trainer.max_time=00:01:30:00", None),
         ("trainer.max_time={hours:1}", None),
@@ -153,7 +157,7 @@ def test_every_bad_setting_is_one_line_naming_the_key(override, message):
 
     def settle() -> None:
         with initialize_config_module("mnist_lit.conf", version_base="1.3"):
-            cfg = compose("config", overrides=[override])
+            cfg = compose("config", overrides=override.split())
         validate(cfg)
         check_machine(cfg, gpus=0, cores=2)
 

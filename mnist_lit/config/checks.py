@@ -88,6 +88,12 @@ def check(cfg: DictConfig) -> None:
             f"multiple of data.steps_per_execution={cfg.data.steps_per_execution}, or give a fraction of an epoch, "
             "e.g. 0.5"
         )
+    stopping = cfg.early_stopping
+    if stopping.patience is not None and stopping.monitor.startswith("val_") and cfg.trainer.limit_val_batches == 0:
+        raise ConfigError(
+            f"early_stopping.monitor={stopping.monitor} with trainer.limit_val_batches=0: nothing is validated to "
+            "watch; monitor loss or accuracy, or validate"
+        )
     # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
     if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
         raise ConfigError(
