@@ -14,7 +14,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
-from mnist_lit.command_line import command_line
+from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.config.checks import validate, validate_launcher
 from mnist_lit.startup import heavy_imports
 from mnist_lit.sweeps.resume import is_sweep, last_value, resume_job
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="config")
+@ends_in_one_line
 def run(cfg: DictConfig) -> float:
     """Returns the `objective` metric's last value, for a sweeper that optimises it (Optuna's);
     NaN for a job of a sweep that failed, which such a sweeper counts as a failed trial."""

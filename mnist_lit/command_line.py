@@ -3,19 +3,23 @@
 import atexit
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import sys
 import threading
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from mnist_lit.common.choices import OWNED_BY_PROJECT
 from mnist_lit.common.errors import UserError
+
+T = TypeVar("T")
 
 
 def explain(error: BaseException) -> str | None:
@@ -79,6 +83,27 @@ def _composing(frames: traceback.StackSummary) -> bool:
     return bool(frames) and os.path.join("", "hydra", "") in frames[-1].filename
 
 
+# Whether the user asked for full errors (HYDRA_FULL_ERROR=1), as the command line found it.
+_tracebacks = [False]
+
+
+def ends_in_one_line(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
+    """A Hydra task function whose errors a user can fix end the command in their own line. Raised
+    through Hydra's job runner, they would come after Hydra's "Error executing job with overrides"
+    line; a SystemExit passes it, as Ctrl-C does."""
+
+    @functools.wraps(task)
+    def run(cfg: DictConfig) -> T:
+        try:
+            return task(cfg)
+        except UserError as error:
+            if _tracebacks[0]:
+                raise
+            raise SystemExit(str(error)) from None
+
+    return run
+
+
 def command_line(app: Callable[[], Any]) -> Callable[[], None]:
     """A Hydra app's command line, with the errors a user can fix told in one line each.
 
@@ -86,7 +111,8 @@ def command_line(app: Callable[[], Any]) -> Callable[[], None]:
     command's entry point, not a function to call from a program that goes on."""
 
     def main() -> None:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        _tracebacks[0] = os.environ.get("HYDRA_FULL_ERROR") == "1"
+        if _tracebacks[0]:
             app()
         else:
             # Hydra prints its errors over several lines; asked for full errors, it raises them to us.

@@ -11,7 +11,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_lit.command_line import command_line
+from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import require
 from mnist_lit.startup import heavy_imports
@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="evaluate")
+@ends_in_one_line
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file")
     if cfg.split not in ("test", "val"):

@@ -13,7 +13,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_lit.command_line import command_line
+from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import require, require_installed
 from mnist_lit.startup import heavy_imports
@@ -27,6 +27,7 @@ ONNX_LIBRARIES = ("onnx", "onnxscript")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="export")
+@ends_in_one_line
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file")
     if cfg.format not in ("onnx", "pt2"):

@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_lit.command_line import command_line
+from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.common.errors import ConfigError, UserError
 from mnist_lit.config.checks import require
 from mnist_lit.startup import heavy_imports
@@ -32,6 +32,7 @@ class Unreadable(UserError):
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="predict")
+@ends_in_one_line
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file", images="image file, folder or glob")
     with heavy_imports():

@@ -10,7 +10,7 @@ import socket
 import hydra
 from omegaconf import DictConfig
 
-from mnist_lit.command_line import command_line
+from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import require, require_installed
 from mnist_lit.startup import heavy_imports
@@ -21,6 +21,7 @@ SERVER_LIBRARIES = ("starlette", "uvicorn", "python_multipart")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://mnist_lit.conf", config_name="serve")
+@ends_in_one_line
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file")
     require_installed("serving", SERVER_LIBRARIES, "serve")

@@ -69,7 +69,7 @@ def test_bad_overrides_end_in_one_line_naming_the_fix(override, message, tiny_mn
     done = cli([override], tmp_path, tiny_mnist)
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
-    lines = [line for line in done.stderr.splitlines() if line and not line.startswith("Error executing job")]
+    lines = [line for line in done.stderr.splitlines() if line]
     assert len(lines) == 1 and lines[0].startswith(message), done.stderr
     assert not list(tmp_path.glob("outputs/*/*/metrics.csv"))
 
