@@ -2,7 +2,7 @@
 override is answered at once (config/ checks against these; nn/network.py builds from them)."""
 
 # The elementwise torch.nn activations that take no arguments, by lower-case name. Softmax and its
-# kin mix units and GLU halves them, so they are no hidden-layer activations. tests/test_network.py
+# kin mix units and GLU halves them, so they are no hidden-layer activations. tests/nn/test_network.py
 # checks this table against torch.nn.
 ACTIVATIONS = {
     "celu": "CELU",
@@ -61,7 +61,7 @@ LOGGER_LIBRARIES = {
 # nothing else in it is called. config.check_targets enforces this when composing and when loading.
 TARGETS = {
     "model": ("mnist_lit.nn.network.DenseNetwork",),
-    # The losses that take logits and class labels; tests/test_loss.py trains with each.
+    # The losses that take logits and class labels; tests/nn/test_loss.py trains with each.
     "loss": ("mnist_lit.nn.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss", "torch.nn.MultiMarginLoss"),
     # Optimizers that take Adam's lr, betas and eps, and have the fused step the captured form records.
     "optimizer": ("torch.optim.Adam", "torch.optim.AdamW"),
@@ -86,7 +86,7 @@ TARGET_KINDS = {
 }
 
 # Who takes each of lightning.Trainer's arguments, the one table of them. config/schema.py's
-# TrainerConfig holds every argument but those OWNED_BY_PROJECT (tests/test_trainer.py checks this
+# TrainerConfig holds every argument but those OWNED_BY_PROJECT (tests/lit/test_trainer.py checks this
 # against Lightning's signature); the builder hands Lightning all of those but the ones below.
 
 # Set by mnist_lit itself, and where a user sets what they carry.

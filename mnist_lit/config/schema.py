@@ -101,7 +101,7 @@ class DataConfig:
 
 @dataclass
 class TrainerConfig:
-    """Every argument of lightning.Trainer (tests/test_trainer.py checks this against its signature)
+    """Every argument of lightning.Trainer (tests/lit/test_trainer.py checks this against its signature)
     but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
 
     Lightning's batches are mnist_lit's executions of `data.steps_per_execution` mini-batches, so
