@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, find, read, tell_processes
 from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
-from mnist_lit.common.errors import ConfigError
+from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.checks import config_of, plain
 from mnist_lit.config.schema import TrainerConfig
 from mnist_lit.lit import console
@@ -210,7 +210,7 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
 def refused(cfg: DictConfig, refusal: BaseException) -> ConfigError:
     """Lightning's refusal of the run's settings in one line: the trainer settings this run changed,
     and Lightning's own reason."""
-    return ConfigError(f"Lightning's Trainer refuses {_changed(cfg.trainer)}: {_first_line(refusal)}")
+    return ConfigError(f"Lightning's Trainer refuses {_changed(cfg.trainer)}: {first_line(refusal)}")
 
 
 def _changed(trainer: DictConfig) -> str:
@@ -219,11 +219,6 @@ def _changed(trainer: DictConfig) -> str:
     keys = [str(key) for key in trainer if key != "_target_"]
     changed = [f"trainer.{key}={trainer[key]}" for key in keys if trainer[key] != defaults[key]]
     return " ".join(changed) if changed else "the default trainer settings"
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:

@@ -11,3 +11,9 @@ class ConfigError(UserError, ValueError):
 
 class DataError(UserError, RuntimeError):
     """MNIST is missing, unreadable or damaged."""
+
+
+def first_line(error: BaseException) -> str:
+    """An error's message cut to its first line, or its type's name when it has none."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mnist_lit.common.choices import LOGGER_LIBRARIES, METRICS, MOVED, TARGET_KINDS, TARGETS
-from mnist_lit.common.errors import ConfigError
+from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.schema import Config
 from mnist_lit.share import submitit_tasks
 
@@ -170,8 +170,7 @@ def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
     except (OmegaConfBaseException, ValueError, TypeError) as error:
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(f"{where}: its config does not fit mnist_lit's ({detail})") from None
+        raise ConfigError(f"{where}: its config does not fit mnist_lit's ({first_line(error)})") from None
     return cfg
 
 
