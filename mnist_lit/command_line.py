@@ -47,7 +47,7 @@ def explain(error: BaseException) -> str | None:
         )
         options = ", ".join(f"{group}={option}" for option in error.options)
         return f"{group}={name} is not an option; choose one of: {options}{plugin}"
-    if isinstance(error, (ValueError, TypeError)) and not started and _composing(frames):
+    if isinstance(error, (ValueError, TypeError)) and not started and raised_by(error, "hydra"):
         # Hydra refuses a group override that is not an option's name (logger=true, model=[1]) with a
         # plain ValueError or TypeError, without saying which override it was.
         return (
@@ -78,9 +78,11 @@ def explain(error: BaseException) -> str | None:
     return str(error).splitlines()[0]
 
 
-def _composing(frames: traceback.StackSummary) -> bool:
-    """Whether the error was raised by Hydra itself, before the task function started: composing."""
-    return bool(frames) and os.path.join("", "hydra", "") in frames[-1].filename
+def raised_by(error: BaseException, *package: str) -> bool:
+    """Whether `error` was raised by the code of `package` (e.g. "lightning", "pytorch"): its
+    traceback's innermost frame lies in that package's directory."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and os.path.join("", *package, "") in frames[-1].filename
 
 
 # Whether the user asked for full errors (HYDRA_FULL_ERROR=1), as the command line found it.

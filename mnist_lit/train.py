@@ -4,7 +4,6 @@ results behind. `fit` is the same from a notebook."""
 import logging
 import os
 import signal
-import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
@@ -19,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, share
 from mnist_lit.checkpoint import read
+from mnist_lit.command_line import raised_by
 from mnist_lit.common import files
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.directories import unique_dir
@@ -57,7 +57,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
         except (MisconfigurationException, ValueError) as refusal:
             # What Lightning checks only as it starts the loops (val_check_interval against the epoch's
             # batches): its refusal, raised by its own code, is the settings'.
-            if not _raised_by_lightning(refusal):
+            if not raised_by(refusal, "lightning", "pytorch"):
                 raise
             raise build.refused(cfg, refusal) from None
         except SystemExit:
@@ -87,45 +87,37 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             "epochs": len(history.history["loss"]),
             "best_checkpoint": run.best.best_model_path,
         }
-        if trainer.is_global_zero and tested:
-            if not datamodule.ready:  # a spawned strategy set the data up in its own processes
-                datamodule.setup("test")
-            # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
-            images, labels = datamodule.evaluated("test", run.ranks).tensors
-            net = module.net.to(images.device)
-            probabilities = mistakes.probabilities(net, images)
-            results.write(output_dir, net, test, probabilities, images, labels, datamodule.names, **facts)
-            for picture in ("confusion_matrix.png", "mistakes.png"):
-                loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
-        elif trainer.is_global_zero:
-            results.write_untested(output_dir, module.net, **facts)
         if trainer.is_global_zero:
+            if tested:
+                if not datamodule.ready:  # a spawned strategy set the data up in its own processes
+                    datamodule.setup("test")
+                # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
+                images, labels = datamodule.evaluated("test", run.ranks).tensors
+                net = module.net.to(images.device)
+                probabilities = mistakes.probabilities(net, images)
+                results.write(output_dir, net, test, probabilities, images, labels, datamodule.names, **facts)
+                for picture in ("confusion_matrix.png", "mistakes.png"):
+                    loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
+            else:
+                results.write_untested(output_dir, module.net, **facts)
             loggers.close(trainer.loggers)
-    if not tested:
+    if tested:
+        log.info(
+            "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
+            test["test_loss"],
+            test["test_accuracy"],
+            run.timer.time_elapsed("train"),
+        )
+    else:
         log.info(
             "trainer.limit_test_batches=0: no test was run; results.json holds null for the test, and there is no "
             "confusion matrix or mistakes.png (python -m mnist_lit.evaluate checkpoint=%s tests it)",
             output_dir,
         )
-        log.info("Wrote metrics.csv, history.png, summary.txt, results.json and checkpoints/ to %s", output_dir)
-        return history.history
-    log.info(
-        "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
-        test["test_loss"],
-        test["test_accuracy"],
-        run.timer.time_elapsed("train"),
-    )
-    log.info(
-        "Wrote metrics.csv, history.png, summary.txt, results.json, confusion_matrix.csv/.png, mistakes.png "
-        "and checkpoints/ to %s",
-        output_dir,
-    )
+    written = ["metrics.csv", "history.png", "summary.txt", "results.json"]
+    written += ["confusion_matrix.csv/.png", "mistakes.png"] if tested else []
+    log.info("Wrote %s and checkpoints/ to %s", ", ".join(written), output_dir)
     return history.history
-
-
-def _raised_by_lightning(error: BaseException) -> bool:
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and os.path.join("lightning", "pytorch", "") in frames[-1].filename
 
 
 def _use_threads(threads: int, why: str, trainer: L.Trainer) -> None:
