@@ -1,6 +1,8 @@
 """Tiny MNIST look-alikes written as real IDX files, so tests need neither network nor ../shared."""
 
+import io
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -66,6 +68,28 @@ def make_mnist(root: Path, train: int = 640, test: int = 160, dataset: str = "MN
         write_idx(raw / f"{split}-images-idx3-ubyte", images)
         write_idx(raw / f"{split}-labels-idx1-ubyte", labels)
     return root
+
+
+def png(image) -> bytes:
+    """A PIL image as a PNG file's bytes."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def a_stroke() -> bytes:
+    """A PNG of one dark vertical stroke on white: a digit any network answers for."""
+    from PIL import Image
+
+    digit = Image.new("L", (64, 64), "white")
+    digit.paste(0, (28, 8, 36, 56))
+    return png(digit)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from PIL import Image
 
 from mnist_lit import fit, load
 from mnist_lit.nn import digits
-from tests.conftest import REAL_DATA, cli, needs_real_mnist, real_test_set
+from tests.conftest import REAL_DATA, a_stroke, cli, free_port, needs_real_mnist, png, real_test_set
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
@@ -42,19 +42,6 @@ def tiny_run(tiny_mnist, tmp_path_factory):
 @pytest.fixture(scope="module")
 def client(tiny_run):
     return TestClient(application(load(tiny_run), workers=2))
-
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def a_stroke() -> bytes:
-    """A PNG of one dark vertical stroke on white: a digit any network answers for."""
-    digit = Image.new("L", (64, 64), "white")
-    digit.paste(0, (28, 8, 36, 56))
-    return png(digit)
 
 
 def redrawn(image: torch.Tensor, format: str = "PNG") -> bytes:
@@ -146,12 +133,6 @@ def test_health_and_the_openapi_description(client):
     predict = schema["paths"]["/predict"]["post"]
     assert set(predict["requestBody"]["content"]) == {"image/*", "multipart/form-data"}
     assert {"200", "400", "413", "422"} <= set(map(str, predict["responses"]))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -16,7 +16,6 @@ CI draws a fixed budget of examples from a fixed seed; `pytest -m fuzz` draws ma
 import dataclasses
 import math
 import os
-import socket
 import sys
 import typing
 from typing import Any
@@ -35,6 +34,7 @@ from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.schema import Config
 from mnist_lit.lit.module import Diverged
 from mnist_lit.reports.pictures import Picture
+from tests.conftest import a_stroke, free_port
 
 # 640 tiny training images: 20 mini-batches of 32, in executions of 4.
 BASE = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -242,9 +242,7 @@ def every_setting(key: str, value: str, tmp_path_factory) -> None:
 
 
 @pytest.fixture
-def tiny(tiny_mnist, monkeypatch, tmp_path):
-    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
-    monkeypatch.chdir(tmp_path)
+def tiny(tiny_env, monkeypatch):
     # The pictures are not what is tested here, and drawing them is most of a tiny run's time.
     monkeypatch.setattr(Picture, "write", lambda picture: None)
 
@@ -295,22 +293,12 @@ def command_oracle(key: str, value: Any, given: dict[str, str]) -> bool | None:
 @pytest.fixture(scope="module")
 def trained(tiny_mnist, tmp_path_factory):
     """A tiny run, and an image file of a digit, for the commands to read."""
-    from PIL import Image
-
     directory = tmp_path_factory.mktemp("commands")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
         fit(*BASE, output_dir=directory / "run")
-    digit = Image.new("L", (64, 64), "white")
-    digit.paste(0, (28, 8, 36, 56))
-    digit.save(directory / "digit.png")
+    (directory / "digit.png").write_bytes(a_stroke())
     return directory
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def run_command(command: str, arguments: list[str]) -> str | None:
