@@ -95,7 +95,7 @@ def check(cfg: DictConfig) -> None:
             "watch; monitor loss or accuracy, or validate"
         )
     # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
-    if cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
+    if cfg.data.steps_per_execution > 1 and cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
         raise ConfigError(
             f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} does not divide "
             f"data.steps_per_execution={cfg.data.steps_per_execution}: make the latter a multiple of it"

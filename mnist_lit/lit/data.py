@@ -103,10 +103,16 @@ class Shard(DistributedSampler[int]):
 class MNISTDataModule(L.LightningDataModule):
     """The official split: 60,000 images to train on, the 10,000 test images to validate and test on.
 
-    Each training step receives the order of `steps_per_execution` shuffled mini-batches of
-    `batch_size` images (Keras's `steps_per_execution`, see nn/engine.py), so that Lightning's
-    per-step bookkeeping is paid once for many optimizer steps. The shuffle depends only on `seed` and the epoch, and a
-    DistributedSampler gives each rank its own shard when there are several.
+    Every loader yields `(images, labels)` mini-batches of `batch_size`: float32 images in [0, 1]
+    flattened to 784, and class indices (the loss one-hot encodes them where it asks for that). The
+    training shuffle depends only on `seed` and the epoch, and a DistributedSampler gives each rank its
+    own shard when there are several; each evaluated image is on exactly one rank.
+
+    `steps_per_execution` > 1 is the fast path for mnist_lit's Classifier (Keras's
+    `steps_per_execution`, see nn/engine.py): each training batch is then an `Execution`, the order of
+    that many shuffled mini-batches, which the Classifier gathers from the split on the device itself,
+    so that Lightning's per-step bookkeeping is paid once for many optimizer steps; evaluation reads
+    as many images at once.
 
     `val_size > 0` holds that many seeded training images out for validation instead, so that
     models are not selected on the test set.
@@ -121,7 +127,7 @@ class MNISTDataModule(L.LightningDataModule):
         root: str,
         batch_size: int = 32,
         val_size: int = 0,
-        steps_per_execution: int = 100,
+        steps_per_execution: int = 1,
         seed: int = 0,
         limits: dict[str, int | float | None] | None = None,
         dataset: str = "MNIST",
@@ -226,7 +232,7 @@ class MNISTDataModule(L.LightningDataModule):
         _describe("x_train" if train else "x_test", mnist.data)
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
 
-    def train_dataloader(self) -> DataLoader[Execution]:
+    def train_dataloader(self) -> DataLoader[Execution] | DataLoader[tuple[torch.Tensor, ...]]:
         world_size, rank = self._ranks()
         # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
         # a resumed run sees the same batches as an uninterrupted one.
@@ -235,6 +241,8 @@ class MNISTDataModule(L.LightningDataModule):
             self.train, self._limit("train", shard), num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed
         )
         # Keywords only: Lightning re-creates loaders from their arguments (predict, DDP).
+        if self.steps_per_execution == 1:
+            return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=default_convert)
         # Pinned orders reach a GPU without the host waiting for it.
         return DataLoader(
             Orders(self.train, self.batch_size),

@@ -154,7 +154,8 @@ class Classifier(L.LightningModule):
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
         self.accumulate_grad_batches = accumulate_grad_batches
         self.form = Form.EAGER
-        # Each training step runs an execution of many mini-batches (nn/engine.py), one optimizer step each.
+        # A training step runs an execution of many mini-batches (nn/engine.py), or one mini-batch
+        # of anyone's (x, y), one optimizer step each.
         self.automatic_optimization = False
         self.train_metrics, self.val_metrics, self.test_metrics = EpochMetrics(), EpochMetrics(), EpochMetrics()
 
@@ -257,21 +258,18 @@ class Classifier(L.LightningModule):
         self.minibatches_done = 0
         self.pending_losses: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
 
-    def training_step(self, execution: Execution) -> None:
-        (images, labels), order, batch_size = execution.split.tensors, execution.order, execution.batch_size
+    def training_step(self, batch: Execution | Batch, batch_idx: int) -> None:
+        if not isinstance(batch, Execution):
+            self._train_minibatch(*batch, batch_idx)
+            return
+        (images, labels), order, batch_size = batch.split.tensors, batch.order, batch.batch_size
         accumulate = self.accumulate_grad_batches
         minibatches = batches(len(order), batch_size)
         order = order[
             : batch_size * min(minibatches, accumulate * self._steps_allowed(batches(minibatches, accumulate)))
         ]
         outcome = self.engine(images, labels, order, batch_size)
-        steps = batches(len(outcome.losses), accumulate)
-        if self.form != Form.HOOKED:  # through Lightning's optimizer wrapper, Lightning counted them
-            count_optimizer_steps(self.trainer, steps)
-        # Check the previous execution's losses while the device runs this one.
-        self._check_pending_losses()
-        self._keep_for_checking(outcome.losses)
-        self.minibatches_done += len(outcome.losses)
+        self._trained(outcome.losses, batches(len(outcome.losses), accumulate))
         self._update(
             "",
             self.train_metrics,
@@ -279,6 +277,29 @@ class Classifier(L.LightningModule):
             outcome.predictions,
             outcome.labels,
         )
+
+    def _train_minibatch(self, images: torch.Tensor, labels: torch.Tensor, batch_idx: int) -> None:
+        """Anyone's `(images, labels)` mini-batch, through the engine's own per-mini-batch step:
+        images of any shape are flattened, as the DataModule flattens them."""
+        eager = self.engine.eager if isinstance(self.engine, Captured) else self.engine
+        accumulate = self.accumulate_grad_batches
+        last = batch_idx + 1 == self.trainer.num_training_batches
+        with torch.autocast(images.device.type, enabled=False):
+            loss, logits = eager.minibatch(self._flat(images), labels, batch_idx % accumulate, last)
+        self._trained(loss[None], int((batch_idx + 1) % accumulate == 0 or last))
+        self._update("", self.train_metrics, loss.expand(len(labels)), logits.argmax(-1), labels)
+
+    def _flat(self, images: torch.Tensor) -> torch.Tensor:
+        return images.reshape(len(images), -1).to(next(self.net.parameters()).dtype)
+
+    def _trained(self, losses: torch.Tensor, steps: int) -> None:
+        """After mini-batches whose `losses` took `steps` optimizer steps."""
+        if self.form != Form.HOOKED:  # through Lightning's optimizer wrapper, Lightning counted them
+            count_optimizer_steps(self.trainer, steps)
+        # Check the previous execution's losses while the device runs this one.
+        self._check_pending_losses()
+        self._keep_for_checking(losses)
+        self.minibatches_done += len(losses)
 
     def _steps_allowed(self, steps: int) -> int:
         """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there,
@@ -320,11 +341,11 @@ class Classifier(L.LightningModule):
         self._evaluate("test_", self.test_metrics, batch)
 
     def predict_step(self, batch: Batch) -> torch.Tensor:
-        return self.forward(batch[0]).softmax(-1)
+        return self.forward(self._flat(batch[0])).softmax(-1)
 
     def _evaluate(self, prefix: str, metrics: EpochMetrics, batch: Batch) -> None:
         images, labels = batch
-        logits = self.net(images)
+        logits = self.net(self._flat(images))
         self._update(prefix, metrics, self.loss(logits, labels).expand(len(labels)), logits.argmax(-1), labels)
 
     def _update(

@@ -68,30 +68,40 @@ class Eager:
         self.accumulate = accumulate
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
-        dtype = next(self.net.parameters()).dtype
-        losses, predictions = [], []
         # Mixed precision covers the forward pass and the loss alone, not backward and the
         # optimizer step (PyTorch's advice), whatever region the caller runs in.
         with torch.autocast(images.device.type, enabled=False):
             # One gather for the whole execution, not two for each mini-batch: small steps are
             # mostly the cost of each operation they launch.
-            inputs, targets = images[order].to(dtype), labels[order]
+            inputs, targets = images[order].to(self.dtype), labels[order]
             minibatches = list(zip(inputs.split(batch_size), targets.split(batch_size), strict=True))
+            losses, predictions = [], []
             for i, (x, y) in enumerate(minibatches):
-                with self.forward_context():
-                    logits = self.net(x)
-                    loss = self.loss(logits, y)
-                if i % self.accumulate == 0:
-                    self.optimizer.zero_grad()
-                # The accumulated gradient is the mean of its mini-batches', as one larger batch's.
-                self.backward(loss / self.accumulate if self.accumulate > 1 else loss)
-                if (i + 1) % self.accumulate == 0 or i + 1 == len(minibatches):
-                    if self.clip is not None:
-                        self.clip()
-                    self.step()
-                losses.append(loss.detach().float())
-                predictions.append(logits.detach().argmax(-1))
+                loss, logits = self.minibatch(x, y, i, last=i + 1 == len(minibatches))
+                losses.append(loss)
+                predictions.append(logits.argmax(-1))
         return Outcome(torch.stack(losses), torch.cat(predictions), targets)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.net.parameters()).dtype
+
+    def minibatch(self, x: torch.Tensor, y: torch.Tensor, i: int, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mini-batch, the `i`-th since the last optimizer step's count began (`last`: the
+        final one before a step must be taken): its mean loss and its logits, detached. Every
+        form of batch goes through here, an execution's or anyone's `(x, y)`."""
+        with self.forward_context():
+            logits = self.net(x)
+            loss = self.loss(logits, y)
+        if i % self.accumulate == 0:
+            self.optimizer.zero_grad()
+        # The accumulated gradient is the mean of its mini-batches', as one larger batch's.
+        self.backward(loss / self.accumulate if self.accumulate > 1 else loss)
+        if (i + 1) % self.accumulate == 0 or last:
+            if self.clip is not None:
+                self.clip()
+            self.step()
+        return loss.detach().float(), logits.detach()
 
 
 class Captured:

@@ -45,7 +45,7 @@ def test_shuffle_depends_on_seed_and_epoch_only(tiny_mnist):
     def first_labels(seed, epoch):
         loader = datamodule(tiny_mnist, seed=seed).train_dataloader()
         loader.sampler.set_epoch(epoch)
-        return next(iter(loader)).order
+        return next(iter(loader))[1]
 
     assert torch.equal(first_labels(0, 1), first_labels(0, 1))
     assert not torch.equal(first_labels(0, 0), first_labels(0, 1))
@@ -59,6 +59,8 @@ def test_val_size_holds_out_seeded_training_images(tiny_mnist):
     assert torch.equal(dm.val.tensors[0], again.val.tensors[0])
 
 
-def test_eval_batches_are_plain_tensors(tiny_mnist):
+def test_eval_batches_are_plain_tensors_an_executions_worth_with_executions_on(tiny_mnist):
     images, labels = next(iter(datamodule(tiny_mnist).val_dataloader()))
+    assert images.shape == (32, 784) and labels.shape == (32,)
+    images, labels = next(iter(datamodule(tiny_mnist, steps_per_execution=5).val_dataloader()))
     assert images.shape == (160, 784) and labels.shape == (160,)
