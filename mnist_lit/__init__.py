@@ -5,15 +5,12 @@ from mnist_lit import fit, load, Classifier, MNISTDataModule
 
 from typing import Any
 
-# The typed schema that conf/ composes with, and the resolvers that make run directories.
-from mnist_lit.config import directories as _directories  # noqa: F401
-from mnist_lit.config import schema as _schema  # noqa: F401
-
 __all__ = ["fit", "load", "Classifier", "MNISTDataModule"]
 
 
 def __getattr__(name: str) -> Any:
-    # Lazily, so that the command line answers --help and bad overrides without importing torch.
+    # Lazily: importing a part (mnist_lit.nn, mnist_lit.lit) loads only what that part needs, and
+    # the command line answers --help and bad overrides without importing torch.
     if name == "fit":
         from mnist_lit.train import fit
 
@@ -23,8 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return load
     if name == "Classifier":
-        from mnist_lit import build  # noqa: F401  it rebuilds a Classifier from a checkpoint
-        from mnist_lit.lit.module import Classifier
+        from mnist_lit.build import Classifier
 
         return Classifier
     if name == "MNISTDataModule":

@@ -33,7 +33,7 @@ from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.history import History
-from mnist_lit.lit.module import Classifier
+from mnist_lit.lit.module import Classifier as LightningClassifier
 from mnist_lit.lit.saving import AtomicCheckpointIO, RunCheckpoint, run_checkpoints
 from mnist_lit.lit.stack import Member
 
@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 class Run:
     """Everything one training run needs, made from its config in one pass."""
 
-    module: Classifier
+    module: "Classifier"
     datamodule: MNISTDataModule
     trainer: L.Trainer
     history: History
@@ -171,6 +171,35 @@ def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
     return made, timer
 
 
+class Classifier(LightningClassifier):
+    """The LightningModule as the application builds it from a config, and rebuilds it from a
+    checkpoint (exported as mnist_lit.Classifier)."""
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Path,
+        map_location: str | torch.device | None = None,
+        hparams_file: str | Path | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **overrides: Any,
+    ) -> "Classifier":
+        """Lightning's way back from a checkpoint. Its hyper-parameters are the run's whole config,
+        from which the network, loss and optimizer are made again; keyword arguments replace its
+        top-level keys (e.g. capture=False), as Lightning's replace saved hyper-parameters."""
+        if hparams_file is not None:
+            raise ConfigError(
+                f"hparams_file={hparams_file}: a mnist_lit checkpoint holds its run's whole config; give changes as "
+                "keyword arguments instead, e.g. capture=False"
+            )
+        if weights_only is False:
+            raise ConfigError("weights_only=False: mnist_lit reads checkpoints as data only; leave weights_only out")
+        return restore(
+            checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides
+        )
+
+
 def classifier(cfg: DictConfig) -> Classifier:
     optimization = {name: cfg.trainer[name] for name in FOR_THE_MODULE}
     module = Classifier(network(cfg), instantiate(cfg.loss), optimizer(cfg), cfg.capture, **optimization)
@@ -251,9 +280,6 @@ def restore(
     cfg = checkpoint["config"]
     if overrides:
         cfg = config_of({**checkpoint["hyper_parameters"], **overrides}, f"{key}={path}")
-    module = classifier(cfg)
-    module.load_state_dict(checkpoint["state_dict"], strict=strict)
-    return module.eval()
-
-
-Classifier.restore = restore
+    made = classifier(cfg)
+    made.load_state_dict(checkpoint["state_dict"], strict=strict)
+    return made.eval()

@@ -3,8 +3,7 @@
 from collections.abc import Callable
 from enum import Enum
 from functools import partial
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import lightning as L
 import torch
@@ -14,7 +13,7 @@ from torch import nn
 from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.common.errors import ConfigError, UserError
+from mnist_lit.common.errors import UserError
 from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
 from mnist_lit.nn.network import CLASSES
 
@@ -132,10 +131,6 @@ class Classifier(L.LightningModule):
     `gradient_clip_algorithm` ("norm" or "value"), and one optimizer step per
     `accumulate_grad_batches` mini-batches."""
 
-    # How a checkpoint becomes a Classifier again (load_from_checkpoint): the application's builder,
-    # which sets this when it is imported, since only it knows the config a checkpoint holds.
-    restore: ClassVar[Callable[..., "Classifier"] | None] = None
-
     def __init__(
         self,
         net: nn.Module,
@@ -164,32 +159,10 @@ class Classifier(L.LightningModule):
         return logits
 
     @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path,
-        map_location: str | torch.device | None = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = None,
-        **overrides: Any,
-    ) -> "Classifier":
-        """Lightning's way back from a checkpoint. Its hyper-parameters are the run's whole config,
-        from which the builder makes the network, loss and optimizer again; keyword arguments
-        replace its top-level keys (e.g. capture=False), as Lightning's replace saved hyper-parameters."""
-        if cls.restore is None:
-            raise RuntimeError(
-                "import Classifier from mnist_lit (from mnist_lit import Classifier): it knows how to rebuild one"
-            )
-        if hparams_file is not None:
-            raise ConfigError(
-                f"hparams_file={hparams_file}: a mnist_lit checkpoint holds its run's whole config; give changes as "
-                "keyword arguments instead, e.g. capture=False"
-            )
-        if weights_only is False:
-            raise ConfigError("weights_only=False: mnist_lit reads checkpoints as data only; leave weights_only out")
-        return cls.restore(
-            checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides
-        )
+    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> "Classifier":
+        """A checkpoint holds its run's whole config, not this class's arguments: the application's
+        Classifier (mnist_lit.Classifier) rebuilds one from it."""
+        raise TypeError("import Classifier from mnist_lit (from mnist_lit import Classifier): it rebuilds one")
 
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where

@@ -8,9 +8,11 @@ import io
 import warnings
 from functools import partial
 from importlib.resources import files
+from typing import Protocol
 
 import anyio
 import anyio.to_thread
+import torch
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
@@ -22,7 +24,6 @@ from starlette.schemas import SchemaGenerator
 from starlette.types import Message
 
 from mnist_lit.nn import digits
-from mnist_lit.trained import TrainedNetwork
 
 MAX_BYTES = 10 * 2**20  # a photo from a phone fits; a larger body is refused unread
 MAX_PIXELS = 40_000_000  # a header that claims more is refused before a pixel is decoded
@@ -33,13 +34,22 @@ SCHEMA = SchemaGenerator(
 )
 
 
+class Model(Protocol):
+    """What the page asks of a trained network (mnist_lit.load gives one): the app needs neither
+    Lightning nor Hydra."""
+
+    names: list[str]
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
 class BadImage(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
 
 
-def application(model: TrainedNetwork, workers: int) -> Starlette:
+def application(model: Model, workers: int) -> Starlette:
     """The app; at most `workers` images read and classified at once (the cores: more threads
     only take turns on them, and 8 concurrent clients got 20 % fewer answers a second)."""
     page = files("mnist_lit.web").joinpath("page.html").read_text(encoding="utf-8")
@@ -168,7 +178,7 @@ def _read(body: bytes) -> Image.Image:
         raise BadImage(400, f"the body is not an image Pillow can read ({type(error).__name__}); {HOW}") from None
 
 
-def _classify(model: TrainedNetwork, body: bytes, with_image: bool) -> dict[str, object]:
+def _classify(model: Model, body: bytes, with_image: bool) -> dict[str, object]:
     try:
         prepared = digits.prepare(_read(body))
     except digits.NoDigit as error:
