@@ -16,6 +16,7 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.config.checks import validate, validate_launcher
+from mnist_lit.lit.internals import command_of_further_ranks
 from mnist_lit.startup import heavy_imports
 from mnist_lit.sweeps.resume import is_sweep, last_value, resume_job
 from mnist_lit.sweeps.summary import record_failure, summarise
@@ -69,7 +70,7 @@ def _further_ranks_run_this_job(output_dir: Path) -> None:
     make it this job's own overrides, and the directory this job's."""
     # HydraConfig.get() is typed as the HydraConf dataclass; it returns that config's node.
     hydra_cfg = cast(DictConfig, HydraConfig.get())
-    sys.argv[1:] = list(hydra_cfg.overrides.task)
+    command_of_further_ranks(list(hydra_cfg.overrides.task))
     with read_write(hydra_cfg), open_dict(hydra_cfg):
         hydra_cfg.run.dir = str(output_dir)
 

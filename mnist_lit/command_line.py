@@ -32,7 +32,7 @@ def explain(error: BaseException) -> str | None:
     frames = traceback.extract_tb(error.__traceback__)
     # Each command line's task function is its module's `run`.
     started = any(f.name == "run" and f.filename.startswith(os.path.dirname(__file__)) for f in frames)
-    if isinstance(error, OSError) and any(f.name == "run_job" for f in frames) and not started:
+    if isinstance(error, OSError) and not started and any(_in_package(f.filename, "hydra") for f in frames):
         # Hydra creates the run directory (hydra.run.dir) before the job starts.
         return (
             f"cannot create the run directory {error.filename}: {error.strerror}; "
@@ -82,7 +82,11 @@ def raised_by(error: BaseException, *package: str) -> bool:
     """Whether `error` was raised by the code of `package` (e.g. "lightning", "pytorch"): its
     traceback's innermost frame lies in that package's directory."""
     frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and os.path.join("", *package, "") in frames[-1].filename
+    return bool(frames) and _in_package(frames[-1].filename, *package)
+
+
+def _in_package(filename: str, *package: str) -> bool:
+    return os.path.join("", *package, "") in filename
 
 
 # Whether the user asked for full errors (HYDRA_FULL_ERROR=1), as the command line found it.
@@ -150,7 +154,8 @@ def end_without_teardown() -> None:
         return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
-    # No public API runs them; this is what the interpreter's own exit calls.
+    # Missing: a public way to run the atexit handlers; this is what the interpreter's own exit
+    # calls (tests/test_internals.py).
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         stream.flush()

@@ -147,7 +147,9 @@ def test_no_module_sets_an_attribute_on_what_it_imported():
             targets = node.targets if isinstance(node, ast.Assign) else []
             for target in targets:
                 if isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name):
-                    assert target.value.id not in imported, f"{module}:{node.lineno} sets {target.value.id}.{target.attr}"
+                    assert target.value.id not in imported, (
+                        f"{module}:{node.lineno} sets {target.value.id}.{target.attr}"
+                    )
 
 
 def test_the_parts_load_as_the_checks_above_read_them():

@@ -262,6 +262,8 @@ class CheckLauncher(Callback):
     over such settings (trainer.devices=1,2) still has each job refused on its own."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Missing: a public way to read which overrides a sweep sweeps. Hydra's sweeper plugins
+        # parse them with this parser, as its own basic sweeper does (tests/test_internals.py).
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))

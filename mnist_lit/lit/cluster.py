@@ -15,6 +15,7 @@ over to submitit's requeue (hand_over_to_submitit).
 """
 
 import os
+import signal
 from pathlib import Path
 
 import lightning as L
@@ -94,7 +95,5 @@ def hand_over_to_submitit() -> None:
     """A stop by SIGTERM, handed to submitit: its own pre-emption signal, whose handler (set as the
     job started) checkpoints the job as Hydra's launcher defines it (the same job again), requeues
     it and exits with the code submitit expects. On a rank other than 0 the handler does nothing."""
-    import submitit
-
-    # SUBMITIT_PREEMPT_SIGNAL or USR2, read as submitit reads it.
-    os.kill(os.getpid(), submitit.JobEnvironment._usr_sig())
+    # submitit's documented setting: SUBMITIT_PREEMPT_SIGNAL, USR2 unless it names another.
+    os.kill(os.getpid(), signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"])

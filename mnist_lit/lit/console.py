@@ -13,25 +13,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import TQDMProgressBar
 
-# Lightning's notices that tell a user nothing to do, by logger and how the message starts: the
-# machine's accelerators (the run's log says which device it trains on), its advertisement, and
-# the MLflow store and experiment that each run creates for itself.
-NOTICES = {
-    "lightning.pytorch.utilities.rank_zero": ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:"),
-    "lightning.pytorch.loggers.mlflow": ("Experiment with name",),
-    "mlflow.store.db.utils": ("Creating initial MLflow database tables", "Updating database tables"),
-}
-
-# (message, module) of warnings about what mnist_lit decides, not the user.
-WARNINGS = (
-    # Lightning's use of a torch API that torch deprecates.
-    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\.pytorch\.utilities\._pytree"),
-    # Nothing is logged per step: History sends one row per epoch.
-    (
-        r"The number of training batches \(\d+\) is smaller than the logging interval",
-        r"lightning\.pytorch\.loops\.fit_loop",
-    ),
-)
+from mnist_lit.lit.internals import NOTICES, WARNINGS
 
 # Lightning's loggers that print with handlers of their own when imported before logging was set up.
 LIGHTNING = ("lightning", "lightning.pytorch", "lightning.fabric")

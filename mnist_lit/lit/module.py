@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.common.errors import UserError
+from mnist_lit.lit.internals import count_optimizer_steps
 from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
 from mnist_lit.nn.network import CLASSES
 
@@ -99,16 +100,6 @@ def divergence(losses: torch.Tensor, epoch: int, minibatches_before: int, lr: fl
         f"The loss became {losses[i].item()} at epoch {epoch + 1}, mini-batch {minibatches_before + i + 1}: "
         f"lower optimizer.lr (now {float(lr):g}) and start again"
     )
-
-
-def count_optimizer_steps(trainer: L.Trainer, steps: int) -> None:
-    """Steps the engine took itself, out of Lightning's sight (it counts those of its own optimizer
-    wrapper): counted where trainer.global_step, max_steps and the checkpoints read them. Lightning
-    offers no public call for this; its loop's progress counters are the place it keeps them."""
-    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
-    for _ in range(steps):
-        progress.increment_ready()
-        progress.increment_completed()
 
 
 def one_optimizer(module: L.LightningModule) -> LightningOptimizer:

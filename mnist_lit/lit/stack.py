@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader
 
 from mnist_lit.lit.data import MNISTDataModule, Shuffled
 from mnist_lit.lit.history import History
+from mnist_lit.lit.internals import count_optimizer_steps
 from mnist_lit.lit.module import (
     Diverged,
     EpochMetrics,
-    count_optimizer_steps,
     divergence,
     fused,
     one_optimizer,

@@ -117,7 +117,9 @@ class StackedAdam(torch.optim.Adam):
     call, half as long as the fused update of 8 MLPs itself.
 
     Its state and param_groups are Adam's own (param_groups' lr is the first network's), so that a
-    slice of its state_dict is what a network's own run would save."""
+    slice of its state_dict is what a network's own run would save. Missing: a public description
+    of Adam's state, which it writes (step, exp_avg, exp_avg_sq) and whose settings it reads, as
+    torch's Adam keeps them (tests/test_internals.py fails naming what moved)."""
 
     def __init__(self, params: Any, lrs: list[float], **adam: Any) -> None:
         super().__init__(params, lr=lrs[0], **adam)
@@ -169,7 +171,8 @@ class StackedAdam(torch.optim.Adam):
                 counts = [step.clone() for step in steps for _ in networks]
                 mine = [_slices(tensors, networks) for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
                 adam(mine[0], mine[1], mine[2], mine[3], [], counts, lr=lr, **settings)
-            torch._foreach_add_(steps, 1)
+            for step in steps:
+                step.add_(1)
 
 
 def _slices(tensors: list[torch.Tensor], networks: list[int]) -> list[torch.Tensor]:

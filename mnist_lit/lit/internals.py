@@ -1,0 +1,49 @@
+"""Where mnist_lit relies on Lightning's internals, for want of a public API: each use is here, with
+the API it misses, and tests/test_internals.py fails naming what moved when a release moves one."""
+
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import lightning as L
+
+
+def count_optimizer_steps(trainer: "L.Trainer", steps: int) -> None:
+    """Steps the engine took itself, out of Lightning's sight (it counts those of its own optimizer
+    wrapper): counted where trainer.global_step, max_steps and the checkpoints read them.
+
+    Missing: a public way to report optimizer steps taken outside `LightningOptimizer.step` (as
+    Keras's steps_per_execution takes many per call); the loop's progress counter is the place."""
+    progress = trainer.fit_loop.epoch_loop.manual_optimization.optim_step_progress
+    for _ in range(steps):
+        progress.increment_ready()
+        progress.increment_completed()
+
+
+def command_of_further_ranks(overrides: list[str]) -> None:
+    """Make the command line that Lightning's DDP runs again for each further rank this job's
+    `overrides` alone (the caller restores sys.argv afterwards).
+
+    Missing: a public way to give Lightning's subprocess launcher a rank's command. Under Hydra it
+    builds it from sys.argv (lightning.fabric.strategies.launchers.subprocess_script's
+    `_hydra_subprocess_cmd`), adding hydra.run.dir: in a sweep, sys.argv is the whole sweep."""
+    sys.argv[1:] = overrides
+
+
+# Lightning's notices that tell a user nothing to do, by logger and how the message starts: the
+# machine's accelerators (the run's log says which device it trains on), its advertisement, and
+# the MLflow store and experiment that each run creates for itself. Missing: a setting to silence
+# them; matched by text, a notice whose text moves shows again (tests/lit/test_console.py).
+NOTICES = {
+    "lightning.pytorch.utilities.rank_zero": ("GPU available:", "TPU available:", "💡 Tip:"),
+    "lightning.pytorch.loggers.mlflow": ("Experiment with name",),
+    "mlflow.store.db.utils": ("Creating initial MLflow database tables", "Updating database tables"),
+}
+
+# (message, module) of Lightning's warnings about what mnist_lit decides, not the user.
+WARNINGS = (
+    # Lightning's use of a torch API that torch deprecates.
+    (r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"lightning\."),
+    # Nothing is logged per step: History sends one row per epoch.
+    (r"The number of training batches \(\d+\) is smaller than the logging interval", r"lightning\."),
+)
