@@ -34,7 +34,7 @@ from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier as LightningClassifier
-from mnist_lit.lit.saving import AtomicCheckpointIO, RunCheckpoint, run_checkpoints
+from mnist_lit.lit.saving import AtomicCheckpointIO, Kept, RunCheckpoint, run_checkpoints
 from mnist_lit.lit.stack import Member
 
 log = logging.getLogger(__name__)
@@ -144,14 +144,8 @@ def optimizer(cfg: DictConfig) -> Callable[..., torch.optim.Optimizer]:
 def member(cfg: DictConfig, output_dir: Path, label: str) -> Member:
     """A stacked job's network, from its own seed as its run's would be, and what its run keeps."""
     L.seed_everything(cfg.seed, verbose=False)
-    return Member(
-        network(cfg),
-        cfg.data.seed,
-        plain(cfg),
-        History(output_dir, label=label),
-        *run_checkpoints(output_dir),
-        lr=cfg.optimizer.lr,
-    )
+    history = History(output_dir, label=label)
+    return Member(network(cfg), cfg.data.seed, plain(cfg), history, Kept(output_dir), lr=cfg.optimizer.lr)
 
 
 def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:

@@ -20,20 +20,61 @@ from mnist_lit.reports.pictures import Picture
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
+class EpochRecord:
+    """`history` maps each metric to its value per epoch, like `model.fit(...).history`: each epoch
+    added as a line, to metrics.csv and to the run's log. A plain record, which a run's History
+    callback and each network of a stack (lit/stack.py) keep alike. `label` begins each epoch line
+    (a stack's job names itself)."""
+
+    def __init__(self, directory: Path, label: str = "") -> None:
+        self.directory = Path(directory)
+        self.label = label
+        self.history: dict[str, list[float]] = {name: [] for name in METRICS}
+
+    def add(self, metrics: dict[str, float], epoch: int, epochs: int | None, seconds: float, write: bool = True) -> str:
+        """Epoch `epoch` (from 1) of `epochs`, its line returned; `metrics` lacks those it did not
+        compute (an epoch without validation), recorded as NaN. `write`: to metrics.csv and the log."""
+        for name in METRICS:
+            self.history[name].append(metrics.get(name, math.nan))
+        values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
+        line = f"Epoch {epoch}/{epochs} - {seconds:.1f}s - {values}"
+        if write:
+            write_csv(self.history, self.directory / "metrics.csv")
+            _log_to(self.directory / "mnist_lit.log", line)
+        return f"{self.label}{line}"
+
+    def last(self) -> dict[str, float]:
+        return {name: values[-1] for name, values in self.history.items()}
+
+    def picture(self) -> Picture:
+        """history.png, to draw now or (a stack's jobs) with others."""
+        return Picture(self.directory / "history.png", plot, (self.history,))
+
+    def state_dict(self) -> dict[str, dict[str, list[float]]]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, dict[str, list[float]]]) -> None:
+        self.history = state_dict["history"]
+
+
 class History(L.Callback):
-    """`history` maps each metric to its value per epoch, like `model.fit(...).history`.
+    """A run's EpochRecord, kept from what the run logs each epoch, and sent to its loggers.
 
     It is part of the checkpoint, so a resumed run's metrics.csv holds every epoch. A run stopped
     by Ctrl-C or SIGTERM still draws history.png for the epochs done and says how to go on:
     `resume`, the command line that continues from this run's last checkpoint, or `restart`
-    while it has none yet. `label` begins each epoch line (a stack's job names itself).
+    while it has none yet. `label`: the record's.
     """
 
     def __init__(self, directory: Path, resume: str = "", restart: str = "", label: str = "") -> None:
-        self.directory = Path(directory)
-        self.resume, self.restart, self.label = resume, restart, label
-        self.history: dict[str, list[float]] = {name: [] for name in METRICS}
+        self.record = EpochRecord(directory, label)
+        self.directory = self.record.directory
+        self.resume, self.restart = resume, restart
         self.stopped_by: signal.Signals | None = None
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        return self.record.history
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         # A resumed run's loggers start empty: they get the epochs before it too.
@@ -50,20 +91,16 @@ class History(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._started
-        for name in METRICS:
-            # An epoch without validation (limit_val_batches=0, check_val_every_n_epoch) has no
-            # val_ values, whatever an earlier epoch left in callback_metrics.
-            fresh = self._validated or not name.startswith("val_")
-            self.history[name].append(trainer.callback_metrics[name].item() if fresh else math.nan)
-        values = " - ".join(f"{name}: {values[-1]:.4f}" for name, values in self.history.items())
-        line = f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs} - {seconds:.1f}s - {values}"
-        module.print(f"{self.label}{line}")
-        if trainer.is_global_zero:
-            write_csv(self.history, self.directory / "metrics.csv")
-            _log_to(self.directory / "mnist_lit.log", line)
-        send_metrics(
-            trainer.loggers, {name: values[-1] for name, values in self.history.items()}, len(self.history["loss"])
-        )
+        # An epoch without validation (limit_val_batches=0, check_val_every_n_epoch) has no val_
+        # values, whatever an earlier epoch left in callback_metrics.
+        metrics = {
+            name: trainer.callback_metrics[name].item()
+            for name in METRICS
+            if self._validated or not name.startswith("val_")
+        }
+        epoch = trainer.current_epoch + 1
+        module.print(self.record.add(metrics, epoch, trainer.max_epochs, seconds, write=trainer.is_global_zero))
+        send_metrics(trainer.loggers, self.record.last(), len(self.history["loss"]))
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
@@ -71,8 +108,7 @@ class History(L.Callback):
             send_picture(trainer.loggers, self.directory / "history.png", len(self.history["loss"]))
 
     def picture(self) -> Picture:
-        """history.png, to draw now or (a stack's jobs) with others."""
-        return Picture(self.directory / "history.png", plot, (self.history,))
+        return self.record.picture()
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
@@ -89,10 +125,10 @@ class History(L.Callback):
             )
 
     def state_dict(self) -> dict[str, dict[str, list[float]]]:
-        return {"history": self.history}
+        return self.record.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, dict[str, list[float]]]) -> None:
-        self.history = state_dict["history"]
+        self.record.load_state_dict(state_dict)
 
 
 def _log_to(path: Path, line: str) -> None:

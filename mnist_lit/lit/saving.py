@@ -1,6 +1,7 @@
 """How a run saves its checkpoints: each file written whole or not at all, the best epoch's and the
 last, the best kept across a resume."""
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,66 @@ def run_checkpoints(
     )
     last = RunCheckpoint(dirpath=directory / "checkpoints", filename="last", save_on_train_epoch_end=True)
     return best, last
+
+
+class Kept:
+    """The checkpoints a network that is not a run of its own (one of a stack's, lit/stack.py) keeps,
+    as a run's two RunCheckpoints keep them: the best epoch's by `monitor` (strictly better, one
+    file, named as theirs), and last.ckpt every epoch; and their states, in ModelCheckpoint's
+    state_dict form under their state keys, so that a run resumed from one of these files goes on
+    as from its own (tests/sweeps/test_stacked.py compares them)."""
+
+    def __init__(self, directory: Path, monitor: str = "val_accuracy", mode: str = "max") -> None:
+        best, last = run_checkpoints(directory, monitor, mode)
+        self.keys = best.state_key, last.state_key
+        self.dirpath = str(best.dirpath)
+        self.monitor, self.mode = monitor, mode
+        self.best_score: torch.Tensor | None = None
+        self.best_path = self.last_path = ""
+
+    def epoch_end(self, epoch: int, metrics: dict[str, float]) -> tuple[list[str], str | None]:
+        """For epoch `epoch` (from 0) with these metrics: the files to write now, in order, and the
+        earlier best that the new one replaces, if any."""
+        value = metrics.get(self.monitor, math.nan)
+        # ModelCheckpoint's reading of a NaN: the worst score there is.
+        score = torch.tensor(value if not math.isnan(value) else -math.inf if self.mode == "max" else math.inf)
+        better = self.best_score is None or (score > self.best_score if self.mode == "max" else score < self.best_score)
+        saved, replaced = [], None
+        if better:
+            path = f"{self.dirpath}/best-epoch={epoch}-{self.monitor}={score.item():.4f}.ckpt"
+            replaced = self.best_path if self.best_path and self.best_path != path else None
+            self.best_score, self.best_path = score, path
+            saved.append(path)
+        self.last_path = f"{self.dirpath}/last.ckpt"
+        saved.append(self.last_path)
+        return saved, replaced
+
+    def states(self) -> dict[str, dict[str, Any]]:
+        best, last = self.keys
+        common = {"dirpath": self.dirpath, "last_model_path": ""}
+        return {
+            best: {
+                **common,
+                "monitor": self.monitor,
+                "best_model_score": self.best_score,
+                "best_model_path": self.best_path,
+                "current_score": self.best_score,
+                "best_k_models": {self.best_path: self.best_score} if self.best_path else {},
+                "kth_best_model_path": self.best_path,
+                "kth_value": self.best_score if self.best_score is not None else _worst(self.mode),
+            },
+            last: {
+                **common,
+                "monitor": None,
+                "best_model_score": None,
+                "best_model_path": self.last_path,
+                "current_score": None,
+                "best_k_models": {},
+                "kth_best_model_path": "",
+                "kth_value": _worst("min"),
+            },
+        }
+
+
+def _worst(mode: str) -> torch.Tensor:
+    return torch.tensor(math.inf if mode == "min" else -math.inf)

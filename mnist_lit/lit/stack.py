@@ -3,17 +3,20 @@ inside Lightning, for the stacked launcher.
 
 Each network starts from its own initial weights and sees the images its run would see, in its
 own seed's shuffle, so that its numbers are its run's up to float rounding. Each keeps what its run
-keeps through the same classes: its epoch metrics (torchmetrics), its History, its best and last
-checkpoints (RunCheckpoint, through Lightning's save_checkpoint); a network whose loss stops being a
-finite number fails alone, with the run's message, while the others train on.
+keeps, itself, through the plain classes its run's callbacks use: its epoch metrics (torchmetrics),
+its EpochRecord (the History's), its best and last checkpoints (Kept, as RunCheckpoint keeps them,
+written by Lightning's save_checkpoint); a network whose loss stops being a finite number fails
+alone, with the run's message, while the others train on.
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -28,7 +31,7 @@ from mnist_lit.lit.module import (
     one_optimizer,
     per_image,
 )
-from mnist_lit.lit.saving import RunCheckpoint
+from mnist_lit.lit.saving import Kept
 from mnist_lit.nn.engine import Batched, batches
 from mnist_lit.nn.loss import image_losses
 from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
@@ -41,22 +44,26 @@ class Member:
     net: nn.Sequential  # its initial weights
     shuffle_seed: int  # data.seed: the order its run sees the images in
     hyper_parameters: dict[str, Any]  # its run's config, for its checkpoints
-    history: History
-    best: RunCheckpoint
-    last: RunCheckpoint
+    history: History  # its run's, for its record and its state key; never one of the stack's callbacks
+    kept: Kept
     lr: float
     failure: Diverged | None = field(default=None)
 
 
 class Stack(L.LightningModule):
     """Trains the networks of `members` (one depth; one optimizer setting but the learning rate)
-    side by side."""
+    side by side. `timer`: the Trainer's, whose time each network's checkpoint holds as its run's."""
 
     def __init__(
-        self, members: list[Member], optimizer: Callable[..., torch.optim.Optimizer], data: MNISTDataModule
+        self,
+        members: list[Member],
+        optimizer: Callable[..., torch.optim.Optimizer],
+        data: MNISTDataModule,
+        timer: Timer,
     ) -> None:
         super().__init__()
         self.members = members
+        self.timer = timer
         self.net = StackedNetwork([member.net for member in members])
         self.optimizer = optimizer
         self.data = data
@@ -71,9 +78,6 @@ class Stack(L.LightningModule):
         self.data.trainer = self.trainer
         self.data.prepare_data()
         self.data.setup(stage)
-        for member in self.members:
-            for checkpoint in (member.best, member.last):
-                checkpoint.setup(self.trainer, self, stage)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Fused, as each network's own run steps (lit/module.py).
@@ -104,9 +108,9 @@ class Stack(L.LightningModule):
             sampler = Shuffled(self.data.train, num_replicas=1, rank=0, shuffle=True, seed=member.shuffle_seed)
             sampler.set_epoch(self.current_epoch)
             orders.append(torch.tensor(list(sampler)))
-            member.history.on_train_epoch_start(self.trainer, self)
         self.orders = torch.stack(orders).to(self.device)
         self.minibatches_done = 0
+        self.started, self.validated = time.perf_counter(), False
 
     def training_step(self, index: int) -> None:
         images, labels = self.data.train.tensors
@@ -132,23 +136,26 @@ class Stack(L.LightningModule):
             self.val_metrics[k].update(losses[k], logits[k].argmax(-1), target[k])
 
     def on_validation_epoch_end(self) -> None:
-        for member in self.members:
-            member.history.on_validation_epoch_end(self.trainer, self)
+        self.validated = not self.trainer.sanity_checking
 
     def on_train_epoch_end(self) -> None:
-        """Each network's epoch, as its run's callbacks record it: its metrics where they read
-        them (trainer.callback_metrics), then its History and its checkpoints."""
+        """Each network's epoch, recorded and checkpointed as its run's callbacks would."""
+        seconds = time.perf_counter() - self.started
         for k, member in enumerate(self.members):
-            named = {**self.train_metrics[k].named(), **self.val_metrics[k].named("val_")}
-            metrics = {name: metric.compute() for name, metric in named.items()}
+            named = {**self.train_metrics[k].named(), **(self.val_metrics[k].named("val_") if self.validated else {})}
+            metrics = {name: metric.compute().item() for name, metric in named.items()}
             self.train_metrics[k].reset()
             self.val_metrics[k].reset()
             if member.failure is not None:
                 continue
-            self.trainer.callback_metrics.update(metrics)
+            record = member.history.record
+            self.print(record.add(metrics, self.current_epoch + 1, self.trainer.max_epochs, seconds))
+            saved, replaced = member.kept.epoch_end(self.current_epoch, record.last())
             self.saving = k
-            for callback in (member.history, member.best, member.last):
-                callback.on_train_epoch_end(self.trainer, self)
+            for path in saved:
+                self.trainer.save_checkpoint(path)
+            if replaced:
+                self.trainer.strategy.remove_checkpoint(replaced)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The stack's checkpoint made the one member `saving`'s run would write."""
@@ -169,10 +176,12 @@ class Stack(L.LightningModule):
                 "param_groups": [{**group, "lr": member.lr} for group in optimizer["param_groups"]],
             }
         ]
-        # The stack's Timer (its time is each network's), and the member's own callbacks.
-        timers = {key: state for key, state in checkpoint["callbacks"].items() if key.startswith("Timer")}
-        mine = {callback.state_key: callback.state_dict() for callback in (member.history, member.best, member.last)}
-        checkpoint["callbacks"] = {**timers, **mine}
+        # The stack's time is each network's; the records are the network's own.
+        checkpoint["callbacks"] = {
+            self.timer.state_key: checkpoint["callbacks"][self.timer.state_key],
+            member.history.state_key: member.history.record.state_dict(),
+            **member.kept.states(),
+        }
 
     @torch.no_grad()
     def tested(self) -> list[tuple[dict[str, float], torch.Tensor]]:

@@ -37,11 +37,11 @@ class Job:
 def train_stack(jobs: list[Job]) -> None:
     """Train the jobs' networks as one, inside Lightning, and leave each job its run's files."""
     cfg = jobs[0].cfg
-    stack = Stack([job.member for job in jobs], build.optimizer(cfg), build.datamodule(cfg))
     try:
         # One process: the stack never forks ranks.
         with console.quiet(), share.cuda_check_without_nvml():
             trainer, timer = build.stack_trainer(cfg)
+            stack = Stack([job.member for job in jobs], build.optimizer(cfg), build.datamodule(cfg), timer)
             trainer.fit(stack)
     finally:
         for job in jobs:
@@ -72,7 +72,7 @@ def train_stack(jobs: list[Job]) -> None:
             train_seconds=seconds / len(jobs),
             torch_threads=torch.get_num_threads(),
             epochs=len(job.member.history.history["loss"]),
-            best_checkpoint=job.member.best.best_model_path,
+            best_checkpoint=job.member.kept.best_path,
             stacked_with=len(jobs),
             stack_train_seconds=seconds,
         )

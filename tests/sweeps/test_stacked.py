@@ -102,6 +102,35 @@ def test_a_stacked_jobs_checkpoint_resumes_evaluates_and_predicts_as_a_runs(tiny
     images = torch.rand(5, 28, 28)
     fit(*TINY, *own, "seed=1", output_dir="two")
     assert torch.allclose(load(job).predict(images), load("two").predict(images), atol=1e-3)
+    # The stack keeps each job's records itself, in the very form its run's callbacks keep them.
+    [best] = [path.name for path in (job / "checkpoints").glob("best-*.ckpt")]
+    assert (tiny_env / "two" / "checkpoints" / best).exists()
+    for name in ("last.ckpt", best):
+        ours, theirs = (callback_states(run / "checkpoints" / name) for run in (job, tiny_env / "two"))
+        assert ours.keys() == theirs.keys() and len(ours) == 4
+        for key, state in theirs.items():
+            if key == "History":
+                for metric, values in state["history"].items():
+                    assert ours[key]["history"][metric] == pytest.approx(values, rel=1e-4)
+            elif key != "Timer":
+                assert ours[key] == state, key
+
+
+def callback_states(checkpoint: Path) -> dict[str, dict]:
+    """A checkpoint's callback states, its run's directory written as <run>."""
+    run = str(checkpoint.parents[1])
+    states = torch.load(checkpoint, weights_only=True)["callbacks"]
+    return {
+        key: {
+            name: value.replace(run, "<run>")
+            if isinstance(value, str)
+            else {k.replace(run, "<run>"): v for k, v in value.items()}
+            if isinstance(value, dict) and key != "History"
+            else value
+            for name, value in state.items()
+        }
+        for key, state in states.items()
+    }
 
 
 def test_both_losses_of_the_tutorial_train_in_one_stack_each_as_its_run(tiny_env):
