@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, find, read, tell_processes
-from mnist_lit.common.choices import FOR_THE_DATA, FOR_THE_MODULE, FOR_THE_TIMER, STAGES
+from mnist_lit.common.choices import STAGES
 from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.checks import config_of, plain
-from mnist_lit.config.schema import TrainerConfig
+from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
 from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
@@ -195,7 +195,7 @@ class Classifier(LightningClassifier):
 
 
 def classifier(cfg: DictConfig) -> Classifier:
-    optimization = {name: cfg.trainer[name] for name in FOR_THE_MODULE}
+    optimization = {name: cfg.trainer[name] for name in taken_by(Taker.MODULE)}
     module = Classifier(network(cfg), instantiate(cfg.loss), optimizer(cfg), cfg.capture, **optimization)
     module.save_hyperparameters(plain(cfg))
     return module
@@ -213,10 +213,10 @@ def datamodule(cfg: DictConfig, limited: bool = True) -> MNISTDataModule:
 
 def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     """The config's Trainer; `arguments` add to or replace its settings."""
-    honoured = FOR_THE_MODULE + FOR_THE_DATA + FOR_THE_TIMER
-    settings = OmegaConf.masked_copy(cfg.trainer, [str(k) for k in cfg.trainer if k not in honoured])
+    lightnings = ("_target_", *taken_by(Taker.LIGHTNING))
+    settings = OmegaConf.masked_copy(cfg.trainer, [str(k) for k in cfg.trainer if k in lightnings])
     # A limit of 0 turns a loop off, as in Lightning.
-    translated: dict[str, Any] = {name: 0 for name in FOR_THE_DATA if cfg.trainer[name] == 0}
+    translated: dict[str, Any] = {name: 0 for name in taken_by(Taker.DATA) if cfg.trainer[name] == 0}
     interval = cfg.trainer.val_check_interval
     if isinstance(interval, int) and not isinstance(interval, bool):
         # Every `interval` mini-batches: every so many executions (validate checks it divides).

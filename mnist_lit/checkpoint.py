@@ -10,6 +10,7 @@ from torch import nn
 
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import config_of, plain, task
+from mnist_lit.config.schema import Resume, policy
 
 log = logging.getLogger(__name__)
 
@@ -45,56 +46,6 @@ def read(path: str | Path, key: str = "resume", map_location: str | torch.device
     return checkpoint
 
 
-# What a resumed run may change and still be the same training. Everything else must equal the
-# checkpoint's (the network, the loss, Adam's betas and eps, the data, its order and batches, the
-# precision, clipping, accumulation, ...).
-# Where and how it runs, what it shows, logs and keeps: the numbers do not depend on them (up to
-# float rounding), and a mini-batch is the same whatever execution it is run in.
-UNSEEN = (
-    "resume",
-    "data.root",
-    "data.steps_per_execution",
-    "threads",
-    "capture",
-    "objective",
-    "logger",
-    "trainer.accelerator",
-    "trainer.enable_progress_bar",
-    "trainer.enable_model_summary",
-    "trainer.log_every_n_steps",
-    "trainer.enable_checkpointing",
-    "trainer.num_sanity_val_steps",
-    "trainer.profiler",
-    "trainer.benchmark",
-    "trainer.deterministic",
-    "trainer.inference_mode",
-    "trainer.detect_anomaly",
-    "trainer.enable_autolog_hparams",
-    "trainer.model_registry",
-)
-# When it stops: the epochs before the resume are those it would have trained.
-UNTIL = (
-    "trainer.max_epochs",
-    "trainer.min_epochs",
-    "trainer.max_steps",
-    "trainer.min_steps",
-    "trainer.max_time",
-    "early_stopping",
-)
-# What the steps after the resume do, or what is measured: a resumed run applies them from there on.
-FROM_HERE_ON = (
-    "optimizer.lr",
-    "trainer.devices",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "trainer.val_check_interval",
-    "trainer.check_val_every_n_epoch",
-    "trainer.limit_val_batches",
-    "trainer.limit_test_batches",
-    "trainer.limit_predict_batches",
-)
-
-
 def differences(saved: DictConfig, cfg: DictConfig) -> dict[str, tuple[Any, Any]]:
     """Each setting whose value differs between two configs: (the saved one's, this one's)."""
     before, now = _flat(saved), _flat(cfg)
@@ -105,8 +56,10 @@ def differences(saved: DictConfig, cfg: DictConfig) -> dict[str, tuple[Any, Any]
     }
 
 
-def among(key: str, keys: tuple[str, ...]) -> bool:
-    return any(key == k or key.startswith(f"{k}.") for k in keys)
+def resumed_as(key: str) -> Resume:
+    """What a resume may do with the setting `key` (config/schema.py declares it)."""
+    found: Resume = policy("resume", key, Resume.SAME)
+    return found
 
 
 def _flat(cfg: DictConfig) -> dict[str, Any]:
@@ -130,7 +83,7 @@ def check_resume(resume: str, cfg: DictConfig, net: nn.Module) -> dict[str, Any]
     checkpoint = read(resume)
     check_fits(checkpoint, resume, net, cfg.model.hidden)
     differ = differences(checkpoint["config"], cfg)
-    kept = {key: values for key, values in differ.items() if not among(key, UNSEEN + UNTIL + FROM_HERE_ON)}
+    kept = {key: values for key, values in differ.items() if resumed_as(key) == Resume.SAME}
     if "seed" in kept and kept.get("data.seed") == kept["seed"]:
         del kept["data.seed"]  # it follows seed unless set: naming seed says it all
     if kept:

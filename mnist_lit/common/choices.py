@@ -85,9 +85,8 @@ TARGET_KINDS = {
     "logger": "loggers",
 }
 
-# Who takes each of lightning.Trainer's arguments, the one table of them. config/schema.py's
-# TrainerConfig holds every argument but those OWNED_BY_PROJECT (tests/lit/test_trainer.py checks this
-# against Lightning's signature); the builder hands Lightning all of those but the ones below.
+# lightning.Trainer's arguments that are no setting. config/schema.py's TrainerConfig holds every
+# other one, each with who takes it (tests/lit/test_trainer.py checks this against Lightning's signature).
 
 # Set by mnist_lit itself, and where a user sets what they carry.
 OWNED_BY_PROJECT = {
@@ -96,20 +95,5 @@ OWNED_BY_PROJECT = {
     "plugins": "mnist_lit writes checkpoints whole with its own; choose precision with trainer.precision",
     "default_root_dir": "it is the run's directory: set hydra.run.dir",
 }
-# Counted in mini-batches or acting on gradients, which Lightning would count in executions or
-# refuse with manual optimization: the module and the DataModule honour them, and the run's own
-# Timer keeps max_time.
+# The stages of Lightning's loops, as its limit_<stage>_batches name them.
 STAGES = ("train", "val", "test", "predict")
-FOR_THE_MODULE = ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
-FOR_THE_DATA = tuple(f"limit_{stage}_batches" for stage in STAGES)
-FOR_THE_TIMER = ("max_time",)
-# Those a stack of networks (the stacked launcher) honours as a run does; a job that sets any other
-# runs alone (clipping, accumulation, limits, max_steps, several devices, mixed precision, ...).
-FOR_A_STACK = (
-    "max_epochs",
-    "accelerator",
-    "enable_progress_bar",
-    "enable_model_summary",
-    "num_sanity_val_steps",
-    "benchmark",
-)

@@ -1,10 +1,17 @@
-"""The typed configuration that conf/ composes with: every key, its type and its default. Hydra
-checks types and keys while composing; each part checks its own values as it is built
-(config/values.py), and config/checks.py the whole, so a bad override ends in one line that names the
-key and the fix."""
+"""The typed configuration that conf/ composes with: every key, its type and its default, and its
+policies. Hydra checks types and keys while composing; each part checks its own values as it is
+built (config/values.py), and config/checks.py the whole, so a bad override ends in one line that
+names the key and the fix.
 
+A setting's policies are declared beside it, once (`setting`): whether a resume may change it,
+whether a stack of networks honours it, and who takes it. Resume (checkpoint.py), the stacked
+launcher (sweeps/stacking.py) and the builder (build.py) read them from here (`policies`), so adding
+a setting is adding its field."""
+
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -31,12 +38,101 @@ from mnist_lit.config.values import (
 )
 
 
+class Resume(str, Enum):
+    """What a resumed run may do with a setting. By default it must keep the checkpoint's value (the
+    network, the loss, Adam's betas and eps, the data, its order and batches, the precision, ...)."""
+
+    SAME = "same"
+    # Where and how it runs, what it shows, logs and keeps: the numbers do not depend on it (up to
+    # float rounding), and a mini-batch is the same whatever execution it is run in.
+    UNSEEN = "unseen"
+    # When it stops: the epochs before the resume are those it would have trained.
+    UNTIL = "until"
+    # What the steps after the resume do, or what is measured: applied from there on.
+    FROM_HERE_ON = "from here on"
+
+
+class Stacked(str, Enum):
+    """What the stacked launcher does with a setting."""
+
+    SHARED = "shared"  # a stack honours it as a run does; the networks of a stack share its value
+    OWN = "own"  # each network of a stack has its own
+    ALONE = "alone"  # a value other than its default: the job runs alone, as a run
+
+
+class Taker(str, Enum):
+    """Who takes a Trainer argument. Lightning counts batches in executions and refuses gradient
+    settings with manual optimization, so some are the project's to honour, in mini-batches."""
+
+    LIGHTNING = "lightning"
+    MODULE = "module"  # the Classifier: clipping, accumulation
+    DATA = "data"  # the DataModule: limits
+    TIMER = "timer"  # the run's own Timer: max_time
+
+
+def setting(
+    default: Any = dataclasses.MISSING,
+    *,
+    factory: Any = dataclasses.MISSING,
+    resume: Resume | None = None,
+    stack: Stacked | None = None,
+    alone: str = "",
+    taken_by: Taker | None = None,
+) -> Any:
+    """A field and its policies (None: as the field that holds it, or the default). `alone`: why a
+    stack leaves a job that sets it (Stacked.ALONE)."""
+    declared = {"resume": resume, "stack": stack, "alone": alone or None, "taken_by": taken_by}
+    metadata = {name: value for name, value in declared.items() if value is not None}
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def argument(default: Any, **policies: Any) -> Any:
+    """A Trainer argument: Lightning's, and a job that changes it runs alone unless said otherwise."""
+    return setting(default, **{"stack": Stacked.ALONE, "taken_by": Taker.LIGHTNING, **policies})
+
+
+def policies(name: str, schema: type | None = None, prefix: str = "", inherited: Any = None) -> dict[str, Any]:
+    """Each setting's policy `name` ("resume", "stack", "alone", "taken_by"), by dotted key: as its
+    field declares it, else as the field that holds it does, else None."""
+    found: dict[str, Any] = {}
+    for each in dataclasses.fields(schema or Config):
+        if each.name.startswith("_"):
+            continue
+        key, value = f"{prefix}{each.name}", each.metadata.get(name, inherited)
+        if isinstance(each.type, type) and dataclasses.is_dataclass(each.type):
+            found[key] = value
+            found |= policies(name, each.type, f"{key}.", value)
+        else:
+            found[key] = value
+    return found
+
+
+def taken_by(taker: Taker) -> tuple[str, ...]:
+    """The Trainer arguments that `taker` takes."""
+    return tuple(key for key, value in policies("taken_by", TrainerConfig).items() if value == taker)
+
+
+def policy(name: str, key: str, default: Any, schema: type | None = None) -> Any:
+    """Policy `name` of the setting `key`, or of the nearest group above it that has one (a key
+    below a group of no schema, such as a logger's, is its group's)."""
+    declared = policies(name, schema)
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        value = declared.get(".".join(parts[:end]))
+        if value is not None:
+            return value
+    return default
+
+
 @dataclass
 class ModelConfig:
     _target_: str = "mnist_lit.nn.network.DenseNetwork"
-    hidden: list[int] = field(default_factory=list)
-    activation: str = "relu"
-    init: str = "keras"
+    # Each network of a stack its own widths (nn/stacked.py pads them); its depth is the stack's.
+    hidden: list[int] = setting(factory=list, stack=Stacked.OWN)
+    activation: str = setting("relu", stack=Stacked.OWN)
+    init: str = setting("keras", stack=Stacked.OWN)
 
     def __post_init__(self) -> None:
         if any(width < 1 for width in self.hidden):
@@ -61,7 +157,7 @@ class OptimizerConfig:
     # Adam with Keras's defaults; PyTorch's own eps is 1e-8.
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
-    lr: float = 1e-3
+    lr: float = setting(1e-3, resume=Resume.FROM_HERE_ON, stack=Stacked.OWN)  # StackedAdam: one per network
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1e-7
 
@@ -84,11 +180,11 @@ class OptimizerConfig:
 @dataclass
 class DataConfig:
     _target_: str = "mnist_lit.lit.data.MNISTDataModule"
-    root: str = MISSING
+    root: str = setting(MISSING, resume=Resume.UNSEEN)
     batch_size: int = 32
-    val_size: int = 0
-    steps_per_execution: int = 100
-    seed: int = SI("${seed}")
+    val_size: int = setting(0, stack=Stacked.ALONE, alone="data.val_size holds images out")
+    steps_per_execution: int = setting(100, resume=Resume.UNSEEN)
+    seed: int = setting(SI("${seed}"), stack=Stacked.OWN)
     dataset: str = "MNIST"  # or FashionMNIST, KMNIST: data=fashion_mnist, data=kmnist
 
     def __post_init__(self) -> None:
@@ -106,46 +202,50 @@ class TrainerConfig:
 
     Lightning's batches are mnist_lit's executions of `data.steps_per_execution` mini-batches, so
     the arguments that count batches (limit_*_batches, accumulate_grad_batches, max_steps) are
-    counted in mini-batches here, as a Lightning user means them, and the engine honours them."""
+    counted in mini-batches here, as a Lightning user means them, and the engine honours them
+    (`taken_by`). A job that changes any argument but those a stack shares runs alone."""
 
     _target_: str = "lightning.pytorch.Trainer"
-    accelerator: str = "auto"
-    strategy: str = "auto"
-    devices: Any = 1  # Lightning's is "auto": one device, unless you ask for DDP
-    num_nodes: int = 1
-    precision: str = "32-true"
-    fast_dev_run: Any = False
-    max_epochs: int | None = 10  # the tutorial's
-    min_epochs: int | None = None
-    max_steps: int = -1  # optimizer steps (mini-batches) in all; -1: no limit
-    min_steps: int | None = None
-    max_time: Any = None
-    limit_train_batches: Any = None  # mini-batches per epoch (a number), or a fraction of them
-    limit_val_batches: Any = None  # mini-batches of batch_size images, or a fraction
-    limit_test_batches: Any = None
-    limit_predict_batches: Any = None
-    overfit_batches: Any = 0.0
-    val_check_interval: Any = None
-    check_val_every_n_epoch: int | None = 1
-    num_sanity_val_steps: int | None = None
-    log_every_n_steps: int | None = None
-    enable_checkpointing: bool | None = None
-    enable_progress_bar: bool | None = None
-    enable_model_summary: bool | None = False  # the run prints Keras's summary() instead
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = None
-    gradient_clip_algorithm: str | None = None  # norm (when a value is given) or value
-    deterministic: Any = None
-    benchmark: bool | None = None
-    inference_mode: bool = True
-    use_distributed_sampler: bool = True
-    profiler: str | None = None
-    detect_anomaly: bool = False
-    barebones: bool = False
-    sync_batchnorm: bool = False
-    reload_dataloaders_every_n_epochs: int = 0
-    enable_autolog_hparams: bool = True
-    model_registry: str | None = None
+    accelerator: str = argument("auto", resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    strategy: str = argument("auto", resume=Resume.FROM_HERE_ON)
+    devices: Any = argument(1, resume=Resume.FROM_HERE_ON)  # Lightning's is "auto": one device, unless you ask for DDP
+    num_nodes: int = argument(1, resume=Resume.FROM_HERE_ON)
+    precision: str = argument("32-true")
+    fast_dev_run: Any = argument(False)
+    max_epochs: int | None = argument(10, resume=Resume.UNTIL, stack=Stacked.SHARED)  # the tutorial's
+    min_epochs: int | None = argument(None, resume=Resume.UNTIL)
+    max_steps: int = argument(-1, resume=Resume.UNTIL)  # optimizer steps (mini-batches) in all; -1: no limit
+    min_steps: int | None = argument(None, resume=Resume.UNTIL)
+    max_time: Any = argument(None, resume=Resume.UNTIL, taken_by=Taker.TIMER)
+    # mini-batches per epoch (a number), or a fraction of them
+    limit_train_batches: Any = argument(None, taken_by=Taker.DATA)
+    # mini-batches of batch_size images, or a fraction
+    limit_val_batches: Any = argument(None, resume=Resume.FROM_HERE_ON, taken_by=Taker.DATA)
+    limit_test_batches: Any = argument(None, resume=Resume.FROM_HERE_ON, taken_by=Taker.DATA)
+    limit_predict_batches: Any = argument(None, resume=Resume.FROM_HERE_ON, taken_by=Taker.DATA)
+    overfit_batches: Any = argument(0.0)
+    val_check_interval: Any = argument(None, resume=Resume.FROM_HERE_ON)
+    check_val_every_n_epoch: int | None = argument(1, resume=Resume.FROM_HERE_ON)
+    num_sanity_val_steps: int | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    log_every_n_steps: int | None = argument(None, resume=Resume.UNSEEN)
+    enable_checkpointing: bool | None = argument(None, resume=Resume.UNSEEN)
+    enable_progress_bar: bool | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    # the run prints Keras's summary() instead
+    enable_model_summary: bool | None = argument(False, resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    accumulate_grad_batches: int = argument(1, taken_by=Taker.MODULE)
+    gradient_clip_val: float | None = argument(None, taken_by=Taker.MODULE)
+    gradient_clip_algorithm: str | None = argument(None, taken_by=Taker.MODULE)  # norm (when a value is given) or value
+    deterministic: Any = argument(None, resume=Resume.UNSEEN)
+    benchmark: bool | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    inference_mode: bool = argument(True, resume=Resume.UNSEEN)
+    use_distributed_sampler: bool = argument(True)
+    profiler: str | None = argument(None, resume=Resume.UNSEEN)
+    detect_anomaly: bool = argument(False, resume=Resume.UNSEEN)
+    barebones: bool = argument(False)
+    sync_batchnorm: bool = argument(False)
+    reload_dataloaders_every_n_epochs: int = argument(0)
+    enable_autolog_hparams: bool = argument(True, resume=Resume.UNSEEN)
+    model_registry: str | None = argument(None, resume=Resume.UNSEEN)
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:
@@ -254,7 +354,7 @@ class EarlyStoppingConfig:
     """Keras's EarlyStopping: stop once `monitor` has not improved by `min_delta` for `patience`
     epochs; null patience: never. `restore_best_weights` tests (and keeps) the best epoch's weights."""
 
-    patience: int | None = None
+    patience: int | None = setting(None, stack=Stacked.ALONE, alone="it stops early")
     monitor: str = "val_loss"
     mode: str = "min"
     min_delta: float = 0.0
@@ -275,22 +375,23 @@ class EarlyStoppingConfig:
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    # StackedNetwork computes both of the tutorial's losses, each network its own.
+    loss: LossConfig = setting(factory=LossConfig, stack=Stacked.OWN)
     data: DataConfig = field(default_factory=DataConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-    seed: int = 0
+    early_stopping: EarlyStoppingConfig = setting(factory=EarlyStoppingConfig, resume=Resume.UNTIL)
+    seed: int = setting(0, stack=Stacked.OWN)
     # A run directory or .ckpt file to continue from; with -m, a sweep directory.
-    resume: str | None = None
+    resume: str | None = setting(None, resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it resumes a run")
     # torch threads: a number, or auto: this run's share of the cores (see share.py)
-    threads: Any = "auto"
+    threads: Any = setting("auto", resume=Resume.UNSEEN)
     # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.
-    objective: str = "val_accuracy"
+    objective: str = setting("val_accuracy", resume=Resume.UNSEEN)
     # A Lightning logger from the logger group (conf/logger), or None: metrics.csv and pictures only.
-    logger: Any = None
+    logger: Any = setting(None, resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it sends its metrics to a logger")
     # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.
-    capture: bool = True
+    capture: bool = setting(True, resume=Resume.UNSEEN)
 
 
 @dataclass

@@ -8,6 +8,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mnist_lit.config.schema import Resume
 from mnist_lit.sweeps.summary import ERROR_FILE, read_metrics
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ def resume_job(job_dir: Path, cfg: DictConfig) -> bool:
     """A job of a resumed sweep: True if it is kept, having finished the training the sweep now
     asks for. Otherwise it trains on from its own last checkpoint (cfg.resume) if that holds the
     start of the same training; else again from the start, what it wrote before set aside."""
-    from mnist_lit.checkpoint import UNSEEN, UNTIL, among, differences, read  # torch, once a job runs
+    from mnist_lit.checkpoint import differences, read, resumed_as  # torch, once a job runs
 
     num, done, sweep = HydraConfig.get().job.num, finished(job_dir), cfg.resume
     last = job_dir / "checkpoints" / "last.ckpt"
@@ -26,11 +27,11 @@ def resume_job(job_dir: Path, cfg: DictConfig) -> bool:
         (job_dir / ERROR_FILE).unlink(missing_ok=True)
         return False
     differ = {key: values for key, values in differences(read(last)["config"], cfg).items() if key != "resume"}
-    if done and all(among(key, UNSEEN) for key in differ):
+    if done and all(resumed_as(key) == Resume.UNSEEN for key in differ):
         log.info("Job %s finished in %s before: kept as it is", num, sweep)
         return True
     before, now = differ.get("trainer.max_epochs", (None, None))
-    only_fewer = all(among(key, UNSEEN) or key == "trainer.max_epochs" for key in differ)
+    only_fewer = all(resumed_as(key) == Resume.UNSEEN or key == "trainer.max_epochs" for key in differ)
     if done and only_fewer and isinstance(before, int) and isinstance(now, int) and 0 < now < before:
         # A checkpoint cannot be trained back to fewer epochs: keep the longer training, and say so.
         log.info(
@@ -45,7 +46,7 @@ def resume_job(job_dir: Path, cfg: DictConfig) -> bool:
         )
         return True
     (job_dir / ERROR_FILE).unlink(missing_ok=True)
-    other = [key for key in differ if not among(key, UNSEEN + UNTIL)]
+    other = [key for key in differ if resumed_as(key) not in (Resume.UNSEEN, Resume.UNTIL)]
     if not other:
         cfg.resume = str(last)
         return False

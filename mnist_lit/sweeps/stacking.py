@@ -11,9 +11,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, share
-from mnist_lit.common.choices import FOR_A_STACK
 from mnist_lit.config.checks import plain
-from mnist_lit.config.schema import TrainerConfig
+from mnist_lit.config.schema import Config, Stacked, policies
 from mnist_lit.lit import console
 from mnist_lit.lit.stack import Stack
 from mnist_lit.reports import results
@@ -80,20 +79,20 @@ def train_stack(jobs: list[Job]) -> None:
 
 
 def shape(cfg: DictConfig) -> str:
-    """What the jobs of one stack share: everything but the seed (and so the initial weights and
-    the shuffle), the initialisation, the hidden layers' widths (not their number) and activation
-    (nn/stacked.py pads and activates each network as its own), the learning rate (StackedAdam
-    takes one per network) and the loss (the batched step computes both of the tutorial's, which
-    are one)."""
+    """What the jobs of one stack share: every setting but those each network of a stack has of
+    its own (config/schema.py says which: the seed, and so the initial weights and the shuffle, the
+    initialisation, the hidden layers' widths and activation, which nn/stacked.py pads and activates
+    per network, the learning rate, which StackedAdam takes per network, and the loss, both of the
+    tutorial's being one computation), and the depth."""
     settings = plain(cfg)
-    settings.pop("seed")
-    settings["data"].pop("seed")
-    model = settings["model"]
-    for key in ("init", "activation"):
-        model.pop(key)
-    model["hidden"] = len(model["hidden"])
-    settings["optimizer"].pop("lr")
-    settings.pop("loss")
+    for key, declared in policies("stack").items():
+        if declared == Stacked.OWN:
+            *groups, name = key.split(".")
+            node = settings
+            for group in groups:
+                node = node[group]
+            node.pop(name)
+    settings["depth"] = len(cfg.model.hidden)
     return json.dumps(settings, sort_keys=True)
 
 
@@ -108,15 +107,16 @@ STACKED_OPTIMIZERS = ("torch.optim.Adam", "torch.optim.AdamW")
 
 def why_alone(cfg: DictConfig) -> str | None:
     """Why a stack would not train this job exactly as its own run would, or None if it would."""
-    defaults = OmegaConf.structured(TrainerConfig)
-    changed = [key for key in defaults if key not in FOR_A_STACK and cfg.trainer[key] != defaults[key]]
+    defaults = OmegaConf.structured(Config)
+    why = policies("alone")
+    changed = [
+        key
+        for key, declared in policies("stack").items()
+        if declared == Stacked.ALONE and OmegaConf.select(cfg, key) != OmegaConf.select(defaults, key)
+    ]
     reasons: tuple[tuple[object, Callable[[], str]], ...] = (
-        (changed, lambda: f"trainer.{changed[0]}={cfg.trainer[changed[0]]} is not stackable"),
+        (changed, lambda: why[changed[0]] or f"{changed[0]}={OmegaConf.select(cfg, changed[0])} is not stackable"),
         (cfg.trainer.max_epochs is None, lambda: "trainer.max_epochs=null: a stack trains a number of epochs"),
-        (cfg.resume is not None, lambda: "it resumes a run"),
-        (cfg.logger is not None, lambda: "it sends its metrics to a logger"),
-        (cfg.early_stopping.patience is not None, lambda: "it stops early"),
-        (cfg.data.val_size != 0, lambda: "data.val_size holds images out"),
         (cfg.loss._target_ not in STACKED_LOSSES, lambda: f"loss {cfg.loss._target_} is not stackable"),
         (
             cfg.optimizer._target_ not in STACKED_OPTIMIZERS,
