@@ -128,6 +128,14 @@ def test_lightning_loads_the_classifier_from_its_checkpoint(trained):
     )
     predicted = torch.cat(L.Trainer(logger=False, enable_progress_bar=False).predict(module, loader))
     assert torch.allclose(predicted, mnist_lit.load(trained).predict(images), atol=1e-6) and predicted.shape == (6, 10)
+    # And it trains on from anyone's (x, y) batches: images of any shape, one optimizer step a batch.
+    square = torch.rand(64, 1, 28, 28)
+    labels = module(square.flatten(1)).argmax(-1).roll(1)  # what it does not answer yet
+    batches = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(square, labels), batch_size=16)
+    trainer = L.Trainer(max_epochs=20, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.fit(module, batches)
+    assert trainer.global_step == 80
+    assert (module(square.flatten(1)).argmax(-1) == labels).float().mean() > 0.9
 
 
 @pytest.mark.slow

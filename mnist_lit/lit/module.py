@@ -15,6 +15,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.common.errors import UserError
 from mnist_lit.lit.internals import count_optimizer_steps
+from mnist_lit.nn.adam import step_of
 from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
 from mnist_lit.nn.network import CLASSES
 
@@ -213,8 +214,16 @@ class Classifier(L.LightningModule):
             backward, step = self.manual_backward, optimizer.step
             self.engine = Eager(self.net, self.loss, optimizer.optimizer, backward, step, context, clip, accumulate)
             return
+        # Nothing listens to the optimizer's steps: Adam's update without Adam.step's Python.
+        adam_step = step_of(optimizer.optimizer)
         eager = Eager(
-            self.net, self.loss, optimizer.optimizer, forward_context=context, clip=clip, accumulate=accumulate
+            self.net,
+            self.loss,
+            optimizer.optimizer,
+            step=adam_step,
+            forward_context=context,
+            clip=clip,
+            accumulate=accumulate,
         )
         self.engine = Captured(eager) if self.form == Form.CAPTURED else eager
 

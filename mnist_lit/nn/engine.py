@@ -75,12 +75,13 @@ class Eager:
             # mostly the cost of each operation they launch.
             inputs, targets = images[order].to(self.dtype), labels[order]
             minibatches = list(zip(inputs.split(batch_size), targets.split(batch_size), strict=True))
-            losses, predictions = [], []
+            losses, logits = [], []
             for i, (x, y) in enumerate(minibatches):
-                loss, logits = self.minibatch(x, y, i, last=i + 1 == len(minibatches))
+                loss, out = self.minibatch(x, y, i, last=i + 1 == len(minibatches))
                 losses.append(loss)
-                predictions.append(logits.argmax(-1))
-        return Outcome(torch.stack(losses), torch.cat(predictions), targets)
+                logits.append(out)
+        # One argmax for the execution, not one a mini-batch.
+        return Outcome(torch.stack(losses), torch.cat(logits).argmax(-1), targets)
 
     @property
     def dtype(self) -> torch.dtype:

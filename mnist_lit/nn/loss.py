@@ -12,10 +12,18 @@ from torch.nn import functional as F
 
 
 class CategoricalCrossentropy(nn.Module):
-    """Keras's categorical_crossentropy: labels are one-hot encoded, as `to_categorical` does."""
+    """Keras's categorical_crossentropy: the cross-entropy of labels one-hot encoded, as
+    `to_categorical` encodes them, or given so (floats: any class probabilities).
+
+    Of class labels it is computed as what it equals: a one-hot vector's terms off the label are
+    zeros, so -Σ onehot · log softmax is -log softmax at the label, the same number with the same
+    gradient (tests/nn/test_loss.py), at a gather where the encoding took a multiply and a sum over
+    the classes, most of a logistic regression's step on a CPU."""
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, F.one_hot(labels, logits.shape[-1]).to(logits.dtype))
+        if labels.is_floating_point():
+            return F.cross_entropy(logits, labels.to(logits.dtype))
+        return F.cross_entropy(logits, labels)
 
 
 def image_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,8 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
+from mnist_lit.nn.adam import moments, settings
+
 
 class StackedNetwork(nn.Module):
     """K DenseNetworks of one depth as one: each Dense layer's K weight matrices one (K, out, in)
@@ -117,9 +119,7 @@ class StackedAdam(torch.optim.Adam):
     call, half as long as the fused update of 8 MLPs itself.
 
     Its state and param_groups are Adam's own (param_groups' lr is the first network's), so that a
-    slice of its state_dict is what a network's own run would save. Missing: a public description
-    of Adam's state, which it writes (step, exp_avg, exp_avg_sq) and whose settings it reads, as
-    torch's Adam keeps them (tests/test_internals.py fails naming what moved)."""
+    slice of its state_dict is what a network's own run would save (nn/adam.py reads and writes it)."""
 
     def __init__(self, params: Any, lrs: list[float], **adam: Any) -> None:
         super().__init__(params, lr=lrs[0], **adam)
@@ -132,45 +132,17 @@ class StackedAdam(torch.optim.Adam):
     def step(self, closure: None = None) -> None:  # type: ignore[override]  # no closure: Adam's steps take none here
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
-            states = [self.state[p] for p in params]
-            for p, state in zip(params, states, strict=True):
-                if not state:
-                    # Its count as torch's Adam keeps it: beside the tensors, in float32, for the
-                    # fused kernel; on the CPU otherwise.
-                    on_device = group["fused"] or group["capturable"]
-                    state["step"] = torch.tensor(
-                        0.0, dtype=torch.float32 if group["fused"] else None, device=p.device if on_device else "cpu"
-                    )
-                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             grads = [grad for p in params if (grad := p.grad) is not None]
-            exp_avgs = [state["exp_avg"] for state in states]
-            exp_avg_sqs = [state["exp_avg_sq"] for state in states]
-            steps = [state["step"] for state in states]
-            beta1, beta2 = group["betas"]
-            settings = {
-                key: group[key]
-                for key in (
-                    "weight_decay",
-                    "decoupled_weight_decay",
-                    "eps",
-                    "maximize",
-                    "foreach",
-                    "fused",
-                    "capturable",
-                    "differentiable",
-                )
-            }
-            settings.update(beta1=beta1, beta2=beta2, amsgrad=False)
+            exp_avgs, exp_avg_sqs, steps = moments(self, group, params)
             if len(self.networks) == 1:
                 (lr,) = self.networks
-                adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, **settings)
+                adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, **settings(group))
                 continue
             for lr, networks in self.networks.items():
                 # Adam counts each tensor's steps as it steps it: copies here, counted once below.
                 counts = [step.clone() for step in steps for _ in networks]
                 mine = [_slices(tensors, networks) for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
-                adam(mine[0], mine[1], mine[2], mine[3], [], counts, lr=lr, **settings)
+                adam(mine[0], mine[1], mine[2], mine[3], [], counts, lr=lr, **settings(group))
             for step in steps:
                 step.add_(1)
 
