@@ -1,7 +1,9 @@
 """Hydra multirun: each sweep ends with one table and one picture of all its jobs.
 
 `SweepSummary` is a Hydra callback (conf/config.yaml, hydra.callbacks), so every sweep gets
-summary.csv, summary.md and summary.png in its sweep directory, whichever launcher ran it.
+summary.csv, summary.md and summary.png in its sweep directory, whichever launcher ran it. A sweep
+over seeds (seed=range(8)) also gets each configuration across its seeds (sweeps/seeds.py): a table
+in summary.md, configurations.csv, and each configuration's mean curve with its 95 % band.
 """
 
 import csv
@@ -16,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit.common import files
+from mnist_lit.sweeps import seeds
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,11 +53,20 @@ def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
     if not jobs:
         return jobs
     table = markdown(jobs) + _best(sweep_dir)
+    configurations = seeds.configurations(jobs)
+    seeded = any(row["n"] > 1 for row in configurations)
+    if seeded:
+        table += (
+            "\nAcross seeds: mean ± sd [95 % interval of the mean]; each configuration against the best, seed by "
+            "seed (a paired t-test, Holm-corrected):\n\n" + seeds.markdown(configurations)
+        )
+        write_csv([seeds.flat(row) for row in configurations], sweep_dir / "configurations.csv", seeds.CSV_COLUMNS)
     write_csv(jobs, sweep_dir / "summary.csv")
     files.text(sweep_dir / "summary.md", table)
-    files.figure(sweep_dir / "summary.png", plot(jobs))
+    files.figure(sweep_dir / "summary.png", plot(jobs, configurations if seeded else None))
     log.info("Sweep summary:\n%s", table)
-    log.info("Wrote summary.csv, summary.md and summary.png to %s", sweep_dir)
+    written = "summary.csv, configurations.csv" if seeded else "summary.csv"
+    log.info("Wrote %s, summary.md and summary.png to %s", written, sweep_dir)
     if stopped:
         print(f"Sweep stopped: continue with the same command and resume={sweep_dir}", file=sys.stderr, flush=True)
     return jobs
@@ -90,6 +102,12 @@ def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
     row: dict[str, Any] = dict.fromkeys(COLUMNS, "")
     row.update(job=job_dir.name, overrides=" ".join(overrides), directory=str(job_dir))
+    # Jobs that differ only in their seed are one configuration.
+    row["configuration"] = " ".join(o for o in overrides if not o.startswith(("seed=", "data.seed=")))
+    config = (
+        OmegaConf.load(job_dir / ".hydra" / "config.yaml") if (job_dir / ".hydra" / "config.yaml").exists() else None
+    )
+    row["seed"] = config.get("seed") if isinstance(config, DictConfig) else None
     history = read_metrics(job_dir / "metrics.csv")
     row["history"] = history
     if history["val_accuracy"]:
@@ -130,11 +148,11 @@ def read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_loss
     return history
 
 
-def write_csv(jobs: list[dict[str, Any]], path: Path) -> None:
+def write_csv(rows: list[dict[str, Any]], path: Path, columns: tuple[str, ...] = COLUMNS) -> None:
     with files.atomic_write(path) as f:
-        writer = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        writer = csv.DictWriter(f, columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(jobs)
+        writer.writerows(rows)
 
 
 def markdown(jobs: list[dict[str, Any]]) -> str:
@@ -147,14 +165,18 @@ def markdown(jobs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(jobs: list[dict[str, Any]]) -> "Figure":
-    """Validation accuracy and loss per epoch, one line per job, labelled by its overrides."""
+def plot(jobs: list[dict[str, Any]], configurations: list[dict[str, Any]] | None = None) -> "Figure":
+    """Validation accuracy and loss per epoch: one line per job, labelled by its overrides; or, for
+    a sweep over seeds, each configuration's mean with the band of its 95 % interval."""
     from matplotlib.figure import Figure
 
     from mnist_lit.reports.history import epoch_axes
 
     fig = Figure(figsize=(12, 4.5), layout="constrained")
     axes = epoch_axes(fig, ("val_accuracy", "val_loss"))
+    if configurations is not None:
+        _bands(axes, configurations)
+        return fig
     for job in jobs:
         history = job["history"]
         epochs = range(1, len(history["val_accuracy"]) + 1)
@@ -163,3 +185,19 @@ def plot(jobs: list[dict[str, Any]]) -> "Figure":
             ax.plot(epochs, history[name], "o-", label=label if job["status"] == "ok" else f"{label} (failed)")
     axes[0].legend(fontsize="small")
     return fig
+
+
+def _bands(axes: list[Any], configurations: list[dict[str, Any]]) -> None:
+    for row in configurations:
+        histories = [job["history"] for job in row["seeds"].values()]
+        label = f"{row['configuration'] or 'all'} (n={row['n']})"
+        for ax, name in zip(axes, ("val_accuracy", "val_loss"), strict=True):
+            count = min(len(history[name]) for history in histories)
+            spreads = [seeds.spread([history[name][e] for history in histories]) for e in range(count)]
+            epochs = range(1, count + 1)
+            (line,) = ax.plot(epochs, [s.mean for s in spreads], "o-", label=label)
+            if row["n"] > 1:
+                lows = [s.mean if s.low is None else s.low for s in spreads]
+                highs = [s.mean if s.high is None else s.high for s in spreads]
+                ax.fill_between(epochs, lows, highs, color=line.get_color(), alpha=0.2)
+    axes[0].legend(fontsize="small")
