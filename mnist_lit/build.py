@@ -249,7 +249,7 @@ def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     if not cfg.get("logger"):
         return []
     run = Path(output_dir).resolve()
-    where: dict[str, str] = {}
+    where: dict[str, Any] = {}
     if "save_dir" in cfg.logger:
         where["save_dir"] = str(run / cfg.logger.save_dir)
     if "tracking_uri" in cfg.logger and cfg.logger.tracking_uri is None:
@@ -257,7 +257,17 @@ def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
         where |= {"tracking_uri": f"sqlite:///{run}/mlflow.db", "artifact_location": str(run / "mlartifacts")}
     if "run_name" in cfg.logger and cfg.logger.run_name is None:
         where["run_name"] = os.path.relpath(run)
-    return [instantiate(cfg.logger, **where)]
+    if cfg.logger._target_.endswith("WandbLogger"):
+        import wandb
+
+        # W&B's own settings: no banners or notices, and the run's console left to the run. Set up
+        # before Lightning's WandbLogger starts W&B, whose arguments W&B warns about otherwise.
+        settings = wandb.Settings(silent=True, console="off", mode="offline" if cfg.logger.offline else "online")
+        wandb.setup(settings)
+        where["settings"] = {"silent": True, "console": "off", "mode": settings.mode}
+        if cfg.logger.name is None:
+            where["name"] = os.path.relpath(run)
+    return [instantiate(cfg.logger, **where, _convert_="all")]
 
 
 def restore(

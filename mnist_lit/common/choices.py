@@ -54,6 +54,7 @@ STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 LOGGER_LIBRARIES = {
     "lightning.pytorch.loggers.TensorBoardLogger": ("tensorboard", "tensorboard"),
     "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
+    "lightning.pytorch.loggers.WandbLogger": ("wandb", "wandb"),
 }
 
 # What a config may name by `_target_`, and where: the project's own choices. A config from a file

@@ -32,8 +32,8 @@ def validate(cfg: DictConfig) -> None:
     check(cfg)
     if cfg.get("logger") is not None and not (isinstance(cfg.logger, DictConfig) and "_target_" in cfg.logger):
         raise ConfigError(
-            f"logger={cfg.logger} is not one of the logger group's options; choose logger=tensorboard or "
-            "logger=mlflow, or leave it out"
+            f"logger={cfg.logger} is not one of the logger group's options; choose logger=tensorboard, "
+            "logger=mlflow or logger=wandb, or leave it out"
         )
     if cfg.get("logger"):
         library, extra = LOGGER_LIBRARIES.get(cfg.logger.get("_target_"), (None, None))

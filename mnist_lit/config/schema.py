@@ -350,6 +350,22 @@ class MLflowConfig:
 
 
 @dataclass
+class WandbConfig:
+    """logger=wandb: Lightning's WandbLogger (pip install "mnist_lit[wandb]"). Offline unless
+    offline=false: each run's files go in <run>/wandb, and `wandb sync <run>/wandb/offline-run-*`
+    sends them later (after `wandb login`). One W&B run per run or sweep job, finished as it ends."""
+
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: str = "mnist_lit"
+    name: str | None = None  # None: the run's directory
+    tags: list[str] = field(default_factory=list)
+    offline: bool = True
+    save_dir: str = "."  # relative to the run's directory
+    log_model: bool = False
+    prefix: str = ""
+
+
+@dataclass
 class EarlyStoppingConfig:
     """Keras's EarlyStopping: stop once `monitor` has not improved by `min_delta` for `patience`
     epochs; null patience: never. `restore_best_weights` tests (and keeps) the best epoch's weights."""
@@ -431,6 +447,7 @@ ConfigStore.instance().store(name="schema", node=Config)
 # The logger group's options besides conf/logger/none.yaml, typed.
 ConfigStore.instance().store(group="logger", name="tensorboard", node=TensorBoardConfig)
 ConfigStore.instance().store(group="logger", name="mlflow", node=MLflowConfig)
+ConfigStore.instance().store(group="logger", name="wandb", node=WandbConfig)
 ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
 ConfigStore.instance().store(name="predict_schema", node=PredictConfig)
 ConfigStore.instance().store(name="export_schema", node=ExportConfig)

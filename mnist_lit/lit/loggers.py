@@ -1,4 +1,4 @@
-"""What a run sends to TensorBoard or MLflow beside its own files: the epoch metrics that History
+"""What a run sends to TensorBoard, MLflow or W&B beside its own files: the epoch metrics that History
 records (one path for metrics.csv and every logger) and the pictures the run draws. Lightning
 sends the hyper-parameters, the run's whole config, itself."""
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
 
 
@@ -17,16 +17,21 @@ def send_metrics(loggers: Sequence[Logger], metrics: dict[str, float], epoch: in
 
 
 def send_picture(loggers: Sequence[Logger], path: Path, epoch: int) -> None:
-    """A picture the run wrote, as TensorBoard shows images and MLflow keeps artifacts."""
+    """A picture the run wrote, as TensorBoard and W&B show images and MLflow keeps artifacts."""
     for logger in loggers:
         if isinstance(logger, TensorBoardLogger):
             with Image.open(path) as image:
                 logger.experiment.add_image(path.stem, np.asarray(image.convert("RGB")), epoch, dataformats="HWC")
         elif isinstance(logger, MLFlowLogger):
             logger.experiment.log_artifact(logger.run_id, str(path))
+        elif isinstance(logger, WandbLogger):
+            logger.log_image(path.stem, [str(path)], step=epoch)
 
 
 def close(loggers: Sequence[Logger]) -> None:
-    """Everything sent is written out, the pictures drawn after training too."""
+    """Everything sent is written out, the pictures drawn after training too; a W&B run is finished
+    (Lightning's finalize leaves it open, and a sweep's next job would log into it)."""
     for logger in loggers:
         logger.finalize("success")
+        if isinstance(logger, WandbLogger):
+            logger.experiment.finish()

@@ -61,6 +61,45 @@ def test_mlflow_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env):
     assert run.info.run_name == "run"
 
 
+def test_wandb_runs_offline_quietly_with_the_epoch_metrics_the_config_and_the_pictures(tiny_env, monkeypatch, capfd):
+    pytest.importorskip("wandb")
+    import wandb
+    from lightning.pytorch.loggers import WandbLogger
+
+    sent = []
+    log_metrics = WandbLogger.log_metrics
+
+    def spy(self, metrics, step=None):
+        sent.append((dict(metrics), step))
+        log_metrics(self, metrics, step)
+
+    params = []
+    log_hyperparams = WandbLogger.log_hyperparams
+
+    def spy_params(self, hyper_parameters, *args, **kwargs):
+        params.append(hyper_parameters)
+        log_hyperparams(self, hyper_parameters, *args, **kwargs)
+
+    monkeypatch.setattr(WandbLogger, "log_metrics", spy)
+    monkeypatch.setattr(WandbLogger, "log_hyperparams", spy_params)
+    fit(*QUIET, "logger=wandb", "logger.tags=[tiny]", output_dir="run")
+    assert params[0]["model"]["hidden"] == [100] and params[0]["logger"]["tags"] == ["tiny"]
+    # W&B's own offline files, which `wandb sync` sends.
+    [offline] = (tiny_env / "run" / "wandb").glob("offline-run-*")
+    assert list(offline.glob("run-*.wandb"))
+    expected = metrics_csv(tiny_env / "run")
+    epochs = [(metrics, step) for metrics, step in sent if "val_accuracy" in metrics]
+    assert [step for _, step in epochs] == [1, 2]
+    for name in METRICS:
+        assert [metrics[name] for metrics, _ in epochs] == pytest.approx(expected[name], rel=1e-6)
+    assert any("test_accuracy" in metrics for metrics, _ in sent)
+    images = {path.name.rsplit("_", 2)[0] for path in (offline / "files" / "media" / "images").glob("*.png")}
+    assert images == {"history", "confusion_matrix", "mistakes"}
+    # Finished, so that a sweep's next job is a run of its own; and nothing printed of W&B's.
+    assert wandb.run is None
+    assert "wandb" not in capfd.readouterr().err
+
+
 def test_a_resumed_run_sends_its_loggers_every_epoch(tiny_env):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
