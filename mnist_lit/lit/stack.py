@@ -153,7 +153,7 @@ class Stack(L.LightningModule):
             saved, replaced = member.kept.epoch_end(self.current_epoch, record.last())
             self.saving = k
             for path in saved:
-                self.trainer.save_checkpoint(path)
+                self.trainer.save_checkpoint(path, weights_only=False)
             if replaced:
                 self.trainer.strategy.remove_checkpoint(replaced)
 
