@@ -2,8 +2,8 @@
 a GPU of its own when parallel jobs share a workstation with several.
 
 Threads that wait on each other collapse when runs ask for more than there are cores (two 2-thread
-runs on 2 cores: 12.5 s an epoch each, against 2.0 s with one thread each), so the share is worked
-out from what confines this process, most specific first."""
+runs on 2 cores each take several times as long as with one thread each; benchmarks/RESULTS.md), so
+the share is worked out from what confines this process, most specific first."""
 
 import os
 from collections.abc import Iterator, Mapping
@@ -75,7 +75,7 @@ def submitit_tasks(launcher: Mapping[str, Any]) -> tuple[int, int] | None:
 def cuda_check_without_nvml() -> Iterator[None]:
     """Inside, for a process that trains alone (no DDP ranks to fork): `import lightning` makes torch
     check for CUDA through NVML, loading its library on every call, as each optimizer step does
-    (65 µs a step on this CPU; 6 % of a stacked sweep's training), so that no check spoils a process
+    (a visible share of a stacked sweep's training), so that no check spoils a process
     that Lightning forks for its ranks. The variable is put back afterwards."""
     saved = os.environ.pop("PYTORCH_NVML_BASED_CUDA_CHECK", None)
     try:

@@ -2,8 +2,8 @@
 
 - The cyclic garbage collector stays off while they load, and what they made is then frozen
   (gc.freeze). Their million-odd objects live as long as the process, yet while they load each
-  full collection walks all of them again, and every full collection after does too: 1.1–1.6 s of
-  a short sweep on a 2-core machine, two thirds of it during the imports.
+  full collection walks all of them again, and every full collection after does too: a visible
+  share of a short sweep, most of it during the imports (benchmarks/RESULTS.md).
 - Denormal floats are flushed to zero (`flush_denormals`)."""
 
 import gc
@@ -38,9 +38,9 @@ def flush_denormals() -> None:
 
     Adam's first moment of a weight whose gradient stays zero (a pixel at MNIST's edge, nearly
     always 0) shrinks ×0.9 a step into that range within ~800 steps, and x86 computes on such
-    numbers many times slower: 7 % of the first layer's moments after one epoch, whose training
-    then takes 1.4× as long (the MLP's: 2.3 s against 1.6 s here). What they stand for is far below
-    what a step can change in a weight, so the trained weights are the same."""
+    numbers many times slower: a share of the first layer's moments after one epoch, enough to
+    slow its training visibly (benchmarks/RESULTS.md). What they stand for is far below what a step
+    can change in a weight, so the trained weights are the same."""
     import torch
 
     torch.set_flush_denormal(True)

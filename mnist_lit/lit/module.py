@@ -34,8 +34,8 @@ class Diverged(UserError, ArithmeticError):
     """The training loss is no longer a finite number."""
 
 
-# Adam's fused kernel: one call per step for all the tensors, on the CPU (45 µs a step for the MLP
-# here, against 115 µs for torch's default) as on a GPU. Every form steps with it, so that the forms
+# Adam's fused kernel: one call per step for all the tensors, on the CPU (faster there than torch's
+# default for the tutorial's networks; benchmarks/RESULTS.md) as on a GPU. Every form steps with it, so that the forms
 # keep equal numbers; the captured form's step must also be one a CUDA graph can record.
 def fused(device: torch.device) -> dict[str, bool]:
     """Adam's setting for its fused kernel, where the device has one."""

@@ -58,8 +58,8 @@ def _centred(digit: torch.Tensor) -> torch.Tensor:
     centre_row = (digit.sum(1) * torch.arange(height)).sum() / total
     centre_col = (digit.sum(0) * torch.arange(width)).sum() / total
     # MNIST's centres of mass lie at pixel (14.0, 14.0) (the test set's mean; sd 0.3), not at
-    # (13.5, 13.5): half a pixel off, prepared MNIST digits differed from MNIST's own by 14.5 grey
-    # levels a pixel on average, and a network read 3.7 % fewer of them right.
+    # (13.5, 13.5): half a pixel off, prepared MNIST digits differed from MNIST's own, and a
+    # network read fewer of them right (benchmarks/RESULTS.md).
     target_row, target_col = IMAGE_SHAPE[0] / 2, IMAGE_SHAPE[1] / 2
     top, left = round(float(target_row - centre_row)), round(float(target_col - centre_col))
     canvas = torch.zeros(IMAGE_SHAPE)

@@ -171,7 +171,7 @@ class Batched:
         # when the matmul reads them: the whole execution's at once is K times a single
         # network's, a fresh allocation the size of the cache or more.
         for step, y in zip(order.split(batch_size, dim=1), targets.split(batch_size, dim=1), strict=True):
-            # index_select of rows: indexing with the (K, n) order itself takes 2.5 times as long.
+            # index_select of rows: indexing with the (K, n) order itself takes far longer.
             x = images.index_select(0, step.flatten()).view(*step.shape, -1)
             logits = self.net(x)
             loss = image_losses(logits, y).mean(1)
@@ -181,6 +181,6 @@ class Batched:
             self.optimizer.step()
             losses.append(loss.detach())
             # max, not argmax: over classes that are not the innermost dimension (the logits lie as
-            # (K, classes, n)), argmax takes 6 times as long.
+            # (K, classes, n)), argmax takes far longer.
             predictions.append(logits.detach().max(-1).indices)
         return Outcome(torch.stack(losses, 1), torch.cat(predictions, 1), targets)

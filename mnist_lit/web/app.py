@@ -51,7 +51,7 @@ class BadImage(Exception):
 
 def application(model: Model, workers: int) -> Starlette:
     """The app; at most `workers` images read and classified at once (the cores: more threads
-    only take turns on them, and 8 concurrent clients got 20 % fewer answers a second)."""
+    only take turns on them, and concurrent clients got fewer answers a second)."""
     page = files("mnist_lit.web").joinpath("page.html").read_text(encoding="utf-8")
     limiter = anyio.CapacityLimiter(workers)
 
