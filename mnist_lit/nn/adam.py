@@ -54,9 +54,12 @@ def settings(group: dict[str, Any]) -> dict[str, Any]:
 
 def step_of(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
     """`optimizer`'s step: the functional one where every group can take it (torch's Adam or AdamW,
-    fused, not capturable, without amsgrad), else its own."""
+    fused, not capturable, without amsgrad, with every setting this reads: a torch before Adam's
+    `decoupled_weight_decay` has not), else its own."""
     plain = type(optimizer) in (torch.optim.Adam, torch.optim.AdamW) and all(
-        group["fused"] and not (group["capturable"] or group["amsgrad"] or group["differentiable"])
+        group["fused"]
+        and not (group["capturable"] or group["amsgrad"] or group["differentiable"])
+        and all(key in group for key in SETTINGS)
         for group in optimizer.param_groups
     )
     return functional_step(optimizer) if plain else optimizer.step
