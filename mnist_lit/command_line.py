@@ -32,7 +32,9 @@ def explain(error: BaseException) -> str | None:
     frames = traceback.extract_tb(error.__traceback__)
     # Each command line's task function is its module's `run`.
     started = any(f.name == "run" and f.filename.startswith(os.path.dirname(__file__)) for f in frames)
-    if isinstance(error, OSError) and not started and any(_in_package(f.filename, "hydra") for f in frames):
+    # An OSError naming a file (not Hydra's MissingConfigException, an OSError too) in Hydra's code.
+    in_hydra = any(_in_package(f.filename, "hydra") for f in frames)
+    if isinstance(error, OSError) and error.filename is not None and not started and in_hydra:
         # Hydra creates the run directory (hydra.run.dir) before the job starts.
         return (
             f"cannot create the run directory {error.filename}: {error.strerror}; "
