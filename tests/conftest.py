@@ -134,6 +134,37 @@ REQUIRE_REAL_DATA = os.environ.get("MNIST_LIT_REQUIRE_REAL_DATA") == "1"
 _skipped_real_data: list[str] = []
 
 
+ALL_CORES = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_setaffinity") else []
+
+
+def use_cores(cores: list[int]) -> None:
+    os.sched_setaffinity(0, cores)
+    torch.set_num_threads(len(cores))
+
+
+def pytest_configure(config):
+    # Under pytest-xdist (-n N) each worker keeps to its own share of the cores, and so does every
+    # process it starts: mnist_lit's threads=auto reads the affinity mask (share.py), as a job of a
+    # parallel sweep does. Workers that each asked for every core would slow each other down.
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker and count and ALL_CORES:
+        use_cores(ALL_CORES[int(worker.removeprefix("gw")) % len(ALL_CORES) :: int(count)] or ALL_CORES)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    # Two DDP ranks on the CPU need two cores (a run refuses more processes than cores): such a test
+    # borrows every core while it runs.
+    if "ddp" not in item.keywords or not ALL_CORES or sorted(os.sched_getaffinity(0)) == ALL_CORES:
+        return (yield)
+    share = sorted(os.sched_getaffinity(0))
+    use_cores(ALL_CORES)
+    try:
+        return (yield)
+    finally:
+        use_cores(share)
+
+
 def pytest_collection_modifyitems(config, items):
     # The deeper property-based runs take long: only where -m asks for them (pytest -m fuzz).
     if "fuzz" not in (config.option.markexpr or ""):

@@ -155,6 +155,7 @@ class Orders(L.Callback):
 
 
 @pytest.mark.slow
+@pytest.mark.ddp
 def test_ddp_ranks_end_equal_each_having_trained_on_its_own_shard(tiny_env, monkeypatch):
     """ddp_fork: the ranks are forks of this process, so a break made here reaches them."""
     counter = iter(range(100))

@@ -207,6 +207,7 @@ def test_missing_data_without_network_says_where_to_put_which_files(tmp_path, re
     assert "MNIST_LIT_DATA" in message and "\n" not in message
 
 
+@pytest.mark.ddp
 def test_missing_data_under_ddp_is_one_line_before_the_ranks_start(tmp_path, refused_download):
     root = tmp_path / "empty"
     with pytest.raises(DataError, match=f"MNIST is not in {root / 'MNIST' / 'raw'} and could not be downloaded"):

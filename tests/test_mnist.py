@@ -28,6 +28,7 @@ def test_mlp_reaches_the_notebooks_accuracy(tmp_path):
     assert history["val_accuracy"][-1] >= 0.975
 
 
+@pytest.mark.ddp
 def test_mlp_on_two_cpu_processes_with_ddp(tmp_path):
     history = fit(
         "model=mlp",

@@ -18,7 +18,7 @@ from mnist_lit.lit.data import MNISTDataModule
 from tests.conftest import cli, final_test_loss, last_weights, make_mnist
 from tests.sweeps.test_sweep import finish, multirun, read_csv, sweep_dirs
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ddp]
 
 DDP = [
     "model=mlp",
