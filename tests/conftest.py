@@ -97,6 +97,25 @@ def tiny_mnist(tmp_path_factory) -> Path:
     return make_mnist(tmp_path_factory.mktemp("data"))
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_mnist, tmp_path_factory) -> Path:
+    """One tiny MLP run (2 epochs), for the tests that only read a trained run: evaluate, predict,
+    load, export, serve. A test that would change it makes its own."""
+    from mnist_lit import fit
+
+    run = tmp_path_factory.mktemp("tiny_run") / "run"
+    with pytest.MonkeyPatch.context() as patch:  # puts back the MNIST_LIT_DATA that CI sets
+        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+        fit(
+            "model=mlp",
+            "trainer.max_epochs=2",
+            "trainer.enable_progress_bar=false",
+            "data.steps_per_execution=4",
+            output_dir=run,
+        )
+    return run
+
+
 @pytest.fixture
 def tiny_env(tiny_mnist, monkeypatch, tmp_path) -> Path:
     """MNIST_LIT_DATA at the tiny data, and the working directory (where outputs/ goes) in tmp_path."""
@@ -110,6 +129,28 @@ def cli(args, cwd, data, command=(sys.executable, "-m", "mnist_lit")):
     env = {**os.environ, "MNIST_LIT_DATA": str(data)}
     env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.run([*command, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def in_process(command: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -> str | None:
+    """A command's main() called in this process as its console script calls it: None when it did
+    its work, else the one line it exits with. For the tests where the process is not the point
+    (a subprocess imports Lightning again, seconds each); tests/test_cli.py has those where it is."""
+    import importlib
+
+    from mnist_lit import command_line
+
+    monkeypatch.setattr(sys, "argv", [f"mnist_lit.{command}", *args])
+    monkeypatch.setattr(command_line, "end_without_teardown", lambda: None)  # it would end this process
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # put back as it was afterwards
+    os.environ.pop("HYDRA_FULL_ERROR")  # main() sets it for Hydra, as in its own process
+    try:
+        importlib.import_module(f"mnist_lit.{command}").main()
+    except SystemExit as stop:
+        if stop.code in (None, 0):
+            return None
+        assert isinstance(stop.code, str), f"exit {stop.code!r} without a line"
+        return stop.code
+    return None
 
 
 def last_weights(run: Path) -> dict[str, torch.Tensor]:

@@ -12,14 +12,14 @@ import torch
 from PIL import Image, ImageDraw
 
 import mnist_lit
-from mnist_lit import Classifier, fit
+from mnist_lit import Classifier
 from mnist_lit.common.files import WriteError
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.nn.digits import NoDigit, prepare
 from mnist_lit.reports import mistakes
 from mnist_lit.reports.history import plot
 from mnist_lit.reports.pictures import Picture, write_all
-from tests.conftest import cli, needs_real_mnist, real_test_set
+from tests.conftest import cli, in_process, needs_real_mnist, real_test_set
 
 EVALUATE, PREDICT = ((sys.executable, "-m", f"mnist_lit.{name}") for name in ("evaluate", "predict"))
 TINY = ("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -30,14 +30,9 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_mnist):
-    """One tiny MLP run, shared by the tests that only read it."""
-    run = tmp_path_factory.mktemp("trained") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
-        fit(*TINY, output_dir=run)
-    return run
+@pytest.fixture
+def trained(tiny_run):
+    return tiny_run
 
 
 def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(trained):
@@ -193,7 +188,6 @@ def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained,
     assert (predicted / "preview.png").read_bytes().startswith(b"\x89PNG")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -204,13 +198,11 @@ def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained,
         (["checkpoint=RUN", "images=none/*.png"], "images=none/*.png: the pattern none/*.png holds no image files"),
     ],
 )
-def test_predict_bad_input_is_one_line(trained, tiny_mnist, tmp_path, args, message):
-    (tmp_path / "notes.txt").write_text("no checkpoint")
-    (tmp_path / "empty").mkdir()
-    args = [a.replace("RUN", str(trained)) for a in args]
-    done = cli(args, tmp_path, tiny_mnist, command=PREDICT)
-    assert done.returncode != 0 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith(message), done.stderr
+def test_predict_bad_input_is_one_line(trained, tiny_env, monkeypatch, args, message):
+    (tiny_env / "notes.txt").write_text("no checkpoint")
+    (tiny_env / "empty").mkdir()
+    line = in_process("predict", [a.replace("RUN", str(trained)) for a in args], monkeypatch)
+    assert line is not None and "\n" not in line and line.startswith(message), line
 
 
 def bar(size, box, ink="black", paper="white"):

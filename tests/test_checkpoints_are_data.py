@@ -52,13 +52,9 @@ POISONS = {
 }
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_mnist) -> Path:
-    run = tmp_path_factory.mktemp("trained") / "run"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
-        fit("model=mlp", *TINY, output_dir=run)
-    return run
+@pytest.fixture
+def trained(tiny_run) -> Path:
+    return tiny_run
 
 
 def poisoned(trained: Path, directory: Path, poison: str) -> tuple[Path, Path, str]:

@@ -21,6 +21,11 @@ from mnist_lit.sweeps.stacking import Job, train_stack
 from tests.conftest import REAL_DATA, last_weights
 from tests.sweeps.test_stacked import metrics
 
+# Each check runs two or three times over (as the code is, then broken): the full suite's. The
+# quick loop keeps one plain check of each claim (test_faults.py's resume, tests/nn/test_loss.py,
+# tests/sweeps/test_stacked.py's stacks of both losses).
+pytestmark = pytest.mark.slow
+
 TINY = ("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 
 
@@ -90,6 +95,7 @@ def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):
             tiny_env / f"straight{n}" / "metrics.csv"
         ).read_text()
         same_weights(tiny_env / f"resumed{n}", tiny_env / f"straight{n}")
+        assert (tiny_env / f"first{n}" / "metrics.csv").read_text().count("\n") == 2  # left as it was
 
     stepped_as = module._restore_step_settings
 
@@ -154,7 +160,6 @@ class Orders(L.Callback):
         torch.save(module.net.state_dict(), f"{self.directory}/rank{trainer.global_rank}.pt")
 
 
-@pytest.mark.slow
 @pytest.mark.ddp
 def test_ddp_ranks_end_equal_each_having_trained_on_its_own_shard(tiny_env, monkeypatch):
     """ddp_fork: the ranks are forks of this process, so a break made here reaches them."""
@@ -216,7 +221,6 @@ def redrawn_digits_recognised(run: Path, directory: Path) -> None:
 
 
 @pytest.mark.mnist
-@pytest.mark.slow
 @pytest.mark.skipif(not REAL_DATA, reason="set MNIST_LIT_DATA to the real MNIST")
 def test_predict_reads_real_digits_as_mnist_made_them(tmp_path, monkeypatch):
     from mnist_lit.nn import digits

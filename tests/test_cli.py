@@ -104,6 +104,7 @@ print("main returned")
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "env", "ends_at_once"),
     [("alone", {}, True), ("alone", {"LOCAL_RANK": "1"}, False), ("thread", {}, False)],

@@ -152,6 +152,7 @@ def test_no_module_sets_an_attribute_on_what_it_imported():
                     )
 
 
+@pytest.mark.slow
 def test_the_parts_load_as_the_checks_above_read_them():
     """The static reading above, confirmed once by Python itself: the libraries' own imports too."""
     code = (

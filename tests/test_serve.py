@@ -31,15 +31,6 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tiny_mnist, tmp_path_factory):
-    directory = tmp_path_factory.mktemp("serve") / "run"
-    with pytest.MonkeyPatch.context() as patch:  # puts back the MNIST_LIT_DATA that CI sets
-        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
-        fit("model=mlp", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", output_dir=directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def client(tiny_run):
     return TestClient(application(load(tiny_run), workers=2))
 

@@ -4,6 +4,8 @@ a process of its own, as a command starts."""
 import subprocess
 import sys
 
+import pytest
+
 IMPORT_AS_A_COMMAND = """
 import gc
 from mnist_lit.startup import heavy_imports
@@ -15,6 +17,7 @@ print((denormal * 1.0).count_nonzero().item(), gc.isenabled(), gc.get_freeze_cou
 """
 
 
+@pytest.mark.slow
 def test_denormals_are_zero_in_every_thread_and_the_imports_are_frozen_out_of_collections():
     done = subprocess.run([sys.executable, "-c", IMPORT_AS_A_COMMAND], capture_output=True, text=True, check=True)
     nonzero, collecting, frozen = done.stdout.split()

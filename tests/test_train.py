@@ -56,17 +56,6 @@ def test_same_seed_gives_identical_metrics(tiny_env):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_one_hot_and_integer_targets_follow_the_same_trajectory(tiny_env):
-    categorical = fit(*TINY, "model=mlp", "loss=categorical", output_dir="a")
-    sparse = fit(*TINY, "model=mlp", "loss=sparse", output_dir="b")
-    # The same computation by two kernels (soft targets and class indices), which may round the
-    # last bit of a loss differently: equal to float rounding, step after step.
-    for name in categorical:
-        assert categorical[name] == pytest.approx(sparse[name], rel=1e-5), name
-    a, b = last_weights(tiny_env / "a"), last_weights(tiny_env / "b")
-    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
-
-
 def test_exercises_change_the_network(tiny_env):
     fit(*TINY, "model.hidden=[16,16]", "model.activation=tanh", output_dir="run")
     text = (tiny_env / "run" / "summary.txt").read_text()

@@ -15,8 +15,6 @@ CI draws a fixed budget of examples from a fixed seed; `pytest -m fuzz` draws ma
 
 import dataclasses
 import math
-import os
-import sys
 import typing
 from typing import Any
 
@@ -34,7 +32,7 @@ from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.schema import Config
 from mnist_lit.lit.module import Diverged
 from mnist_lit.reports.pictures import Picture
-from tests.conftest import a_stroke, free_port
+from tests.conftest import a_stroke, free_port, in_process
 
 # 640 tiny training images: 20 mini-batches of 32, in executions of 4.
 BASE = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -301,23 +299,6 @@ def trained(tiny_mnist, tmp_path_factory):
     return directory
 
 
-def run_command(command: str, arguments: list[str]) -> str | None:
-    """The command's main() as its console script runs it: None when it did its work, else the
-    one line it exits with."""
-    import importlib
-
-    os.environ.pop("HYDRA_FULL_ERROR", None)  # main() sets it for Hydra, as in its own process
-    sys.argv = [f"mnist_lit.{command}", *arguments]
-    try:
-        importlib.import_module(f"mnist_lit.{command}").main()
-    except SystemExit as stop:
-        if stop.code in (None, 0):
-            return None
-        assert isinstance(stop.code, str), f"exit {stop.code!r} without a line"
-        return stop.code
-    return None
-
-
 COMMAND_ARGUMENTS = st.sampled_from([(command, key) for command, keys in COMMAND_KEYS.items() for key in keys])
 
 
@@ -341,20 +322,15 @@ def every_argument(command, key, value, trained, tiny_mnist, monkeypatch, tmp_pa
     import uvicorn
     from torchvision.datasets import MNIST
 
-    from mnist_lit import command_line
-
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
-    monkeypatch.setattr(sys, "argv", sys.argv)
-    monkeypatch.setattr(command_line, "end_without_teardown", lambda: None)  # it would end this process
     monkeypatch.setattr(uvicorn.Server, "run", lambda server, sockets: [s.close() for s in sockets])  # served
     monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/"])  # no downloads
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")
     given_args = {"checkpoint": str(trained / "run"), "images": str(trained / "digit.png"), "format": "pt2"}
     given_args["port"] = str(free_port())
     base = {name: given_args[name] for name in COMMAND_KEYS[command] if name in given_args}
     override = f"{key}={value}"
-    line = run_command(command, [*(f"{name}={arg}" for name, arg in base.items()), override])
+    line = in_process(command, [*(f"{name}={arg}" for name, arg in base.items()), override], monkeypatch)
     try:
         with initialize_config_module("mnist_lit.conf", version_base="1.3"):
             composed = plain(OmegaConf.select(compose(command, overrides=[override]), key))

@@ -19,7 +19,7 @@ def metrics_csv(run) -> dict[str, list[float]]:
     return {name: [float(row[name]) for row in rows] for name in METRICS}
 
 
-@pytest.mark.parametrize("started_by", ["fit", "the command line"])
+@pytest.mark.parametrize("started_by", ["fit", pytest.param("the command line", marks=pytest.mark.slow)])
 def test_tensorboard_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env, started_by):
     """From the command line too, whose process ends without Python's teardown."""
     pytest.importorskip("tensorboard")
@@ -41,6 +41,7 @@ def test_tensorboard_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env
     assert "hidden:\n  - 100" in (tiny_env / "run" / "tensorboard" / "hparams.yaml").read_text()
 
 
+@pytest.mark.slow  # importing MLflow takes seconds
 def test_mlflow_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env):
     pytest.importorskip("mlflow")
     from mlflow.tracking import MlflowClient
@@ -61,6 +62,7 @@ def test_mlflow_gets_the_epoch_metrics_the_config_and_the_pictures(tiny_env):
     assert run.info.run_name == "run"
 
 
+@pytest.mark.slow  # importing W&B takes seconds
 def test_wandb_runs_offline_quietly_with_the_epoch_metrics_the_config_and_the_pictures(tiny_env, monkeypatch, capfd):
     pytest.importorskip("wandb")
     import wandb

@@ -35,7 +35,10 @@ def _jobs(params: list[str]) -> list[list[str]]:
     ]
 
 
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+# The search imports Optuna, seconds of it: in the full suite.
+@pytest.mark.parametrize(
+    "experiment", [pytest.param(name, marks=pytest.mark.slow) if name == "search" else name for name in EXPERIMENTS]
+)
 def test_every_job_of_every_experiment_composes_and_validates(experiment):
     with initialize_config_module("mnist_lit.conf", version_base="1.3"):
         sweep = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
