@@ -16,7 +16,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__)"
 
-python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_gpu.py
+# In this process, one GPU test after another; pytest-xdist (pyproject's addopts) may not be there.
+python3 -m pytest -o addopts="" -q -m gpu -p no:cacheprovider tests/test_gpu.py
 python3 benchmarks/epoch_speed.py --device cuda --repeats 1
 python3 benchmarks/epoch_speed.py --device cuda --repeats 1 capture=false
 python3 benchmarks/epoch_speed.py --device cuda --repeats 1 --models mlp trainer.precision=bf16-mixed

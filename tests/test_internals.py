@@ -70,6 +70,9 @@ def test_the_notices_and_warnings_silenced_by_their_text_are_still_said():
     said = _sources("lightning") + Path(torch.utils._pytree.__file__).read_text()
     texts = [text for logger, starts in NOTICES.items() if logger.startswith("lightning") for text in starts]
     texts += [max(re.sub(r"\\d\+", "", message).replace("\\", "").split("()"), key=len) for message, _ in WARNINGS]
+    if not hasattr(torch.utils._pytree, "treespec_leaf"):
+        # A torch before 2.9 has neither the replacement nor the deprecation it names: nothing to say.
+        texts = [text for text in texts if "treespec" not in text]
     gone = [text for text in texts if text not in said]
     assert not gone, f"Lightning no longer says {gone}: drop them from lit/internals.py"
 

@@ -4,7 +4,15 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-READ = ["README.md", ".ci/run", "pyproject.toml", "docs/*.md", "mnist_lit/**/*.py", "hydra_plugins/**/*.py"]
+READ = [
+    "README.md",
+    ".ci/run",
+    ".ci/versions",
+    "pyproject.toml",
+    "docs/*.md",
+    "mnist_lit/**/*.py",
+    "hydra_plugins/**/*.py",
+]
 READ += ["benchmarks/*.py", "benchmarks/*.sh", "benchmarks/*.md", "tests/**/*.py", "conf/**/*.yaml"]
 
 

@@ -14,6 +14,7 @@ import anyio
 import anyio.to_thread
 import torch
 from PIL import Image
+from python_multipart.exceptions import FormParserError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -145,6 +146,8 @@ async def _image(request: Request) -> bytes:
                     return await value.read()
     except HTTPException as error:  # Starlette's refusal of a malformed form
         raise BadImage(400, f"the form cannot be read ({error.detail}); {HOW}") from None
+    except FormParserError as error:  # the same, as older Starlette releases pass python-multipart's on
+        raise BadImage(400, f"the form cannot be read ({error}); {HOW}") from None
     raise BadImage(400, f"the form holds no file; {HOW}")
 
 
