@@ -196,9 +196,9 @@ def pytest_configure(config):
 def pytest_runtest_protocol(item, nextitem):
     # Two DDP ranks on the CPU need two cores (a run refuses more processes than cores): such a test
     # borrows every core while it runs.
-    if "ddp" not in item.keywords or not ALL_CORES or sorted(os.sched_getaffinity(0)) == ALL_CORES:
+    share = sorted(os.sched_getaffinity(0)) if ALL_CORES else []
+    if "ddp" not in item.keywords or share == ALL_CORES:
         return (yield)
-    share = sorted(os.sched_getaffinity(0))
     use_cores(ALL_CORES)
     try:
         return (yield)

@@ -22,7 +22,6 @@ from mnist_lit.reports.pictures import Picture, write_all
 from tests.conftest import cli, in_process, needs_real_mnist, real_test_set
 
 EVALUATE, PREDICT = ((sys.executable, "-m", f"mnist_lit.{name}") for name in ("evaluate", "predict"))
-TINY = ("model=mlp", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 
 
 def read_csv(path):
@@ -30,20 +29,15 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.fixture
-def trained(tiny_run):
-    return tiny_run
-
-
-def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(trained):
-    rows = read_csv(trained / "confusion_matrix.csv")
+def test_a_run_writes_its_confusion_matrix_mistakes_and_per_class_accuracy(tiny_run):
+    rows = read_csv(tiny_run / "confusion_matrix.csv")
     assert list(rows[0]) == ["true \\ predicted", *"0123456789"] and [r["true \\ predicted"] for r in rows] == list(
         "0123456789"
     )
     assert sum(int(v) for r in rows for k, v in r.items() if k != "true \\ predicted") == 160  # every test image once
     for name in ("confusion_matrix.png", "mistakes.png"):
-        assert (trained / name).read_bytes().startswith(b"\x89PNG")
-    results = json.loads((trained / "results.json").read_text())
+        assert (tiny_run / name).read_bytes().startswith(b"\x89PNG")
+    results = json.loads((tiny_run / "results.json").read_text())
     assert set(results["per_class_accuracy"]) == set("0123456789")
     # 16 test images a class: the test accuracy is the mean of the classes' accuracies.
     assert np.mean(list(results["per_class_accuracy"].values())) == pytest.approx(results["test_accuracy"])
@@ -89,15 +83,15 @@ def test_pictures_drawn_together_are_those_drawn_alone(tmp_path):
         write_all(nowhere, 2)
 
 
-def test_load_predicts_from_every_kind_of_input(trained, tiny_mnist, tmp_path):
-    model = mnist_lit.load(trained)
+def test_load_predicts_from_every_kind_of_input(tiny_run, tiny_mnist, tmp_path):
+    model = mnist_lit.load(tiny_run)
     datamodule = MNISTDataModule(str(tiny_mnist))
     datamodule.setup("test")
     images, labels = datamodule.test.tensors
     square = images.reshape(-1, 28, 28)
     expected = model.predict(images)
     assert expected.shape == (160, 10) and torch.allclose(expected.sum(-1), torch.ones(160))
-    results = json.loads((trained / "results.json").read_text())
+    results = json.loads((tiny_run / "results.json").read_text())
     assert (expected.argmax(-1) == labels).float().mean().item() == pytest.approx(results["test_accuracy"])
     assert torch.equal(model.predict(square), expected)
     assert torch.allclose(model.predict(square[0]), expected[:1], atol=1e-6)
@@ -112,9 +106,9 @@ def test_load_predicts_from_every_kind_of_input(trained, tiny_mnist, tmp_path):
         model.predict(torch.zeros(2, 5))
 
 
-def test_lightning_loads_the_classifier_from_its_checkpoint(trained):
-    module = Classifier.load_from_checkpoint(trained / "checkpoints" / "last.ckpt")
-    weights = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+def test_lightning_loads_the_classifier_from_its_checkpoint(tiny_run):
+    module = Classifier.load_from_checkpoint(tiny_run / "checkpoints" / "last.ckpt")
+    weights = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.equal(module.state_dict()[k], v) for k, v in weights.items())
     # A LightningModule like any other: Lightning's predict loop gives load()'s probabilities.
     images = torch.rand(6, 784)
@@ -122,7 +116,7 @@ def test_lightning_loads_the_classifier_from_its_checkpoint(trained):
         torch.utils.data.TensorDataset(images, torch.zeros(6, dtype=torch.long)), batch_size=4
     )
     predicted = torch.cat(L.Trainer(logger=False, enable_progress_bar=False).predict(module, loader))
-    assert torch.allclose(predicted, mnist_lit.load(trained).predict(images), atol=1e-6) and predicted.shape == (6, 10)
+    assert torch.allclose(predicted, mnist_lit.load(tiny_run).predict(images), atol=1e-6) and predicted.shape == (6, 10)
     # And it trains on from anyone's (x, y) batches: images of any shape, one optimizer step a batch.
     square = torch.rand(64, 1, 28, 28)
     labels = module(square.flatten(1)).argmax(-1).roll(1)  # what it does not answer yet
@@ -134,20 +128,20 @@ def test_lightning_loads_the_classifier_from_its_checkpoint(trained):
 
 
 @pytest.mark.slow
-def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(trained, tiny_mnist, tmp_path):
-    before = {p: p.stat().st_mtime for p in trained.rglob("*")}
-    done = cli(["checkpoint=" + str(trained)], tmp_path, tiny_mnist, command=EVALUATE)
+def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(tiny_run, tiny_mnist, tmp_path):
+    before = {p: p.stat().st_mtime for p in tiny_run.rglob("*")}
+    done = cli(["checkpoint=" + str(tiny_run)], tmp_path, tiny_mnist, command=EVALUATE)
     assert done.returncode == 0, done.stderr
     (evaluated,) = (tmp_path / "outputs" / "evaluate").glob("*/*")
     results, run = (
         json.loads((evaluated / "results.json").read_text()),
-        json.loads((trained / "results.json").read_text()),
+        json.loads((tiny_run / "results.json").read_text()),
     )
     assert results["test_accuracy"] == run["test_accuracy"] and results["test_loss"] == pytest.approx(run["test_loss"])
     assert results["per_class_accuracy"] == run["per_class_accuracy"]
     assert {"confusion_matrix.csv", "confusion_matrix.png", "mistakes.png"} <= {p.name for p in evaluated.iterdir()}
-    assert {p: p.stat().st_mtime for p in trained.rglob("*")} == before  # the run's files are untouched
-    held_out = cli(["checkpoint=" + str(trained), "split=val"], tmp_path, tiny_mnist, command=EVALUATE)
+    assert {p: p.stat().st_mtime for p in tiny_run.rglob("*")} == before  # the run's files are untouched
+    held_out = cli(["checkpoint=" + str(tiny_run), "split=val"], tmp_path, tiny_mnist, command=EVALUATE)
     assert held_out.returncode == 0 and "val: 160 images - loss: " in held_out.stdout
 
 
@@ -161,14 +155,14 @@ def digit_folder(folder, square, labels, count=4):
 
 
 @pytest.mark.slow
-def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained, tiny_mnist, tmp_path):
+def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(tiny_run, tiny_mnist, tmp_path):
     datamodule = MNISTDataModule(str(tiny_mnist))
     datamodule.setup("test")
     images, labels = datamodule.test.tensors
     folder = digit_folder(tmp_path / "digits", images.reshape(-1, 28, 28), labels)
     (folder / "notes.png").write_text("no image")
     Image.new("RGB", (40, 40), "white").save(folder / "blank.jpg")
-    done = cli(["checkpoint=" + str(trained), f"images={folder}"], tmp_path, tiny_mnist, command=PREDICT)
+    done = cli(["checkpoint=" + str(tiny_run), f"images={folder}"], tmp_path, tiny_mnist, command=PREDICT)
     assert done.returncode != 0
     assert done.stderr.strip().splitlines()[-1] == "2 of 6 images could not be classified: see predictions.csv"
     (predicted,) = (tmp_path / "outputs" / "predict").glob("*/*")
@@ -179,7 +173,7 @@ def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained,
     for i in range(4):
         row = rows[f"{i}_{int(labels[i])}.png"]
         # The class load() gives the same file, and a probability no lower than the runner-up's.
-        expected = mnist_lit.load(trained).predict(folder / f"{i}_{int(labels[i])}.png")[0]
+        expected = mnist_lit.load(tiny_run).predict(folder / f"{i}_{int(labels[i])}.png")[0]
         assert row["class"] == str(int(expected.argmax())) and float(row["probability"]) == pytest.approx(
             float(expected.max()), abs=1e-4
         )
@@ -198,10 +192,10 @@ def test_predict_classifies_a_folder_and_says_why_an_image_could_not_be(trained,
         (["checkpoint=RUN", "images=none/*.png"], "images=none/*.png: the pattern none/*.png holds no image files"),
     ],
 )
-def test_predict_bad_input_is_one_line(trained, tiny_env, monkeypatch, args, message):
+def test_predict_bad_input_is_one_line(tiny_run, tiny_env, monkeypatch, args, message):
     (tiny_env / "notes.txt").write_text("no checkpoint")
     (tiny_env / "empty").mkdir()
-    line = in_process("predict", [a.replace("RUN", str(trained)) for a in args], monkeypatch)
+    line = in_process("predict", [a.replace("RUN", str(tiny_run)) for a in args], monkeypatch)
     assert line is not None and "\n" not in line and line.startswith(message), line
 
 

@@ -52,17 +52,12 @@ POISONS = {
 }
 
 
-@pytest.fixture
-def trained(tiny_run) -> Path:
-    return tiny_run
-
-
-def poisoned(trained: Path, directory: Path, poison: str) -> tuple[Path, Path, str]:
+def poisoned(tiny_run: Path, directory: Path, poison: str) -> tuple[Path, Path, str]:
     """A copy of the run's last checkpoint with `poison` in its config, the marker directory that
     stays empty unless something the poison names is called, and the expected message."""
     marker = directory / "marker"
     marker.mkdir(parents=True)
-    checkpoint = torch.load(trained / "checkpoints" / "last.ckpt", weights_only=True)
+    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
     make, message = POISONS[poison]
     make(checkpoint["hyper_parameters"], marker)
     path = directory / "poisoned.ckpt"
@@ -77,8 +72,8 @@ def in_marker_tmp(monkeypatch):
 
 
 @pytest.mark.parametrize("poison", POISONS)
-def test_load_and_load_from_checkpoint_call_nothing_a_checkpoint_names(trained, tmp_path, in_marker_tmp, poison):
-    path, marker, message = poisoned(trained, tmp_path, poison)
+def test_load_and_load_from_checkpoint_call_nothing_a_checkpoint_names(tiny_run, tmp_path, in_marker_tmp, poison):
+    path, marker, message = poisoned(tiny_run, tmp_path, poison)
     in_marker_tmp(marker)
     for load in (mnist_lit.load, Classifier.load_from_checkpoint):
         with pytest.raises(ConfigError) as error:
@@ -89,9 +84,9 @@ def test_load_and_load_from_checkpoint_call_nothing_a_checkpoint_names(trained, 
 
 @pytest.mark.parametrize("poison", POISONS)
 def test_evaluate_and_resume_call_nothing_a_checkpoint_names(
-    trained, tmp_path, tiny_mnist, monkeypatch, in_marker_tmp, poison
+    tiny_run, tmp_path, tiny_mnist, monkeypatch, in_marker_tmp, poison
 ):
-    path, marker, message = poisoned(trained, tmp_path, poison)
+    path, marker, message = poisoned(tiny_run, tmp_path, poison)
     in_marker_tmp(marker)
     with pytest.raises(ConfigError) as error:
         evaluate(str(path), "test", str(tiny_mnist), tmp_path / "evaluated")
@@ -105,8 +100,8 @@ def test_evaluate_and_resume_call_nothing_a_checkpoint_names(
 
 
 @pytest.mark.slow
-def test_every_command_line_refuses_a_poisoned_checkpoint_in_one_line(trained, tmp_path, tiny_mnist):
-    path, marker, message = poisoned(trained, tmp_path, "trainer")
+def test_every_command_line_refuses_a_poisoned_checkpoint_in_one_line(tiny_run, tmp_path, tiny_mnist):
+    path, marker, message = poisoned(tiny_run, tmp_path, "trainer")
     digit = tmp_path / "digit.png"
     from PIL import Image
 
@@ -129,7 +124,7 @@ def test_every_command_line_refuses_a_poisoned_checkpoint_in_one_line(trained, t
 
 
 @pytest.mark.slow
-def test_a_sweep_resume_refuses_a_poisoned_job_checkpoint(trained, tmp_path, tiny_mnist):
+def test_a_sweep_resume_refuses_a_poisoned_job_checkpoint(tiny_run, tmp_path, tiny_mnist):
     args = ["-m", "model=mlp", *TINY, "seed=0", "hydra.sweep.dir=sweep"]
     assert cli(args, tmp_path, tiny_mnist).returncode == 0
     last = tmp_path / "sweep" / "0" / "checkpoints" / "last.ckpt"
@@ -168,7 +163,7 @@ def test_a_run_trained_with_another_torch_loss_loads_back(tiny_env):
     assert model.predict(torch.rand(3, 28, 28)).shape == (3, 10)
 
 
-def test_lightnings_own_checkpoint_load_reads_data_only(trained, tmp_path):
+def test_lightnings_own_checkpoint_load_reads_data_only(tiny_run, tmp_path):
     import argparse
 
     from mnist_lit.lit.saving import AtomicCheckpointIO
@@ -177,20 +172,20 @@ def test_lightnings_own_checkpoint_load_reads_data_only(trained, tmp_path):
     torch.save({"state_dict": {}, "code": argparse.Namespace(x=1)}, path)  # unpickling it imports a class
     with pytest.raises(Exception, match="Weights only load failed"):
         AtomicCheckpointIO().load_checkpoint(path, weights_only=False)
-    assert "state_dict" in AtomicCheckpointIO().load_checkpoint(trained / "checkpoints" / "last.ckpt")
+    assert "state_dict" in AtomicCheckpointIO().load_checkpoint(tiny_run / "checkpoints" / "last.ckpt")
 
 
-def test_load_from_checkpoint_honours_or_refuses_lightnings_arguments(trained):
-    module = Classifier.load_from_checkpoint(trained, map_location="cpu", strict=True, capture=False)
+def test_load_from_checkpoint_honours_or_refuses_lightnings_arguments(tiny_run):
+    module = Classifier.load_from_checkpoint(tiny_run, map_location="cpu", strict=True, capture=False)
     assert module.capture is False and module.hparams["capture"] is False
-    assert Classifier.load_from_checkpoint(trained).capture is True
+    assert Classifier.load_from_checkpoint(tiny_run).capture is True
     with pytest.raises(ConfigError, match=r"^hparams_file=h.yaml: a mnist_lit checkpoint holds its run's whole config"):
-        Classifier.load_from_checkpoint(trained, hparams_file="h.yaml")
+        Classifier.load_from_checkpoint(tiny_run, hparams_file="h.yaml")
     with pytest.raises(ConfigError, match=r"^weights_only=False: mnist_lit reads checkpoints as data only"):
-        Classifier.load_from_checkpoint(trained, weights_only=False)
+        Classifier.load_from_checkpoint(tiny_run, weights_only=False)
     with pytest.raises(
         ConfigError, match=r"^checkpoint=.*: .*loss._target_=os.system is not one of mnist_lit's losses"
     ):
-        Classifier.load_from_checkpoint(trained, loss={"_target_": "os.system"})
+        Classifier.load_from_checkpoint(tiny_run, loss={"_target_": "os.system"})
     with pytest.raises(ConfigError, match=r"^checkpoint=.*: its config does not fit mnist_lit's .*nonsense"):
-        Classifier.load_from_checkpoint(trained, nonsense=1)
+        Classifier.load_from_checkpoint(tiny_run, nonsense=1)
