@@ -2,7 +2,7 @@
 (basic, joblib, submitit, rq, ray) run them: jobs of Hydra's test apps, which know nothing of
 mnist_lit, launched as the basic launcher launches them. The integration suite starts those apps as
 processes of their own, so it also shows that Hydra's plugin scan finds the launcher without
-mnist_lit imported. .ci/run runs this file again on a regular `pip install .`."""
+mnist_lit imported. .ci/run runs this file again on a regular (not editable) install."""
 
 from hydra import version
 from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, LauncherTestSuite
