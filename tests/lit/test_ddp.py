@@ -57,49 +57,59 @@ class RankWeights(L.Callback):
         torch.save(module.net.state_dict(), f"{self.directory}/rank{trainer.global_rank}.pt")
 
 
-def test_both_ranks_end_with_the_same_weights_and_metrics_count_every_image(tiny_env):
-    history = fit(
-        *DDP,
-        "trainer.strategy=ddp_spawn",
-        "trainer.max_epochs=3",
-        output_dir="run",
-        callbacks=[RankWeights(str(tiny_env))],
-    )
+@pytest.fixture(scope="module")
+def spawned(tiny_mnist, tmp_path_factory):
+    """A 3-epoch MLP trained by ddp_spawn in this process, with each rank's last weights beside it."""
+    directory = tmp_path_factory.mktemp("spawned")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+        history = fit(
+            *DDP,
+            "trainer.strategy=ddp_spawn",
+            "trainer.max_epochs=3",
+            output_dir=directory / "run",
+            callbacks=[RankWeights(str(directory))],
+        )
+    return history, directory
+
+
+def test_both_ranks_end_with_the_same_weights_and_metrics_count_every_image(spawned, tiny_mnist):
+    history, directory = spawned
     # Each rank trained on its own half of the images: only per-mini-batch all-reduces keep them equal.
-    rank0, rank1 = (torch.load(tiny_env / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    rank0, rank1 = (torch.load(directory / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     assert all(torch.equal(rank0[k], rank1[k]) for k in rank0)
     assert (
         len(history["loss"]) == 3 and 0.6 < history["val_accuracy"][-1] < 0.9
     )  # the spawning process has rank 0's history
     # val_loss is the mean over all 160 test images, not over one rank's 80.
-    expected = final_test_loss(tiny_env / "run", os.environ["MNIST_LIT_DATA"])
+    expected = final_test_loss(directory / "run", tiny_mnist)
     assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
 
 
-def test_ddp_and_ddp_spawn_train_alike_resume_and_load_into_one_device(tiny_mnist, tmp_path):
+def test_ddp_and_ddp_spawn_train_alike_resume_and_load_into_one_device(spawned, tiny_mnist, tmp_path):
     def run(*args):
         done = cli([*DDP, *args], tmp_path, tiny_mnist)
         assert done.returncode == 0, done.stderr
         return done
 
-    run("trainer.strategy=ddp", "trainer.max_epochs=2", "hydra.run.dir=straight")
-    run("trainer.strategy=ddp_spawn", "trainer.max_epochs=2", "hydra.run.dir=spawned")
+    run("trainer.strategy=ddp", "trainer.max_epochs=3", "hydra.run.dir=straight")
     run("trainer.strategy=ddp", "trainer.max_epochs=1", "hydra.run.dir=first")
-    run("trainer.strategy=ddp", "trainer.max_epochs=2", "resume=first", "hydra.run.dir=resumed")
+    run("trainer.strategy=ddp", "trainer.max_epochs=3", "resume=first", "hydra.run.dir=resumed")
     straight = (tmp_path / "straight" / "metrics.csv").read_text()
-    assert straight.count("\n") == 3
+    assert straight.count("\n") == 4
     assert (tmp_path / "resumed" / "metrics.csv").read_text() == straight
     # The two launchers sum the ranks' epoch means in another order.
-    assert_same_metrics(tmp_path / "straight", tmp_path / "spawned", rel=1e-6)
-    for other in ("spawned", "resumed"):
-        a, b = last_weights(tmp_path / "straight"), last_weights(tmp_path / other)
+    spawned_run = spawned[1] / "run"
+    assert_same_metrics(tmp_path / "straight", spawned_run, rel=1e-6)
+    for other in (spawned_run, tmp_path / "resumed"):
+        a, b = last_weights(tmp_path / "straight"), last_weights(other)
         assert all(torch.equal(a[k], b[k]) for k in a)
     # Rank 1 writes its log and nothing else.
     assert {p.name for p in (tmp_path / "straight").iterdir()} == RUN_FILES | {"train_ddp_process_1.log"}
     assert not (tmp_path / "outputs").exists()  # and no run directory of its own
     # A 2-process checkpoint goes on in a 1-process run.
     one = cli(
-        ["model=mlp", "trainer.max_epochs=3", "resume=straight", "hydra.run.dir=one", *DDP[3:]], tmp_path, tiny_mnist
+        ["model=mlp", "trainer.max_epochs=4", "resume=straight", "hydra.run.dir=one", *DDP[3:]], tmp_path, tiny_mnist
     )
     assert one.returncode == 0, one.stderr
     assert "Resuming on 1 process (it was 2): the real batch goes from 64 to 32" in one.stdout
