@@ -153,6 +153,16 @@ def in_process(command: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -
     return None
 
 
+def multirun_in_process(args, cwd, data, monkeypatch, capsys):
+    """`mnist_lit -m args` in `cwd`, reading MNIST from `data`, in this process: the basic and the
+    stacked launchers run their jobs in the sweep's own process, as from the command line. The one
+    line it exits with (None when every job did its work), and what it printed (capsys's)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("MNIST_LIT_DATA", str(data))
+    line = in_process("__main__", ["-m", *args], monkeypatch)
+    return line, capsys.readouterr()
+
+
 def last_weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
 

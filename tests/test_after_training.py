@@ -21,7 +21,7 @@ from mnist_lit.reports.history import plot
 from mnist_lit.reports.pictures import Picture, write_all
 from tests.conftest import cli, in_process, needs_real_mnist, real_test_set
 
-EVALUATE, PREDICT = ((sys.executable, "-m", f"mnist_lit.{name}") for name in ("evaluate", "predict"))
+PREDICT = (sys.executable, "-m", "mnist_lit.predict")
 
 
 def read_csv(path):
@@ -128,11 +128,10 @@ def test_lightning_loads_the_classifier_from_its_checkpoint(tiny_run):
 
 
 @pytest.mark.slow
-def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(tiny_run, tiny_mnist, tmp_path):
+def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(tiny_run, tiny_env, monkeypatch, capsys):
     before = {p: p.stat().st_mtime for p in tiny_run.rglob("*")}
-    done = cli(["checkpoint=" + str(tiny_run)], tmp_path, tiny_mnist, command=EVALUATE)
-    assert done.returncode == 0, done.stderr
-    (evaluated,) = (tmp_path / "outputs" / "evaluate").glob("*/*")
+    assert in_process("evaluate", ["checkpoint=" + str(tiny_run)], monkeypatch) is None
+    (evaluated,) = (tiny_env / "outputs" / "evaluate").glob("*/*")
     results, run = (
         json.loads((evaluated / "results.json").read_text()),
         json.loads((tiny_run / "results.json").read_text()),
@@ -141,8 +140,9 @@ def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(tiny_ru
     assert results["per_class_accuracy"] == run["per_class_accuracy"]
     assert {"confusion_matrix.csv", "confusion_matrix.png", "mistakes.png"} <= {p.name for p in evaluated.iterdir()}
     assert {p: p.stat().st_mtime for p in tiny_run.rglob("*")} == before  # the run's files are untouched
-    held_out = cli(["checkpoint=" + str(tiny_run), "split=val"], tmp_path, tiny_mnist, command=EVALUATE)
-    assert held_out.returncode == 0 and "val: 160 images - loss: " in held_out.stdout
+    capsys.readouterr()
+    assert in_process("evaluate", ["checkpoint=" + str(tiny_run), "split=val"], monkeypatch) is None
+    assert "val: 160 images - loss: " in capsys.readouterr().out
 
 
 def digit_folder(folder, square, labels, count=4):

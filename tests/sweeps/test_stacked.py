@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_module
 from mnist_lit import fit, load
 from mnist_lit.nn.stacked import StackedNetwork
 from mnist_lit.sweeps.stacking import Job, shape, train_stack, why_alone
-from tests.conftest import cli
+from tests.conftest import cli, multirun_in_process
 
 TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]
 RUN_FILES = (
@@ -46,15 +46,17 @@ def summary(sweep: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
-def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, tmp_path):
+def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, tmp_path, monkeypatch, capsys):
     for name in ("stacked", "basic"):
         (tmp_path / name).mkdir()
     # Learning rates, widths and activations: each network its own, all in one stacked network.
-    sweep = ["-m", "optimizer.lr=1e-3,1e-2", "model.hidden=[32],[64]", "model.activation=relu,sigmoid", *TINY]
-    stacked = cli([*sweep, "hydra/launcher=stacked"], tmp_path / "stacked", tiny_mnist)
-    basic = cli(sweep, tmp_path / "basic", tiny_mnist)
-    assert stacked.returncode == basic.returncode == 0, stacked.stderr
-    assert "Stacked 8 jobs into 1 network: #0 #1 #2 #3 #4 #5 #6 #7" in stacked.stdout + stacked.stderr
+    sweep = ["optimizer.lr=1e-3,1e-2", "model.hidden=[32],[64]", "model.activation=relu,sigmoid", *TINY]
+    stacked, printed = multirun_in_process(
+        [*sweep, "hydra/launcher=stacked"], tmp_path / "stacked", tiny_mnist, monkeypatch, capsys
+    )
+    basic, _ = multirun_in_process(sweep, tmp_path / "basic", tiny_mnist, monkeypatch, capsys)
+    assert stacked is None and basic is None
+    assert "Stacked 8 jobs into 1 network: #0 #1 #2 #3 #4 #5 #6 #7" in printed.out + printed.err
     [stacked_sweep], [basic_sweep] = (
         list((tmp_path / name).glob("outputs/multirun/*/*")) for name in ("stacked", "basic")
     )
@@ -71,11 +73,15 @@ def test_a_stacked_sweep_leaves_every_job_a_runs_files_and_numbers(tiny_mnist, t
 
 
 @pytest.mark.slow
-def test_max_stack_bounds_the_networks(tiny_mnist, tmp_path):
-    done = cli(
-        ["-m", "hydra/launcher=stacked", "hydra.launcher.max_stack=2", "seed=0,1,2", *TINY], tmp_path, tiny_mnist
+def test_max_stack_bounds_the_networks(tiny_mnist, tmp_path, monkeypatch, capsys):
+    line, printed = multirun_in_process(
+        ["hydra/launcher=stacked", "hydra.launcher.max_stack=2", "seed=0,1,2", *TINY],
+        tmp_path,
+        tiny_mnist,
+        monkeypatch,
+        capsys,
     )
-    assert done.returncode == 0 and "Stacked 3 jobs into 2 networks: #0 #1; #2" in done.stdout + done.stderr
+    assert line is None and "Stacked 3 jobs into 2 networks: #0 #1; #2" in printed.out + printed.err
 
 
 def jobs(root: Path, *seeds: int, overrides=()) -> list[Job]:
@@ -209,16 +215,20 @@ def test_a_stacks_activations_follow_train_and_eval():
 
 
 @pytest.mark.slow
-def test_a_job_the_stack_does_not_implement_runs_alone_with_its_own_numbers(tiny_mnist, tmp_path, monkeypatch):
+def test_a_job_the_stack_does_not_implement_runs_alone_with_its_own_numbers(tiny_mnist, tmp_path, monkeypatch, capsys):
     """A stack once trained this sweep with cross-entropy; rrelu's random slopes take the same path
     (test_a_stack_takes_only_jobs_it_trains_exactly_as_their_runs)."""
     job = "loss._target_=torch.nn.MultiMarginLoss"
-    done = cli(["-m", "hydra/launcher=stacked", "seed=0,1", job, *TINY, "hydra.sweep.dir=sweep"], tmp_path, tiny_mnist)
-    assert done.returncode == 0, done.stderr
-    assert "Job #0 runs alone: loss torch.nn.MultiMarginLoss is not stackable" in done.stdout + done.stderr
-    assert "Stacked 2 jobs into 2 networks" in done.stdout + done.stderr
-    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
-    monkeypatch.chdir(tmp_path)
+    line, printed = multirun_in_process(
+        ["hydra/launcher=stacked", "seed=0,1", job, *TINY, "hydra.sweep.dir=sweep"],
+        tmp_path,
+        tiny_mnist,
+        monkeypatch,
+        capsys,
+    )
+    assert line is None
+    assert "Job #0 runs alone: loss torch.nn.MultiMarginLoss is not stackable" in printed.out + printed.err
+    assert "Stacked 2 jobs into 2 networks" in printed.out + printed.err
     for seed in (0, 1):
         alone = fit(*TINY, f"seed={seed}", job, output_dir=f"alone{seed}")
         assert [row["val_loss"] for row in metrics(tmp_path / "sweep" / str(seed))] == pytest.approx(

@@ -1,4 +1,5 @@
 import csv
+import functools
 import itertools
 import os
 import shutil
@@ -13,6 +14,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import IntervalSweep
 
 from mnist_lit.config.checks import validate
+from tests.conftest import multirun_in_process
 
 EXPERIMENTS = sorted(p.stem for p in (Path(__file__).parents[2] / "conf" / "experiment").glob("*.yaml"))
 TINY = ["trainer.max_epochs=2", "data.steps_per_execution=4", "trainer.enable_progress_bar=false"]
@@ -76,9 +78,11 @@ def sweep_dirs(cwd):
 
 
 @pytest.mark.slow
-def test_a_sweep_summarises_its_jobs(tiny_mnist, tmp_path):
-    code, _, stderr = finish(multirun(["model=mlp", "model.activation=relu,tanh", *TINY], tmp_path, tiny_mnist))
-    assert code == 0, stderr
+def test_a_sweep_summarises_its_jobs(tiny_mnist, tmp_path, monkeypatch, capsys):
+    line, _ = multirun_in_process(
+        ["model=mlp", "model.activation=relu,tanh", *TINY], tmp_path, tiny_mnist, monkeypatch, capsys
+    )
+    assert line is None
     (sweep,) = sweep_dirs(tmp_path)
     rows = read_csv(sweep / "summary.csv")
     assert [row["overrides"] for row in rows] == ["model.activation=relu", "model.activation=tanh"]
@@ -93,15 +97,13 @@ def test_a_sweep_summarises_its_jobs(tiny_mnist, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_failed_job_is_a_failed_row_and_the_sweep_goes_on(tiny_mnist, tmp_path):
-    args = ["model.activation=relux,tanh", *TINY]
-    code, _, stderr = finish(multirun(args, tmp_path, tiny_mnist))
-    assert code != 0
+def test_a_failed_job_is_a_failed_row_and_the_sweep_goes_on(tiny_mnist, tmp_path, monkeypatch, capsys):
+    line, _ = multirun_in_process(["model.activation=relux,tanh", *TINY], tmp_path, tiny_mnist, monkeypatch, capsys)
     (sweep,) = sweep_dirs(tmp_path)
     failed, ok = read_csv(sweep / "summary.csv")
     assert failed["status"] == "failed" and "model.activation=relux is unknown" in failed["error"]
     assert ok["status"] == "ok" and ok["val_accuracy"]
-    assert f"1 of 2 jobs failed (job 0): see {Path('outputs') / sweep.relative_to(tmp_path / 'outputs')}" in stderr
+    assert f"1 of 2 jobs failed (job 0): see {Path('outputs') / sweep.relative_to(tmp_path / 'outputs')}" in line
 
 
 @pytest.mark.slow
@@ -195,66 +197,66 @@ def test_a_stopped_sweep_says_where_its_jobs_stand_and_resumes(tiny_mnist, tmp_p
 
 @pytest.mark.slow
 def test_a_resumed_sweep_keeps_continues_or_retrains_each_job_by_what_its_directory_was_trained_with(
-    tiny_mnist, tmp_path
+    tiny_mnist, tmp_path, monkeypatch, capsys
 ):
     args = ["model=mlp", "data.steps_per_execution=4", "trainer.enable_progress_bar=false", "hydra.sweep.dir=sweep"]
-    code, _, stderr = finish(
-        multirun([*args, "model.activation=relu,tanh", "trainer.max_epochs=1"], tmp_path, tiny_mnist)
+    sweep = functools.partial(
+        multirun_in_process, cwd=tmp_path, data=tiny_mnist, monkeypatch=monkeypatch, capsys=capsys
     )
-    assert code == 0, stderr
+    line, _ = sweep([*args, "model.activation=relu,tanh", "trainer.max_epochs=1"])
+    assert line is None
     first = {job: (tmp_path / "sweep" / job / "metrics.csv").read_text() for job in ("0", "1")}
     kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
 
     # Same first job, another second: job 0 is kept, job 1 trains again from the start, its old files set aside.
-    code, stdout, stderr = finish(
-        multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"], tmp_path, tiny_mnist)
-    )
-    assert code == 0, stderr
-    assert "Job 0 finished in sweep before: kept as it is" in stdout
+    line, printed = sweep([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"])
+    assert line is None
+    assert "Job 0 finished in sweep before: kept as it is" in printed.out
     assert (
         "Job 1 was trained with model.activation=tanh, the sweep now asks for model.activation=sigmoid: it trains again"
-        in stdout
+        in printed.out
     )
     assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
     assert (tmp_path / "sweep" / "1" / "replaced-1" / "metrics.csv").read_text() == first["1"]
     assert (tmp_path / "sweep" / "1" / "metrics.csv").read_text() != first["1"]
 
     # More epochs of the same training: each job goes on from its own last checkpoint.
-    code, stdout, stderr = finish(
-        multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=2", "resume=sweep"], tmp_path, tiny_mnist)
-    )
-    assert code == 0, stderr
-    assert "Resuming with trainer.max_epochs=2 (it was 1)" in stdout
+    line, printed = sweep([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=2", "resume=sweep"])
+    assert line is None
+    assert "Resuming with trainer.max_epochs=2 (it was 1)" in printed.out
     for job in ("0", "1"):
         rows = (tmp_path / "sweep" / job / "metrics.csv").read_text().splitlines()
         assert len(rows) == 3 and (job == "1" or rows[:2] == first["0"].splitlines())
 
     # Fewer epochs than a finished job trained: kept with all its epochs, and the log says so.
-    code, stdout, stderr = finish(
-        multirun([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"], tmp_path, tiny_mnist)
+    line, printed = sweep([*args, "model.activation=relu,sigmoid", "trainer.max_epochs=1", "resume=sweep"])
+    assert line is None
+    assert (
+        "Job 0 finished 2 epochs in sweep before; the sweep now asks for trainer.max_epochs=1: kept as it"
+        in printed.out
     )
-    assert code == 0, stderr
-    assert "Job 0 finished 2 epochs in sweep before; the sweep now asks for trainer.max_epochs=1: kept as it" in stdout
     assert len((tmp_path / "sweep" / "0" / "metrics.csv").read_text().splitlines()) == 3
 
 
 @pytest.mark.slow
-def test_a_resumed_sweep_runs_its_failed_job_again_once_fixed(tiny_mnist, tmp_path):
+def test_a_resumed_sweep_runs_its_failed_job_again_once_fixed(tiny_mnist, tmp_path, monkeypatch, capsys):
     """Job 1 reads a damaged copy of MNIST and fails; the file is replaced, the sweep resumed."""
     damaged = tmp_path / "damaged"
     shutil.copytree(tiny_mnist, damaged)
     images = damaged / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:1000])
     args = [f"data.root={tiny_mnist},{damaged}", *TINY, "hydra.sweep.dir=sweep"]
-    code, _, _ = finish(multirun(args, tmp_path, tiny_mnist))
+    line, _ = multirun_in_process(args, tmp_path, tiny_mnist, monkeypatch, capsys)
     rows = read_csv(tmp_path / "sweep" / "summary.csv")
-    assert code != 0 and [row["status"] for row in rows] == ["ok", "failed"] and "is truncated" in rows[1]["error"]
+    assert (
+        line is not None and [row["status"] for row in rows] == ["ok", "failed"] and "is truncated" in rows[1]["error"]
+    )
     kept = (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime
 
     shutil.copy(tiny_mnist / "MNIST" / "raw" / "train-images-idx3-ubyte", images)
-    code, stdout, stderr = finish(multirun([*args, "resume=sweep"], tmp_path, tiny_mnist))
-    assert code == 0, stderr
-    assert "Job 0 finished in sweep before: kept as it is" in stdout
+    line, printed = multirun_in_process([*args, "resume=sweep"], tmp_path, tiny_mnist, monkeypatch, capsys)
+    assert line is None
+    assert "Job 0 finished in sweep before: kept as it is" in printed.out
     assert [row["status"] for row in read_csv(tmp_path / "sweep" / "summary.csv")] == ["ok", "ok"]
     assert (tmp_path / "sweep" / "0" / "results.json").stat().st_mtime == kept
     assert not (tmp_path / "sweep" / "1" / "error.txt").exists()
