@@ -1,6 +1,7 @@
 """Tiny MNIST look-alikes written as real IDX files, so tests need neither network nor ../shared."""
 
 import io
+import logging
 import os
 import socket
 import struct
@@ -143,6 +144,10 @@ def in_process(command: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(command_line, "end_without_teardown", lambda: None)  # it would end this process
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # put back as it was afterwards
     os.environ.pop("HYDRA_FULL_ERROR")  # main() sets it for Hydra, as in its own process
+    # Hydra points the root logger at the sys.stdout of the moment (capsys's, closed after the
+    # test) and at the run's log file: a later test's logging must not write to either.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         importlib.import_module(f"mnist_lit.{command}").main()
     except SystemExit as stop:
@@ -150,6 +155,11 @@ def in_process(command: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -
             return None
         assert isinstance(stop.code, str), f"exit {stop.code!r} without a line"
         return stop.code
+    finally:
+        for handler in set(root.handlers) - set(handlers):
+            handler.close()
+        root.handlers[:] = handlers
+        root.setLevel(level)
     return None
 
 
