@@ -26,7 +26,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
         # Lightning's own load (ckpt_path=) reads a user's file as data too, whatever it is asked.
-        return super().load_checkpoint(path, map_location=map_location, weights_only=True)
+        # Lightning asks with no map_location, and its default puts every tensor on the CPU, from
+        # where the strategy moves it: a GPU's checkpoint resumes on a machine without one.
+        where = {} if map_location is None else {"map_location": map_location}
+        return super().load_checkpoint(path, **where, weights_only=True)
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -121,14 +121,20 @@ def test_an_eager_execution_is_the_hand_written_loop():
         {"capturable": True, "fused": True, "lr": torch.tensor(1e-3)},
     ],
 )
-def test_a_checkpoint_of_a_captured_gpu_run_resumes_on_a_cpu(tiny_env, flags):
-    """A captured GPU run's Adam is capturable (and fused); a CPU run resumes it stepping its own way."""
+def test_a_checkpoint_of_a_captured_gpu_run_resumes_on_a_cpu(tiny_env, flags, monkeypatch):
+    """A captured GPU run's Adam is capturable (and fused), and every tensor it saves says it lies on
+    the GPU; a CPU run, on a machine without one, resumes it stepping its own way."""
     fit(*TINY, "trainer.max_epochs=1", output_dir="gpu")
     path = tiny_env / "gpu" / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(path, weights_only=True)
     for group in checkpoint["optimizer_states"][0]["param_groups"]:
         group.update(flags)
-    torch.save(checkpoint, path)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        torch.save(checkpoint, path)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="Attempting to deserialize object on a CUDA device"):
+            torch.load(path, weights_only=True)
     fit(*TINY, "resume=gpu", output_dir="cpu")
     fit(*TINY, output_dir="straight")
     assert (tiny_env / "cpu" / "metrics.csv").read_text() == (tiny_env / "straight" / "metrics.csv").read_text()
