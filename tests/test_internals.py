@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch.optim.adam import adam as adam_function
 
-from mnist_lit.lit.internals import NOTICES, WARNINGS, count_optimizer_steps
+from mnist_lit.lit.internals import NOTICES, WARNINGS, count_optimizer_steps, detects_anomalies
 from mnist_lit.nn import adam as adam_module
 
 ROOT = Path(__file__).parents[1]
@@ -45,6 +45,14 @@ def test_lightnings_optimizer_step_counter_is_where_the_engine_counts_its_steps(
     )
     trainer.fit(Counting(), torch.utils.data.DataLoader(torch.zeros(2, 1)))
     assert trainer.global_step == 6, "Lightning's global_step no longer reads manual optimization's step progress"
+
+
+def test_the_trainer_keeps_its_detect_anomaly_argument_where_the_module_reads_it():
+    try:
+        said = [detects_anomalies(L.Trainer(detect_anomaly=value, logger=False)) for value in (True, False)]
+    except AttributeError as error:
+        pytest.fail(f"Lightning moved Trainer._detect_anomaly (lit/internals.py detects_anomalies): {error}")
+    assert said == [True, False]
 
 
 def test_lightnings_ddp_builds_a_ranks_command_from_sys_argv_under_hydra():
@@ -112,7 +120,10 @@ def test_pythons_exit_handlers_run_as_end_without_teardown_runs_them():
     assert done.stdout == "ran\n", f"CPython moved atexit._run_exitfuncs (command_line.py): {done.stderr}"
 
 
-DOORS = {("mnist_lit/command_line.py", "atexit._run_exitfuncs")}
+DOORS = {
+    ("mnist_lit/command_line.py", "atexit._run_exitfuncs"),
+    ("mnist_lit/lit/internals.py", "trainer._detect_anomaly"),
+}
 
 
 def test_no_other_private_name_of_a_library_is_used():

@@ -20,6 +20,14 @@ def count_optimizer_steps(trainer: "L.Trainer", steps: int) -> None:
         progress.increment_completed()
 
 
+def detects_anomalies(trainer: "L.Trainer") -> bool:
+    """Whether the fit will run under autograd's anomaly mode (Trainer(detect_anomaly=True)), which
+    the Trainer turns on only once its loops start, after the module's setup.
+
+    Missing: a public property of the Trainer's detect_anomaly argument."""
+    return bool(trainer._detect_anomaly)
+
+
 def command_of_further_ranks(overrides: list[str]) -> None:
     """Make the command line that Lightning's DDP runs again for each further rank this job's
     `overrides` alone (the caller restores sys.argv afterwards).

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, Metric
 from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.common.errors import UserError
-from mnist_lit.lit.internals import count_optimizer_steps
+from mnist_lit.lit.internals import count_optimizer_steps, detects_anomalies
 from mnist_lit.nn.adam import step_of
 from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
 from mnist_lit.nn.network import CLASSES
@@ -158,8 +158,9 @@ class Classifier(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where
-        anything listens (a callback's hooks, DDP, a gradient scaler), else plain torch calls,
-        captured as a CUDA graph on a GPU."""
+        anything listens (a callback's hooks, DDP, a gradient scaler, autograd's anomaly mode, whose
+        checks read every backward's values on the host), else plain torch calls, captured as a CUDA
+        graph on a GPU."""
         # A spawned rank receives the module pickled, its metric states moved into memory that
         # every rank shares (Lightning un-shares parameters and buffers only): fresh states, each
         # rank's own, before any rank adds to them.
@@ -171,6 +172,8 @@ class Classifier(L.LightningModule):
         callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # Lightning's CallbackConnector sets it
         listening = (
             trainer.world_size > 1
+            or detects_anomalies(trainer)
+            or torch.is_anomaly_enabled()
             or getattr(trainer.precision_plugin, "scaler", None) is not None
             or any(is_overridden(hook, callback, L.Callback) for callback in callbacks for hook in _STEP_HOOKS)
             or any(is_overridden(hook, self, Classifier) for hook in _STEP_HOOKS)

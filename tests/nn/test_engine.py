@@ -55,6 +55,13 @@ def test_with_nothing_listening_the_plain_form_counts_the_same_steps_and_numbers
     assert torch.load(tiny_env / "plain" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
 
 
+def test_anomaly_mode_listens_to_every_backward_as_a_callback_would(tiny_env):
+    """Its checks read each backward's values on the host, which a CUDA graph's capture forbids."""
+    steps = GlobalStep()
+    fit(*TINY, "trainer.max_epochs=1", "trainer.detect_anomaly=true", output_dir="run", callbacks=[steps])
+    assert steps.form == "hooked" and steps.global_step == 20
+
+
 @pytest.mark.parametrize("listening", [False, True])
 def test_max_steps_stops_at_that_mini_batch(tiny_env, listening):
     steps, hooks = GlobalStep(), StepHooks()
