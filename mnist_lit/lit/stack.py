@@ -184,9 +184,8 @@ class Stack(L.LightningModule):
         }
 
     @torch.no_grad()
-    def tested(self) -> list[tuple[dict[str, float], torch.Tensor]]:
-        """Each network's test metrics, and its class probabilities of the test images."""
-        images, labels = self.data.test.tensors
+    def tested(self, images: torch.Tensor, labels: torch.Tensor) -> list[tuple[dict[str, float], torch.Tensor]]:
+        """Each network's test metrics, and its class probabilities of the test `images`."""
         logits = torch.cat([self.net(chunk.expand(len(self.members), -1, -1)) for chunk in images.split(10_000)], 1)
         outcomes = []
         for k in range(len(self.members)):

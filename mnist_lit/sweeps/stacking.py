@@ -47,11 +47,13 @@ def train_stack(jobs: list[Job]) -> None:
             if job.member.failure is not None:
                 record_failure(job.directory, job.member.failure)
     seconds = timer.time_elapsed("train")
-    images, labels = stack.data.test.tensors
+    # The test images stay on the device they trained on, while Lightning's teardown has put the
+    # stack back on the CPU: tested where the stack is.
+    images, labels = (tensor.to(stack.device) for tensor in stack.data.test.tensors)
     # Drawn together at the end, in as many processes as the run has threads: a job's three
     # pictures take longer than all of its other files.
     pictures: list[Picture] = []
-    for k, (job, (test, probabilities)) in enumerate(zip(jobs, stack.tested(), strict=True)):
+    for k, (job, (test, probabilities)) in enumerate(zip(jobs, stack.tested(images, labels), strict=True)):
         if job.failed:
             continue
         net = job.member.net
