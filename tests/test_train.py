@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mnist_lit import Classifier, fit
+from mnist_lit.common.choices import PRECISIONS
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.nn.loss import CategoricalCrossentropy
 from mnist_lit.nn.network import DenseNetwork
@@ -20,8 +21,10 @@ def read_metrics(run):
         return list(csv.DictReader(f))
 
 
-def test_a_run_leaves_metrics_history_summary_results_and_checkpoints(tiny_env):
-    history = fit(*TINY, output_dir="run")
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_a_run_leaves_metrics_history_summary_results_and_checkpoints(tiny_env, precision):
+    """In each precision trainer.precision accepts, from the first epoch to the last file."""
+    history = fit(*TINY, f"trainer.precision={precision}", output_dir="run")
     run = tiny_env / "run"
     rows = read_metrics(run)
     assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]

@@ -23,8 +23,10 @@ _GRAY = colormaps["gray"].with_extremes(bad="white")
 
 @torch.no_grad()
 def probabilities(net: nn.Module, images: torch.Tensor, batch: int = 10_000) -> torch.Tensor:
-    """Class probabilities of flattened, normalized images, in batches."""
-    return torch.cat([net(chunk).softmax(-1) for chunk in images.split(batch)]).float()
+    """Class probabilities of flattened, normalized images, in batches, in the network's own dtype
+    (bf16-true trains bfloat16 weights)."""
+    dtype = next(net.parameters()).dtype
+    return torch.cat([net(chunk.to(dtype)).softmax(-1) for chunk in images.split(batch)]).float()
 
 
 def write(
