@@ -1,13 +1,16 @@
 """The captured form on a GPU: the eager path's numbers, Lightning's steps, one launch per execution.
 Skipped where CUDA is absent (CI); run them with `pytest -m gpu` on a machine with a GPU."""
 
+import json
+import os
+
 import lightning as L
 import pytest
 import torch
 
 from mnist_lit import fit
 from mnist_lit.lit.module import Diverged
-from tests.conftest import REAL_DATA, last_weights
+from tests.conftest import REAL_DATA, cli, last_weights, multirun_in_process
 from tests.nn.test_engine import TINY, GlobalStep, StepHooks
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -47,11 +50,63 @@ def test_max_steps_and_divergence_when_captured(tiny_env):
         fit(*GPU, "optimizer.lr=1e30", output_dir="nan")
 
 
-def test_bf16_mixed_captured_gives_eager_bf16s_numbers_with_clipping_too(tiny_env):
-    for extra in ([], ["trainer.gradient_clip_val=0.5"]):
-        captured = fit(*GPU, "trainer.precision=bf16-mixed", *extra, output_dir=f"captured{len(extra)}")
-        eager = fit(*GPU, "trainer.precision=bf16-mixed", "capture=false", *extra, output_dir=f"eager{len(extra)}")
-        close(captured, eager)
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ["trainer.precision=bf16-mixed"],
+        ["trainer.precision=bf16-mixed", "trainer.gradient_clip_val=0.5"],
+        ["trainer.precision=bf16-true"],
+        # 3 mini-batches an execution (TINY): one optimizer step each, its gradient clipped.
+        ["trainer.accumulate_grad_batches=3", "trainer.gradient_clip_val=0.05"],
+        ["trainer.gradient_clip_val=0.01", "trainer.gradient_clip_algorithm=value"],
+        # Validation after half an epoch's executions, between two replays.
+        ["trainer.val_check_interval=0.5"],
+    ],
+    ids=lambda settings: " ".join(s.removeprefix("trainer.") for s in settings),
+)
+def test_captured_gives_the_eager_numbers_in_every_setting_the_engine_takes(tiny_env, settings):
+    steps = GlobalStep()
+    captured = fit(*GPU, *settings, output_dir="captured", callbacks=[steps])
+    assert steps.form == "captured"
+    eager = fit(*GPU, *settings, "capture=false", output_dir="eager")
+    close(captured, eager)
+
+
+class NoHostSync(L.Callback):
+    """From the second epoch on, when every execution replays a recorded graph: any step that makes
+    the host wait for the device (an .item(), a blocking copy, a stream synchronize) raises."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.current_epoch > 0:
+            torch.cuda.set_sync_debug_mode("error")
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        torch.cuda.set_sync_debug_mode("default")
+
+
+def test_a_replayed_execution_never_makes_the_host_wait(tiny_env):
+    replays = Replays()
+    try:
+        fit(*GPU, output_dir="run", callbacks=[NoHostSync(), replays])
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert replays.replays == 3 * 7 - 2
+
+
+def test_anomaly_mode_trains_through_lightnings_hooks(tiny_env):
+    steps = GlobalStep()
+    fit(*GPU, "trainer.detect_anomaly=true", output_dir="run", callbacks=[steps])
+    assert steps.form == "hooked" and steps.global_step == 60
+
+
+def test_a_stacked_sweep_trains_and_tests_on_the_gpu(tiny_mnist, tmp_path, monkeypatch, capsys):
+    sweep = ["hydra/launcher=stacked", "seed=0,1", *GPU]
+    line, printed = multirun_in_process(sweep, tmp_path, tiny_mnist, monkeypatch, capsys)
+    assert line is None, printed.err
+    [directory] = tmp_path.glob("outputs/multirun/*/*")
+    for job in ("0", "1"):
+        assert not (directory / job / "error.txt").exists()
+        assert json.loads((directory / job / "results.json").read_text())["test_accuracy"] > 0.3
 
 
 class Replays(L.Callback):
@@ -112,13 +167,17 @@ def test_a_captured_run_resumed_with_another_learning_rate_steps_with_it(tiny_en
     assert all(torch.allclose(a[k].cpu(), b[k].cpu(), atol=1e-9) for k in a)
 
 
-def test_a_captured_run_resumes_and_a_gpu_checkpoint_loads_on_the_cpu(tiny_env):
+def test_a_captured_run_resumes_and_a_gpu_checkpoint_resumes_where_cuda_is_absent(tiny_env, monkeypatch):
     straight = fit(*GPU, output_dir="straight")
     fit(*GPU, "trainer.max_epochs=1", output_dir="first")
     resumed = fit(*GPU, "resume=first", output_dir="resumed")
     close(straight, resumed)
-    on_cpu = fit(*TINY, "trainer.accelerator=cpu", "trainer.max_epochs=4", "resume=straight", output_dir="cpu")
-    assert len(on_cpu["loss"]) == 4
+    # A process that sees no GPU, as a laptop after a GPU machine.
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    on_cpu = [*TINY, "trainer.accelerator=cpu", "trainer.max_epochs=4", "resume=straight", "hydra.run.dir=cpu"]
+    done = cli(on_cpu, tiny_env, os.environ["MNIST_LIT_DATA"])
+    assert done.returncode == 0, done.stderr
+    assert len((tiny_env / "cpu" / "metrics.csv").read_text().splitlines()) == 1 + 4
 
 
 @pytest.mark.mnist
