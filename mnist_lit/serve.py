@@ -3,6 +3,8 @@
 `POST /predict` with an image file's bytes as the body (web/app.py). Served by uvicorn
 (pip install "mnist_lit[serve]") on this machine alone unless host= says otherwise; Ctrl-C stops it."""
 
+import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -34,11 +36,40 @@ def run(cfg: DictConfig) -> None:
         from mnist_lit.share import cores
         from mnist_lit.trained import load
         from mnist_lit.web.app import application
+        from mnist_lit.web.limits import CONNECTIONS, SHUTDOWN_SECONDS
 
-    app = application(load(cfg.checkpoint), workers=cores())
+    app = application(load(cfg.checkpoint), workers=cores(), hosts=hosts(cfg.host, listener))
     log.info("Serving %s at http://%s:%d/ (Ctrl-C stops)", cfg.checkpoint, cfg.host, cfg.port)
     # log_config=None: uvicorn logs through the handlers Hydra set up, into this command's log too.
-    uvicorn.Server(uvicorn.Config(app, log_config=None)).run(sockets=[listener])
+    # Beyond CONNECTIONS open at once, uvicorn answers 503; Ctrl-C waits SHUTDOWN_SECONDS at most.
+    server = uvicorn.Config(
+        app, log_config=None, limit_concurrency=CONNECTIONS, timeout_graceful_shutdown=SHUTDOWN_SECONDS
+    )
+    logging.getLogger("uvicorn.error").addFilter(_cancelled_in_one_line)
+    try:
+        uvicorn.Server(server).run(sockets=[listener])
+    except KeyboardInterrupt:
+        # uvicorn raises Ctrl-C's signal again once it has shut down, as the shell's convention has
+        # it: the process ends 130, after uvicorn's own lines about the shutdown.
+        raise SystemExit(130) from None
+
+
+def _cancelled_in_one_line(record: logging.LogRecord) -> bool:
+    """uvicorn logs each request it cancels at the shutdown's time limit (an upload that never
+    ends, say) as an error with its traceback: it was stopped, as asked, and one line says so."""
+    if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+        record.msg, record.args, record.exc_info = "A request still running at shutdown was stopped", (), None
+    return True
+
+
+def hosts(host: str, listener: socket.socket) -> list[str]:
+    """The Host headers the server takes: on a loopback address, the names of this machine alone
+    (a page elsewhere could reach it through a name of its own that resolves here, DNS rebinding);
+    elsewhere, any."""
+    if not ipaddress.ip_address(listener.getsockname()[0]).is_loopback:
+        return ["*"]
+    # As a Host header names them: an IPv6 address in brackets.
+    return sorted({f"[{name}]" if ":" in name else name for name in (host, "localhost", "127.0.0.1", "::1")})
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -4,15 +4,18 @@ import http.client
 import io
 import json
 import shutil
+import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
+import urllib.request
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -24,7 +27,9 @@ from tests.conftest import REAL_DATA, a_stroke, cli, free_port, needs_real_mnist
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
 
-from mnist_lit.web.app import MAX_BYTES, application  # noqa: E402
+from mnist_lit.serve import hosts  # noqa: E402
+from mnist_lit.web.app import application  # noqa: E402
+from mnist_lit.web.limits import CONNECTIONS, MAX_BYTES, SHUTDOWN_SECONDS, BodyDeadline  # noqa: E402
 
 SERVE = (sys.executable, "-m", "mnist_lit.serve")
 CHROMIUM = shutil.which("chromium")
@@ -99,7 +104,107 @@ def test_a_bad_request_gets_a_4xx_with_one_line_and_the_server_keeps_serving(cli
     answer = client.request(method, path, content=body)
     assert answer.status_code == status
     assert answer.json()["error"].startswith(error) and "\n" not in answer.json()["error"]
+    if status == 405:
+        assert answer.headers["allow"] == "POST"
     assert client.post("/predict", content=a_stroke()).status_code == 200
+
+
+def the_stroke_in(mode: str) -> Image.Image:
+    """a_stroke() in `mode`: 16 bits as 16-bit files hold them, floats from 0 to 1, LAB by its lightness."""
+    grey = Image.open(io.BytesIO(a_stroke()))
+    pixels = np.asarray(grey)
+    if mode.startswith("I;16"):
+        return Image.frombytes(
+            mode, grey.size, (pixels.astype(np.uint16) * 257).astype(f"{'>' if mode == 'I;16B' else '<'}u2").tobytes()
+        )
+    made = {
+        "I": lambda: Image.fromarray(pixels.astype(np.int32) * 257),  # 16 bits, as some TIFFs open
+        "F": lambda: Image.fromarray(pixels.astype(np.float32) / 255),
+        "LAB": lambda: Image.merge("LAB", (grey, Image.new("L", grey.size, 128), Image.new("L", grey.size, 128))),
+        "La": lambda: grey.convert("LA").convert("La"),
+        "RGBa": lambda: grey.convert("RGBA").convert("RGBa"),
+        "HSV": lambda: grey.convert("RGB").convert("HSV"),
+    }
+    return made[mode]() if mode in made else grey.convert(mode)
+
+
+@pytest.mark.parametrize("mode", Image.MODES)
+def test_every_mode_pillow_has_reads_as_its_8_bit_twin(client, mode):
+    """Sent as a TIFF where TIFF holds the mode; a mode that no file Pillow writes holds (but for
+    its deprecated IM format) is prepared as it is."""
+    image = the_stroke_in(mode)
+    twin = client.post("/predict?image=1", content=a_stroke()).json()
+    body = io.BytesIO()
+    try:
+        image.save(body, "TIFF")
+    except (OSError, ValueError, KeyError):
+        seen = digits.prepare(image)
+    else:
+        answer = client.post("/predict?image=1", content=body.getvalue())
+        assert answer.status_code == 200, answer.text
+        seen = torch.tensor(answer.json()["image"], dtype=torch.uint8)
+        assert answer.json()["class"] == twin["class"]
+        assert answer.json()["probabilities"] == pytest.approx(twin["probabilities"], abs=0.01)
+    assert (seen.int() - torch.tensor(twin["image"])).abs().max() <= 2, mode
+
+
+@pytest.mark.filterwarnings("ignore:IM image format is deprecated:DeprecationWarning")
+def test_every_format_pillow_writes_gets_an_answer_or_a_4xx(client):
+    """An image file of each format, in the first of L, RGB, 1 and P that the format takes: read
+    as the PNG is where Pillow decodes it, else (a format Pillow writes alone, or reads with a
+    program that is not here, such as EPS with Ghostscript) refused with a 400."""
+    twin = client.post("/predict", content=a_stroke()).json()["class"]
+    grey = Image.open(io.BytesIO(a_stroke()))
+    answered = {}
+    for format in sorted(Image.SAVE):
+        for mode in ("L", "RGB", "1", "P"):
+            body = io.BytesIO()
+            try:
+                grey.convert(mode).save(body, format)
+                break
+            except Exception:  # a mode the format does not take, or a format that needs another program
+                body = None
+        if body is None:
+            continue
+        answer = client.post("/predict", content=body.getvalue())
+        answered[format] = answer.status_code
+        try:
+            Image.open(io.BytesIO(body.getvalue())).load()
+            decodes = True
+        except Exception:
+            decodes = False
+        if decodes:
+            assert answer.status_code == 200 and answer.json()["class"] == twin, (format, answer.text)
+        else:
+            assert answer.status_code == 400, (format, answer.text)
+    assert {"PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"} <= set(answered)
+
+
+def test_a_16_bit_png_reads_as_its_8_bit_twin(client):
+    twin = client.post("/predict", content=a_stroke()).json()
+    pixels = np.asarray(Image.open(io.BytesIO(a_stroke()))).astype(np.uint16) * 257
+    sixteen = png(Image.fromarray(pixels))
+    assert Image.open(io.BytesIO(sixteen)).mode == "I;16"
+    answer = client.post("/predict", content=sixteen).json()
+    assert answer["class"] == twin["class"]
+    assert answer["probabilities"] == pytest.approx(twin["probabilities"], abs=0.01)
+
+
+def a_photo(size: tuple[int, int] = (4000, 3000)) -> bytes:
+    """A 12-megapixel JPEG, as a phone takes them, of a dark stroke on light paper."""
+    photo = Image.new("RGB", size, (235, 230, 220))
+    photo.paste((30, 30, 40), (1900, 700, 2100, 2300))
+    body = io.BytesIO()
+    photo.save(body, "JPEG", quality=90)
+    return body.getvalue()
+
+
+def test_a_12_megapixel_photo_is_read_as_at_its_full_size(client):
+    photo = a_photo()
+    answer = client.post("/predict?image=1", content=photo)
+    assert answer.status_code == 200, answer.text
+    full = digits.prepare(Image.open(io.BytesIO(photo)).convert("L"))  # decoded whole, prepared at 4000×3000
+    assert (torch.tensor(answer.json()["image"]) - full.int()).abs().max() <= 8
 
 
 def test_an_image_comes_as_the_body_or_as_a_forms_file_of_any_name(client):
@@ -123,7 +228,62 @@ def test_health_and_the_openapi_description(client):
     assert schema["openapi"].startswith("3.") and set(schema["paths"]) == {"/predict", "/health"}
     predict = schema["paths"]["/predict"]["post"]
     assert set(predict["requestBody"]["content"]) == {"image/*", "multipart/form-data"}
-    assert {"200", "400", "413", "422"} <= set(map(str, predict["responses"]))
+    assert set(map(str, predict["responses"])) == {"200", "400", "405", "408", "413", "422", "503"}
+    assert set(map(str, schema["paths"]["/health"]["get"]["responses"])) == {"200", "405", "503"}
+
+
+def test_the_page_allows_its_own_script_and_style_alone_and_no_frame(client):
+    page = client.get("/")
+    policy = dict(part.strip().split(" ", 1) for part in page.headers["content-security-policy"].split(";"))
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"].startswith("'sha256-") and policy["style-src"].startswith("'sha256-")
+    assert page.headers["x-content-type-options"] == "nosniff" and page.headers["x-frame-options"] == "DENY"
+
+
+def test_a_server_on_a_loopback_address_answers_its_own_names_alone(tiny_run):
+    with socket.create_server(("127.0.0.1", 0)) as loopback, socket.create_server(("0.0.0.0", 0)) as everywhere:
+        assert hosts("127.0.0.1", loopback) == ["127.0.0.1", "[::1]", "localhost"]
+        assert hosts("0.0.0.0", everywhere) == ["*"]
+        names = hosts("127.0.0.1", loopback)
+    local = TestClient(application(load(tiny_run), workers=1, hosts=names), base_url="http://127.0.0.1:8000")
+    assert local.get("/health").status_code == 200
+    assert local.get("/health", headers={"host": "localhost:8000"}).status_code == 200
+    assert local.get("/health", headers={"host": "[::1]:8000"}).status_code == 200
+    # A name of the attacker's that resolves to 127.0.0.1 (DNS rebinding).
+    assert local.get("/health", headers={"host": "rebound.example:8000"}).status_code == 400
+
+
+def test_a_body_still_arriving_after_the_time_limit_gets_408_and_is_read_no_further():
+    import anyio
+
+    received = []
+
+    async def reader(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"read"})
+
+    async def request(app, trickle: float) -> list[dict]:
+        async def receive():
+            await anyio.sleep(trickle)
+            received.append(trickle)
+            return {"type": "http.request", "body": b"x", "more_body": len(received) < 3}
+
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        await app({"type": "http", "method": "POST", "path": "/", "headers": []}, receive, send)
+        return sent
+
+    answered = anyio.run(request, BodyDeadline(reader, seconds=0.2), 0.15)
+    assert answered[0]["status"] == 408 and len(received) == 1
+    assert json.loads(answered[1]["body"])["error"] == "the body took over 0.2 s to arrive; send it at once"
+    received.clear()
+    answered = anyio.run(request, BodyDeadline(reader, seconds=0.2), 0.01)
+    assert answered[0]["status"] == 200 and len(received) == 3
 
 
 class Server:
@@ -182,9 +342,69 @@ def test_the_server_answers_200_requests_from_8_threads_and_binds_this_machine_a
 
         with ThreadPoolExecutor(8) as pool:
             statuses = [status for answered in pool.map(client, range(8)) for status in answered]
-    assert statuses == [200] * 200
+        statuses += the_connections_beyond_the_limit_get_503(server)
+        failures = what_schemathesis_finds(server.url, tmp_path)
+        # A client that never finishes its upload: Ctrl-C waits for it SHUTDOWN_SECONDS at most.
+        with socket.create_connection(("127.0.0.1", server.port)) as slow:
+            slow.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\nabc")
+            time.sleep(0.5)
+            stopping = time.monotonic()
+            server.process.send_signal(signal.SIGINT)
+            server.process.wait(timeout=30)
+            stopped_in = time.monotonic() - stopping
+    assert server.process.returncode == 130
+    assert statuses == [200] * 200 + [503, 200]
+    assert failures == ""
+    assert stopped_in < SHUTDOWN_SECONDS + 2
     assert f"Serving {tiny_run} at http://127.0.0.1:{server.port}/" in server.log
     assert "Traceback" not in server.log
+
+
+def the_connections_beyond_the_limit_get_503(server: "Server") -> list[int]:
+    """With CONNECTIONS open and idle, the next client's answer is a 503, and once they close, a 200."""
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(CONNECTIONS)]
+    time.sleep(0.5)  # each accepted by the server
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+    connection.request("POST", "/predict", a_stroke())
+    beyond = connection.getresponse().status
+    connection.close()
+    for connection in idle:
+        connection.close()
+    time.sleep(0.5)
+    return [beyond, server.post(a_stroke())[0]]
+
+
+def what_schemathesis_finds(url: str, directory: Path) -> str:
+    """Schemathesis's every check against the served API, each error status the OpenAPI document
+    declares counted as an answer to a valid request (a valid image may hold no digit: 422). Its
+    failures, or "" if none."""
+    with urllib.request.urlopen(f"{url}openapi.json") as answer:
+        document = json.load(answer)
+    declared = sorted(
+        {str(status) for path in document["paths"].values() for op in path.values() for status in op["responses"]}
+    )
+    config = directory / "schemathesis.toml"
+    config.write_text(f"[checks.positive_data_acceptance]\nexpected-statuses = {json.dumps(declared)}\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "--no-color", "run",
+         f"{url}openapi.json", "--checks", "all", "--seed", "1"],
+        capture_output=True, text=True, timeout=300, cwd=directory,
+    )  # fmt: skip
+    return "" if done.returncode == 0 else done.stdout[-4000:]
+
+
+@pytest.mark.slow
+def test_an_upload_costs_at_most_200_mib_and_an_error_keeps_none(tiny_run):
+    """benchmarks/serve_memory.py, in a process of its own: a 12-megapixel photo and a PNG bomb,
+    then two rounds of 100 uploads that decode and fail."""
+    benchmark = Path(__file__).parents[1] / "benchmarks" / "serve_memory.py"
+    done = subprocess.run([sys.executable, benchmark, tiny_run], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(done.stdout)
+    assert figures["photo"]["status"] == 200 and figures["photo"]["peak_mib"] <= 200
+    assert figures["bomb"]["status"] == 413 and figures["bomb"]["peak_mib"] <= 200
+    assert figures["failing_uploads"]["statuses"] == [400, 422]
+    assert figures["failing_uploads"]["second_round_growth_mib"] < 50
 
 
 def test_serve_without_a_checkpoint_or_a_free_port_is_one_line(tmp_path):

@@ -4,8 +4,11 @@ exactly as `predict` prepares a file (nn/digits.py); everything the page needs i
 it works offline. /openapi.json describes the API (Starlette's schema generator reads the YAML at
 the end of each endpoint's docstring)."""
 
+import hashlib
 import io
-import warnings
+import re
+from base64 import b64encode
+from collections.abc import Sequence
 from functools import partial
 from importlib.resources import files
 from typing import Protocol
@@ -13,21 +16,21 @@ from typing import Protocol
 import anyio
 import anyio.to_thread
 import torch
-from PIL import Image
 from python_multipart.exceptions import FormParserError
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
-from starlette.types import Message
+from starlette.types import ASGIApp, Message
 
 from mnist_lit.nn import digits
+from mnist_lit.web.limits import BODIES, MAX_BYTES, BodyDeadline
 
-MAX_BYTES = 10 * 2**20  # a photo from a phone fits; a larger body is refused unread
-MAX_PIXELS = 40_000_000  # a header that claims more is refused before a pixel is decoded
 HOW = "send an image file as the body (curl --data-binary @digit.png) or as a form's file (curl -F file=@digit.png)"
 
 SCHEMA = SchemaGenerator(
@@ -50,21 +53,40 @@ class BadImage(Exception):
         self.status = status
 
 
-def application(model: Model, workers: int) -> Starlette:
+# What any endpoint may answer besides its own, added to each in /openapi.json.
+ANY_ENDPOINT = {
+    405: "the method is not the endpoint's: {error: ...}; the Allow header names the one it takes",
+    503: "the server holds as many connections as it serves at once: try again",
+}
+
+
+def application(model: Model, workers: int, hosts: Sequence[str] = ("*",)) -> ASGIApp:
     """The app; at most `workers` images read and classified at once (the cores: more threads
-    only take turns on them, and concurrent clients got fewer answers a second)."""
+    only take turns on them, and concurrent clients got fewer answers a second). `hosts`: the
+    names a request's Host header may give (Starlette's TrustedHostMiddleware), so that a page
+    elsewhere cannot reach a server on this machine through a name it controls (DNS rebinding)."""
     page = files("mnist_lit.web").joinpath("page.html").read_text(encoding="utf-8")
-    limiter = anyio.CapacityLimiter(workers)
+    page_headers = {
+        # The page's own script and style, by their hashes, and nothing from anywhere else.
+        "Content-Security-Policy": (
+            f"default-src 'none'; script-src {_hashes(page, 'script')}; style-src {_hashes(page, 'style')}; "
+            "img-src blob:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        ),
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+    }
+    classifying, buffering = anyio.CapacityLimiter(workers), anyio.CapacityLimiter(BODIES)
 
     async def index(request: Request) -> Response:
-        return HTMLResponse(page)
+        return HTMLResponse(page, headers=page_headers)
 
     async def predict(request: Request) -> Response:
         """
         summary: The class of a digit in an image file, and the probability of each class
         description: >
           The image file (PNG, JPEG, or any format Pillow reads) is the raw body, or the first file
-          of a multipart/form-data body (curl -F file=@digit.png). At most 10 MiB and 40,000,000 pixels.
+          of a multipart/form-data body (curl -F file=@digit.png). Its bytes and pixels are
+          bounded: a 413 says by how many.
         parameters:
           - name: image
             in: query
@@ -76,7 +98,7 @@ def application(model: Model, workers: int) -> Starlette:
           content:
             image/*: {schema: {type: string, format: binary}}
             multipart/form-data:
-              schema: {type: object, properties: {file: {type: string, format: binary}}}
+              schema: {type: object, required: [file], properties: {file: {type: string, format: binary}}}
         responses:
           200:
             description: the class, and each class's probability
@@ -89,13 +111,15 @@ def application(model: Model, workers: int) -> Starlette:
                     probabilities: {type: object, additionalProperties: {type: number}}
                     image: {type: array, items: {type: array, items: {type: number}}}
           400: {description: "no image: {error: how to send one}"}
+          408: {description: "the body took too long to arrive: {error: ...}"}
           413: {description: "too many bytes or pixels: {error: ...}"}
           422: {description: "an image with no digit in it: {error: ...}"}
         """
         try:
-            body = await _image(request)
+            async with buffering:
+                body = await _image(request)
             classify = partial(_classify, model, body, "image" in request.query_params)
-            answer = await anyio.to_thread.run_sync(classify, limiter=limiter)
+            answer = await anyio.to_thread.run_sync(classify, limiter=classifying)
         except BadImage as error:
             return JSONResponse({"error": str(error)}, status_code=error.status)
         return JSONResponse(answer)
@@ -113,21 +137,35 @@ def application(model: Model, workers: int) -> Starlette:
         return JSONResponse({"status": "ok", "classes": model.names})
 
     async def openapi(request: Request) -> Response:
-        return JSONResponse(SCHEMA.get_schema(routes=request.app.routes))
+        schema = SCHEMA.get_schema(routes=request.app.routes)
+        for operation in (operation for path in schema["paths"].values() for operation in path.values()):
+            operation["responses"].update({status: {"description": text} for status, text in ANY_ENDPOINT.items()})
+        return JSONResponse(schema)
 
     async def http_error(request: Request, error: Exception) -> Response:
         assert isinstance(error, HTTPException)
-        return JSONResponse({"error": f"{request.method} {request.url.path}: {error.detail}"}, error.status_code)
+        # Its headers too: a 405's Allow.
+        return JSONResponse(
+            {"error": f"{request.method} {request.url.path}: {error.detail}"}, error.status_code, error.headers
+        )
 
-    return Starlette(
+    app = Starlette(
         routes=[
             Route("/", index, include_in_schema=False),
             Route("/predict", predict, methods=["POST"]),
             Route("/health", health, methods=["GET"]),
             Route("/openapi.json", openapi, include_in_schema=False),
         ],
+        middleware=[Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts))],
         exception_handlers={HTTPException: http_error},  # 404 and 405 in JSON too
     )
+    return BodyDeadline(app)
+
+
+def _hashes(page: str, element: str) -> str:
+    """The CSP sources that allow the page's inline <script> or <style> elements."""
+    bodies = re.findall(rf"<{element}>(.*?)</{element}>", page, flags=re.DOTALL)
+    return " ".join(f"'sha256-{b64encode(hashlib.sha256(body.encode()).digest()).decode()}'" for body in bodies)
 
 
 async def _image(request: Request) -> bytes:
@@ -165,27 +203,24 @@ async def _body(request: Request) -> bytes:
     return bytes(body)
 
 
-def _read(body: bytes) -> Image.Image:
-    """The image that `body` holds, read as `predict` reads a file, once its header shows a size we accept."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(body)) as image:  # reads the header alone
-                width, height = image.size
-            if width * height > MAX_PIXELS:
-                raise BadImage(413, f"the image is {width}×{height} pixels; send one of at most {MAX_PIXELS:,}")
-            return digits.read(io.BytesIO(body))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage(413, f"the image claims too many pixels to decode; send one of at most {MAX_PIXELS:,}") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:  # what Pillow raises on a broken file
-        raise BadImage(400, f"the body is not an image Pillow can read ({type(error).__name__}); {HOW}") from None
-
-
 def _classify(model: Model, body: bytes, with_image: bool) -> dict[str, object]:
+    """The answer for an image file's bytes. Each refusal is raised outside the `except` that
+    caught its cause: raised inside, it would keep the cause, and through its traceback the
+    decoded image, alive until the garbage collector finds the cycle."""
+    refused: BadImage | None = None
     try:
-        prepared = digits.prepare(_read(body))
-    except digits.NoDigit as error:
-        raise BadImage(422, str(error)) from None
+        image = digits.read(io.BytesIO(body))
+    except digits.TooLarge as error:
+        refused = BadImage(413, str(error))
+    except Exception as error:  # what Pillow raises on a file it cannot decode, of many kinds
+        refused = BadImage(400, f"the body is not an image Pillow can read ({type(error).__name__}); {HOW}")
+    else:
+        try:
+            prepared = digits.prepare(image)
+        except digits.NoDigit as error:
+            refused = BadImage(422, str(error))
+    if refused is not None:
+        raise refused
     [probabilities] = model.predict(prepared[None])
     answer: dict[str, object] = {
         "class": model.names[int(probabilities.argmax())],
