@@ -15,6 +15,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.command_line import command_line, ends_in_one_line
+from mnist_lit.common.errors import STOPS
 from mnist_lit.config.checks import validate, validate_launcher
 from mnist_lit.lit.internals import command_of_further_ranks
 from mnist_lit.startup import heavy_imports
@@ -51,7 +52,7 @@ def run(cfg: DictConfig) -> float:
     except Exception as error:
         record_failure(output_dir, error)
         return math.nan
-    except (KeyboardInterrupt, SystemExit):
+    except (*STOPS, SystemExit):
         # Ctrl-C or SIGTERM: the sweep stops here, and still says where every job stands.
         summarise(Path(hydra_cfg.sweep.dir), stopped=True)
         raise

@@ -11,16 +11,17 @@ from torch import nn
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import config_of, plain, task
 from mnist_lit.config.schema import Resume, policy
+from mnist_lit.lit.saving import newest
 
 log = logging.getLogger(__name__)
 
 
 def find(path: str | Path, key: str = "resume") -> Path:
-    """The checkpoint that `key=path` names: a .ckpt file, or a run directory's last.ckpt."""
-    found = Path(path)
-    if found.is_dir():
-        found = found / "checkpoints" / "last.ckpt"
-    if not found.is_file():
+    """The checkpoint that `key=path` names: a .ckpt file, or a run directory's newest whole one
+    (its last.ckpt, or a best epoch's written after it)."""
+    given = Path(path)
+    found = newest(given) if given.is_dir() else given
+    if found is None or not found.is_file():
         raise ConfigError(
             f"{key}={path}: no such checkpoint; give a run directory (with checkpoints/last.ckpt) or a .ckpt file"
         )

@@ -6,6 +6,7 @@ import difflib
 import functools
 import os
 import re
+import signal
 import sys
 import threading
 import traceback
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from mnist_lit.common.choices import OWNED_BY_PROJECT
-from mnist_lit.common.errors import UserError
+from mnist_lit.common.errors import STOPS, Terminated, UserError, stop_signal, stopped
 
 T = TypeVar("T")
 
@@ -113,28 +114,49 @@ def ends_in_one_line(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], 
 
 
 def command_line(app: Callable[[], Any]) -> Callable[[], None]:
-    """A Hydra app's command line, with the errors a user can fix told in one line each.
+    """A Hydra app's command line, with the errors a user can fix told in one line each, and
+    Ctrl-C and SIGTERM too, whenever they come: SIGTERM is raised as Terminated, as Ctrl-C is
+    raised as KeyboardInterrupt, for the task to say what it keeps (train.py does); one that
+    reaches here says whether the app had done its work.
 
     Its `main` ends the process when the app is done (see `end_without_teardown`): it is a
     command's entry point, not a function to call from a program that goes on."""
 
     def main() -> None:
         _tracebacks[0] = os.environ.get("HYDRA_FULL_ERROR") == "1"
-        if _tracebacks[0]:
-            app()
-        else:
-            # Hydra prints its errors over several lines; asked for full errors, it raises them to us.
-            os.environ["HYDRA_FULL_ERROR"] = "1"
-            try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        done = False
+        try:
+            if _tracebacks[0]:
                 app()
-            except Exception as error:
-                message = explain(error)
-                if message is None:
-                    raise
-                sys.exit(message)
-        end_without_teardown()
+            else:
+                # Hydra prints its errors over several lines; asked for full errors, it raises them to us.
+                os.environ["HYDRA_FULL_ERROR"] = "1"
+                try:
+                    app()
+                except Exception as error:
+                    message = explain(error)
+                    if message is None:
+                        raise
+                    sys.exit(message)
+            done = True
+            end_without_teardown()
+        except STOPS as stop:
+            how = (
+                "after its work was done: its files are complete" if done else "before its work was done: run it again"
+            )
+            raise stopped(stop_signal(stop), f"Stopped {how}") from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return main
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    # Lightning's loops call this handler from theirs, and stop at the step's end themselves (and
+    # every rank with them): SIGTERM is raised here only where this is the process's own handler.
+    if signal.getsignal(signal.SIGTERM) is _raise_terminated:
+        raise Terminated
 
 
 # Set in each process of a distributed run (by Lightning's launchers or torchrun): their launcher,

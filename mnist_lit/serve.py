@@ -13,7 +13,7 @@ import hydra
 from omegaconf import DictConfig
 
 from mnist_lit.command_line import command_line, ends_in_one_line
-from mnist_lit.common.errors import ConfigError
+from mnist_lit.common.errors import STOPS, ConfigError, stop_signal
 from mnist_lit.config.checks import require, require_installed
 from mnist_lit.startup import heavy_imports
 
@@ -48,10 +48,10 @@ def run(cfg: DictConfig) -> None:
     logging.getLogger("uvicorn.error").addFilter(_cancelled_in_one_line)
     try:
         uvicorn.Server(server).run(sockets=[listener])
-    except KeyboardInterrupt:
-        # uvicorn raises Ctrl-C's signal again once it has shut down, as the shell's convention has
-        # it: the process ends 130, after uvicorn's own lines about the shutdown.
-        raise SystemExit(130) from None
+    except STOPS as stop:
+        # uvicorn raises the signal that stopped it again once it has shut down: the process ends
+        # as the shell's convention has it (130 for Ctrl-C, 143 for SIGTERM), after uvicorn's lines.
+        raise SystemExit(128 + stop_signal(stop)) from None
 
 
 def _cancelled_in_one_line(record: logging.LogRecord) -> bool:

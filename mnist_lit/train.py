@@ -4,6 +4,7 @@ results behind. `fit` is the same from a notebook."""
 import logging
 import os
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import datetime
@@ -14,12 +15,14 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_module
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import build, share
 from mnist_lit.checkpoint import read
 from mnist_lit.command_line import raised_by
 from mnist_lit.common import files
+from mnist_lit.common.errors import STOPS, Terminated, stop_signal, stopped
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.directories import unique_dir
 from mnist_lit.lit import console, loggers
@@ -40,7 +43,7 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     validate(cfg)
     check_machine(cfg, share.gpus(), share.cores())
     output_dir = Path(output_dir)
-    with _ranks_cleaned_up(), console.quiet(), ExitStack() as alone:
+    with _ctrl_c_kept(), _ranks_cleaned_up(), console.quiet(), ExitStack() as alone:
         run = build.run(cfg, output_dir, callbacks)
         if run.ranks == 1:
             alone.enter_context(share.cuda_check_without_nvml())
@@ -54,6 +57,11 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             datamodule.prepare_data()
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=run.ckpt_path)
+        except STOPS as stop:
+            # One outside Lightning's loops, which History does not see: after them, as fit ends.
+            if not history.trained:
+                raise
+            raise _stopped_after_training(stop_signal(stop), output_dir, trainer.is_global_zero) from None
         except (MisconfigurationException, ValueError) as refusal:
             # What Lightning checks only as it starts the loops (val_check_interval against the epoch's
             # batches): its refusal, raised by its own code, is the settings'.
@@ -65,42 +73,60 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
                 raise
             if history.stopped_by == signal.SIGTERM and run.submitit:
                 hand_over_to_submitit()
-            # The shell's convention, 128 + the signal: 130 for Ctrl-C, 143 for SIGTERM.
+            if history.trained:  # stopped as it drew history.png
+                raise _stopped_after_training(history.stopped_by, output_dir, trainer.is_global_zero) from None
+            # History said how to go on.
             raise SystemExit(128 + history.stopped_by) from None
-        saved = output_dir / "checkpoints" / "last.ckpt"
-        if not history.history["loss"] and saved.exists():
-            # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
-            recorded = torch.load(saved, map_location="cpu", weights_only=True)
-            for callback in (history, run.timer):
-                callback.load_state_dict(recorded["callbacks"][callback.state_key])
-        stopping = cfg.early_stopping
-        if stopping.restore_best_weights and run.best.best_model_path:
-            module.load_state_dict(read(run.best.best_model_path, "checkpoint")["state_dict"])
-            log.info("Restored the best weights (%s %s): %s", run.best.mode, run.best.monitor, run.best.best_model_path)
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        # trainer.limit_test_batches=0 skips the test: nothing measured, and nothing drawn from it.
-        tested = "test_loss" in trainer.callback_metrics
-        test = {name: trainer.callback_metrics[name].item() if tested else None for name in TEST_METRICS}
-        facts: dict[str, Any] = {
-            "train_seconds": run.timer.time_elapsed("train"),
-            "torch_threads": run.threads,
-            "epochs": len(history.history["loss"]),
-            "best_checkpoint": run.best.best_model_path,
-        }
-        if trainer.is_global_zero:
-            if tested:
-                if not datamodule.ready:  # a spawned strategy set the data up in its own processes
-                    datamodule.setup("test")
-                # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
-                images, labels = datamodule.evaluated("test", run.ranks).tensors
-                net = module.net.to(images.device)
-                probabilities = mistakes.probabilities(net, images)
-                results.write(output_dir, net, test, probabilities, images, labels, datamodule.names, **facts)
-                for picture in ("confusion_matrix.png", "mistakes.png"):
-                    loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
-            else:
-                results.write_untested(output_dir, module.net, **facts)
-            loggers.close(trainer.loggers)
+        try:
+            return _test_and_write(cfg, output_dir, run)
+        except (*STOPS, SIGTERMException) as stop:
+            raise _stopped_after_training(stop_signal(stop), output_dir, trainer.is_global_zero) from None
+        except SystemExit as end:
+            # Lightning ends a loop that Ctrl-C stopped with exit status 1, its KeyboardInterrupt as the context.
+            if not isinstance(end.__context__, KeyboardInterrupt):
+                raise
+            raise _stopped_after_training(signal.SIGINT, output_dir, trainer.is_global_zero) from None
+
+
+def _test_and_write(cfg: DictConfig, output_dir: Path, run: build.Run) -> dict[str, list[float]]:
+    """After the training: the test, the run's files, and the history."""
+    trainer, module, datamodule, history = run.trainer, run.module, run.datamodule, run.history
+    saved = output_dir / "checkpoints" / "last.ckpt"
+    if not history.history["loss"] and saved.exists():
+        # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
+        recorded = torch.load(saved, map_location="cpu", weights_only=True)
+        for callback in (history, run.timer):
+            callback.load_state_dict(recorded["callbacks"][callback.state_key])
+    stopping = cfg.early_stopping
+    if stopping.restore_best_weights and run.best.best_model_path:
+        module.load_state_dict(read(run.best.best_model_path, "checkpoint")["state_dict"])
+        log.info("Restored the best weights (%s %s): %s", run.best.mode, run.best.monitor, run.best.best_model_path)
+    _stop_if_lightning_noted_sigterm(trainer)
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    _stop_if_lightning_noted_sigterm(trainer)
+    # trainer.limit_test_batches=0 skips the test: nothing measured, and nothing drawn from it.
+    tested = "test_loss" in trainer.callback_metrics
+    test = {name: trainer.callback_metrics[name].item() if tested else None for name in TEST_METRICS}
+    facts: dict[str, Any] = {
+        "train_seconds": run.timer.time_elapsed("train"),
+        "torch_threads": run.threads,
+        "epochs": len(history.history["loss"]),
+        "best_checkpoint": run.best.best_model_path,
+    }
+    if trainer.is_global_zero:
+        if tested:
+            if not datamodule.ready:  # a spawned strategy set the data up in its own processes
+                datamodule.setup("test")
+            # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
+            images, labels = datamodule.evaluated("test", run.ranks).tensors
+            net = module.net.to(images.device)
+            probabilities = mistakes.probabilities(net, images)
+            results.write(output_dir, net, test, probabilities, images, labels, datamodule.names, **facts)
+            for picture in ("confusion_matrix.png", "mistakes.png"):
+                loggers.send_picture(trainer.loggers, output_dir / picture, len(history.history["loss"]))
+        else:
+            results.write_untested(output_dir, module.net, **facts)
+        loggers.close(trainer.loggers)
     if tested:
         log.info(
             "test_loss: %.4f - test_accuracy: %.4f - %.1fs of training",
@@ -118,6 +144,53 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     written += ["confusion_matrix.csv/.png", "mistakes.png"] if tested else []
     log.info("Wrote %s and checkpoints/ to %s", ", ".join(written), output_dir)
     return history.history
+
+
+# What a run leaves besides checkpoints/, in the order it writes them.
+RUN_FILES = (
+    "summary.txt",
+    "metrics.csv",
+    "history.png",
+    "results.json",
+    "confusion_matrix.csv",
+    "confusion_matrix.png",
+    "mistakes.png",
+)
+
+
+def _stopped_after_training(by: signal.Signals, output_dir: Path, says: bool) -> SystemExit:
+    """A stop once the training has ended: the checkpoints are whole; the line says which of the
+    run's files are too, and how to get the test's (`says`: this process speaks for the run)."""
+    missing = [name for name in RUN_FILES if not (output_dir / name).exists()]
+    if not missing:
+        line = f"Stopped after training: the run is complete in {output_dir}"
+    else:
+        line = (
+            f"Stopped after training, its checkpoints whole: {', '.join(missing)} not written; "
+            f"python -m mnist_lit.evaluate checkpoint={output_dir} tests the trained network"
+        )
+    return stopped(by, line) if says else SystemExit(128 + by)
+
+
+def _stop_if_lightning_noted_sigterm(trainer: L.Trainer) -> None:
+    """Lightning's loops take SIGTERM at a step's end: one that came with their last step is only
+    noted."""
+    if trainer.received_sigterm:
+        raise Terminated
+
+
+@contextmanager
+def _ctrl_c_kept() -> Iterator[None]:
+    """Lightning ignores Ctrl-C once a loop has stopped for one, and leaves it so: a notebook's
+    next interrupt, or a sweep's, would be ignored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, handler)
 
 
 def _use_threads(threads: int, why: str, trainer: L.Trainer) -> None:

@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -136,12 +137,22 @@ def in_process(command: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -
     """A command's main() called in this process as its console script calls it: None when it did
     its work, else the one line it exits with. For the tests where the process is not the point
     (a subprocess imports Lightning again, seconds each); tests/test_cli.py has those where it is."""
+    code = exit_of(command, args, monkeypatch)
+    assert code is None or isinstance(code, str), f"exit {code!r} without a line"
+    return code
+
+
+def exit_of(
+    command: str, args: list[str], monkeypatch: pytest.MonkeyPatch, end: Callable[[], None] = lambda: None
+) -> int | str | None:
+    """What a command's main(), called in this process, exits with: None when it did its work.
+    `end` stands for end_without_teardown, which would end this process."""
     import importlib
 
     from mnist_lit import command_line
 
     monkeypatch.setattr(sys, "argv", [f"mnist_lit.{command}", *args])
-    monkeypatch.setattr(command_line, "end_without_teardown", lambda: None)  # it would end this process
+    monkeypatch.setattr(command_line, "end_without_teardown", end)
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # put back as it was afterwards
     os.environ.pop("HYDRA_FULL_ERROR")  # main() sets it for Hydra, as in its own process
     # Hydra points the root logger at the sys.stdout of the moment (capsys's, closed after the
@@ -151,10 +162,7 @@ def in_process(command: str, args: list[str], monkeypatch: pytest.MonkeyPatch) -
     try:
         importlib.import_module(f"mnist_lit.{command}").main()
     except SystemExit as stop:
-        if stop.code in (None, 0):
-            return None
-        assert isinstance(stop.code, str), f"exit {stop.code!r} without a line"
-        return stop.code
+        return None if stop.code == 0 else stop.code
     finally:
         for handler in set(root.handlers) - set(handlers):
             handler.close()

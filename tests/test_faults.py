@@ -1,6 +1,7 @@
 """Bad input, crashes and concurrency: a clear message or a clean recovery, never a lost run."""
 
 import errno
+import functools
 import gzip
 import hashlib
 import http.server
@@ -30,7 +31,8 @@ from mnist_lit.common.files import WriteError
 from mnist_lit.config.checks import validate
 from mnist_lit.lit.data import FILES
 from mnist_lit.lit.module import Diverged
-from tests.conftest import cli, in_process, last_weights, make_mnist
+from mnist_lit.lit.saving import newest
+from tests.conftest import cli, exit_of, in_process, last_weights, make_mnist
 
 QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 
@@ -464,6 +466,79 @@ def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny
     assert (tmp_path / "resumed" / "metrics.csv").read_text() == (tmp_path / "straight" / "metrics.csv").read_text()
     a, b = last_weights(tmp_path / "resumed"), last_weights(tmp_path / "straight")
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# Where a stop lands: the callable ("module:owner.name"), and which call of it sends the signal.
+PHASES = {
+    "start-up": ("mnist_lit.__main__:validate", 0),
+    "the first epoch": ("mnist_lit.lit.module:Classifier.training_step", 0),
+    # The second file: the first epoch's last.ckpt, after its best-epoch file.
+    "a checkpoint being written": ("mnist_lit.lit.saving:torch.save", 1),
+    # After the sanity check's two batches: the first epoch's validation.
+    "validation": ("mnist_lit.lit.module:Classifier.validation_step", 2),
+    "history.png, as fit ends": ("mnist_lit.reports.pictures:Picture.write", 0),
+    "the test": ("mnist_lit.lit.module:Classifier.test_step", 0),
+    # After confusion_matrix.csv and .png, before mistakes.png and results.json.
+    "the pictures and files": ("mnist_lit.reports.mistakes:worst", 0),
+    "exit": ("mnist_lit.command_line:end_without_teardown", 0),
+}
+RESUMED = re.compile(r"Stopped during epoch \d+ of 2: continue with python -m mnist_lit .* resume=(.+)")
+RESTART = re.compile(r"Stopped during epoch 1 of 2: no checkpoint yet: start again with python -m mnist_lit .*")
+MISSING = re.compile(
+    r"Stopped after training, its checkpoints whole: (.+) not written; python -m mnist_lit.evaluate .*"
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("phase", PHASES)
+def test_a_stop_in_any_phase_ends_in_one_line_that_says_what_is_kept(phase, stop, tiny_env, monkeypatch, capsys):
+    """The command line's main() in this process, the signal sent to it in `phase`: exit 128 + the
+    signal, no traceback, no .partial file, and a last line whose claim holds."""
+    import pkgutil
+
+    from mnist_lit import command_line, train
+
+    where, call = PHASES[phase]
+    module, qualified = where.split(":")
+    owner, _, name = qualified.rpartition(".")
+    target = pkgutil.resolve_name(f"{module}:{owner}" if owner else module)
+    original = (lambda: None) if target is command_line else getattr(target, name)  # end_without_teardown ends
+    calls = []
+
+    @functools.wraps(original)  # Lightning reads a step's signature
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call + 1:
+            assert signal.getsignal(stop) not in (signal.SIG_DFL, signal.SIG_IGN), "nothing would answer it"
+            signal.raise_signal(stop)
+        return original(*args, **kwargs)
+
+    if target is not command_line:
+        monkeypatch.setattr(target, name, signalled)
+    args = [*QUIET, "trainer.max_epochs=2", "hydra.run.dir=run"]
+    code = exit_of("__main__", args, monkeypatch, end=signalled if target is command_line else lambda: None)
+    err = capsys.readouterr().err
+    assert calls, f"{owner}.{name} was never called: the phase moved"
+    assert code == 128 + stop and "Traceback" not in err, err
+    assert not list(tiny_env.rglob("*.partial"))
+    line = err.strip().splitlines()[-1]
+    run = tiny_env / "run"
+    if phase == "start-up":
+        assert line == "Stopped before its work was done: run it again"
+    elif phase == "exit":
+        assert line == "Stopped after its work was done: its files are complete"
+    elif resumed := RESUMED.fullmatch(line):
+        assert resumed[1] == str(run) and newest(run) is not None
+    elif RESTART.fullmatch(line):
+        assert newest(run) is None
+    elif missing := MISSING.fullmatch(line):
+        assert missing[1].split(", ") == [name for name in train.RUN_FILES if not (run / name).exists()]
+        assert newest(run) is not None
+    elif line == f"Stopped after training: the run is complete in {run}":
+        assert all((run / name).exists() for name in train.RUN_FILES)
+    else:
+        raise AssertionError(f"{phase}: {line}")
 
 
 def test_the_best_checkpoint_and_a_new_learning_rate_hold_across_a_resume(tiny_env, caplog):

@@ -1,4 +1,8 @@
-"""Errors a user can fix, each told in one line that names the fix (command_line.py prints them so)."""
+"""Errors a user can fix, each told in one line that names the fix (command_line.py prints them so),
+and the stops a user makes: Ctrl-C and SIGTERM."""
+
+import signal
+import sys
 
 
 class UserError(Exception):
@@ -17,3 +21,25 @@ def first_line(error: BaseException) -> str:
     """An error's message cut to its first line, or its type's name when it has none."""
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the main thread is, as Python raises KeyboardInterrupt for Ctrl-C
+    (command_line.py installs the handler): not an Exception, so that nothing takes it for an error."""
+
+
+STOPS = (KeyboardInterrupt, Terminated)
+
+
+def stop_signal(stop: BaseException) -> signal.Signals:
+    """The signal behind a stop: SIGINT for Ctrl-C's KeyboardInterrupt, else SIGTERM (Terminated,
+    or Lightning's own SIGTERMException)."""
+    return signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+
+
+def stopped(by: signal.Signals, line: str) -> SystemExit:
+    """The end of a process stopped by `by`: `line` ("Stopped ..."), on stderr, says what is kept
+    and how to go on, and the exit status is the shell's, 128 + the signal (130 for Ctrl-C, 143 for
+    SIGTERM)."""
+    print(line, file=sys.stderr, flush=True)
+    return SystemExit(128 + by)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from mnist_lit.common.errors import UserError
+from mnist_lit.common.errors import STOPS, UserError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -37,17 +37,23 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
-    except (OSError, RuntimeError) as failure:
+    except BaseException as failure:
         partial.unlink(missing_ok=True)
-        error = _os_error(failure)
-        if error is None:
+        # Ctrl-C or SIGTERM inside torch.save reaches here as the RuntimeError its zip writer
+        # raises on closing a half-written file: the stop is what happened.
+        stop = _behind(failure, STOPS)
+        if stop is not None and stop is not failure:
+            raise stop from None
+        error = _behind(failure, OSError)
+        if error is None or not isinstance(failure, (OSError, RuntimeError)):
             raise
         raise WriteError(f"cannot write {path}: {error.strerror or error}; {_fix(error)}") from failure
 
 
-def _os_error(error: BaseException | None) -> OSError | None:
-    """The OSError behind `error`: torch.save reports a full disk as a RuntimeError of its zip writer."""
-    while error is not None and not isinstance(error, OSError):
+def _behind(error: BaseException | None, kinds: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
+    """The exception of `kinds` behind `error`, or None: torch.save reports a full disk as a
+    RuntimeError of its zip writer, with the OSError as its cause or context."""
+    while error is not None and not isinstance(error, kinds):
         error = error.__cause__ or error.__context__
     return error
 

@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.common.choices import METRICS
 from mnist_lit.lit.loggers import send_metrics, send_picture
+from mnist_lit.lit.saving import newest
 from mnist_lit.reports.history import plot, write_csv
 from mnist_lit.reports.pictures import Picture
 
@@ -71,6 +72,7 @@ class History(L.Callback):
         self.directory = self.record.directory
         self.resume, self.restart = resume, restart
         self.stopped_by: signal.Signals | None = None
+        self.trained = False  # the training loop has ended as asked, not stopped
 
     @property
     def history(self) -> dict[str, list[float]]:
@@ -102,6 +104,9 @@ class History(L.Callback):
         module.print(self.record.add(metrics, epoch, trainer.max_epochs, seconds, write=trainer.is_global_zero))
         send_metrics(trainer.loggers, self.record.last(), len(self.history["loss"]))
 
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.trained = True
+
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.picture().write()
@@ -111,12 +116,14 @@ class History(L.Callback):
         return self.record.picture()
 
     def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        """A stop during the training says how to go on; one after it (the caller says what the
+        run's files are then) or any other exception, nothing."""
         if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)):
             return
         self.stopped_by = signal.SIGINT if isinstance(exception, KeyboardInterrupt) else signal.SIGTERM
-        if trainer.is_global_zero:
+        if trainer.is_global_zero and not self.trained:
             self.picture().write()
-            saved = (self.directory / "checkpoints" / "last.ckpt").exists()
+            saved = newest(self.directory) is not None
             how = f"continue with {self.resume}" if saved else f"no checkpoint yet: start again with {self.restart}"
             print(
                 f"Stopped during epoch {trainer.current_epoch + 1} of {trainer.max_epochs}: {how}",

@@ -32,6 +32,14 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, **where, weights_only=True)
 
 
+def newest(directory: str | Path) -> Path | None:
+    """The newest whole checkpoint in a run's directory, or None if it has none yet: last.ckpt,
+    or a best epoch's written after it (a stop between the two files of an epoch, or a kill during
+    last.ckpt's write). A half-written file never counts: it is a hidden .partial until whole."""
+    found = Path(directory, "checkpoints").glob("*.ckpt")
+    return max(found, key=lambda path: (path.stat().st_mtime_ns, path.name == "last.ckpt"), default=None)
+
+
 class RunCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint forgets the best score when a run resumes into another
     directory, so the first epoch after a resume would count as best whatever its score. Keep the
