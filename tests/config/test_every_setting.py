@@ -14,6 +14,7 @@ main(), ending in its work (a server that would start is stopped at once) or in 
 CI draws a fixed budget of examples from a fixed seed; `pytest -m fuzz` draws many more."""
 
 import dataclasses
+import json
 import math
 import typing
 from typing import Any
@@ -37,7 +38,8 @@ from tests.conftest import a_stroke, free_port, in_process
 # 640 tiny training images: 20 mini-batches of 32, in executions of 4.
 BASE = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 TRAIN_IMAGES = 640
-BUDGET = 60
+BUDGET = 40
+VALID_BUDGET = 30
 
 
 def keys(node: type, prefix: str = "") -> list[str]:
@@ -189,6 +191,93 @@ VALUES = st.one_of(
 
 def test_the_oracle_covers_every_key_of_the_typed_config():
     assert set(VALID) == set(keys(Config))
+    assert set(VALID_DRAWS) == set(VALID) - MACHINE
+
+
+def spelled(value: Any) -> str:
+    """A value as the command line spells it."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, list):
+        return f"[{','.join(spelled(v) for v in value)}]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{spelled(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def some(*values: Any) -> Any:
+    return st.sampled_from(values)
+
+
+def counts(low: int, high: int, *special: Any) -> Any:
+    return st.one_of(st.integers(low, high), some(*special)) if special else st.integers(low, high)
+
+
+FRACTIONS = st.floats(0.05, 1.0)
+LIMITS = st.one_of(some(None), st.integers(0, 25), FRACTIONS)
+# Each key's valid values, as a user may give them (the oracle checks every draw, and a run's
+# length stays bounded: VALID_BASE's trainer.max_steps ends an unbounded max_epochs).
+VALID_DRAWS: dict[str, Any] = {
+    "model._target_": some(*TARGETS["model"]),
+    "model.hidden": st.lists(st.integers(1, 64), max_size=2),
+    "model.activation": some(*ACTIVATIONS),
+    "model.init": some(*INITS),
+    "loss._target_": some(*TARGETS["loss"]),
+    "data._target_": some(*TARGETS["data"]),
+    "data.batch_size": st.integers(1, 1000),
+    "data.val_size": st.integers(0, TRAIN_IMAGES - 1),
+    "data.steps_per_execution": st.integers(1, 50),
+    "data.seed": st.integers(0, 2**32 - 1),
+    "optimizer._target_": some(*TARGETS["optimizer"]),
+    "optimizer._partial_": some(True),
+    "optimizer.lr": st.floats(1e-6, 0.05),
+    "optimizer.betas": st.lists(st.floats(0, 0.999), min_size=2, max_size=2),
+    "optimizer.eps": st.floats(1e-10, 1e-3),
+    "trainer._target_": some(*TARGETS["trainer"]),
+    "trainer.precision": some(*PRECISIONS),
+    "trainer.fast_dev_run": st.one_of(st.booleans(), st.integers(1, 3)),
+    "trainer.max_epochs": counts(1, 2, None, -1),
+    "trainer.min_epochs": some(None, 0, 1),
+    "trainer.max_steps": counts(1, 40, -1),
+    "trainer.min_steps": counts(0, 20, None),
+    "trainer.max_time": some(None, "00:00:01:00", {"minutes": 1}, {"seconds": 30}),
+    "trainer.limit_train_batches": LIMITS,
+    "trainer.limit_val_batches": LIMITS,
+    "trainer.limit_test_batches": LIMITS,
+    "trainer.limit_predict_batches": LIMITS,
+    "trainer.overfit_batches": st.one_of(st.integers(0, 5), some(0.0), st.floats(0.5, 1.0)),
+    "trainer.val_check_interval": st.one_of(some(None, 4, 8, 12, 16, 20), FRACTIONS),
+    "trainer.check_val_every_n_epoch": counts(1, 3, None),
+    "trainer.num_sanity_val_steps": counts(0, 3, None, -1),
+    "trainer.log_every_n_steps": counts(0, 50, None),
+    "trainer.enable_checkpointing": some(None, True, False),
+    "trainer.enable_progress_bar": some(None, True, False),
+    "trainer.enable_model_summary": some(None, True, False),
+    "trainer.accumulate_grad_batches": some(1, 2, 4),
+    "trainer.gradient_clip_val": st.one_of(some(None), st.floats(0, 10)),
+    "trainer.gradient_clip_algorithm": some(None, "norm", "value"),
+    "trainer.deterministic": some(None, True, False, "warn"),
+    "trainer.benchmark": some(None, True, False),
+    "trainer.inference_mode": st.booleans(),
+    "trainer.use_distributed_sampler": st.booleans(),
+    "trainer.profiler": some(*PROFILERS),
+    "trainer.detect_anomaly": st.booleans(),
+    "trainer.barebones": some(False),
+    "trainer.sync_batchnorm": st.booleans(),
+    "trainer.reload_dataloaders_every_n_epochs": st.integers(0, 3),
+    "trainer.enable_autolog_hparams": st.booleans(),
+    "trainer.model_registry": some(None, "digits"),
+    "early_stopping.patience": counts(0, 5, None),
+    "early_stopping.monitor": some(*METRICS),
+    "early_stopping.mode": some("min", "max"),
+    "early_stopping.min_delta": st.floats(0, 1),
+    "early_stopping.restore_best_weights": st.booleans(),
+    "seed": st.integers(0, 2**32 - 1),
+    "resume": some(None, "''"),
+    "threads": st.one_of(some("auto"), st.integers(1, 4)),
+    "objective": some(*METRICS),
+    "capture": st.booleans(),
+}
 
 
 def plain(value: Any) -> Any:
@@ -260,6 +349,43 @@ def test_every_setting_ends_in_a_training_or_one_line_naming_it(key, value, tiny
 @given(key=st.sampled_from(sorted(VALID)), value=VALUES)
 def test_every_setting_deeply(key, value, tiny, tmp_path_factory):
     every_setting(key, value, tmp_path_factory)
+
+
+VALID_BASE = (*BASE, "trainer.max_steps=40")
+VALID_DRAWN = st.sampled_from(sorted(VALID_DRAWS)).flatmap(
+    lambda key: st.tuples(st.just(key), VALID_DRAWS[key].map(spelled))
+)
+
+
+def to_its_end(key: str, value: str, output_dir) -> None:
+    """A value the oracle holds valid trains, tests and leaves the run's files, pictures included."""
+    override = f"{key}={value}"
+    with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+        composed = plain(OmegaConf.select(compose("config", overrides=[*VALID_BASE, override]), key))
+    assert VALID[key](composed), f"{override} (composed: {composed!r}) is drawn as valid, but the oracle refuses it"
+    try:
+        history = fit(*VALID_BASE, override, output_dir=output_dir)
+    except Diverged:
+        return  # a training that ends in one line: its loss stopped being a number
+    results = json.loads((output_dir / "results.json").read_text())
+    written = ["summary.txt", "results.json"]
+    written += ["metrics.csv", "history.png"] if history["loss"] else []
+    written += ["confusion_matrix.csv", "confusion_matrix.png", "mistakes.png"] if results["test_accuracy"] else []
+    assert all((output_dir / name).exists() for name in written), (override, written)
+
+
+@pytest.mark.slow
+@settings(max_examples=VALID_BUDGET, derandomize=True, **_SETTINGS)
+@given(drawn=VALID_DRAWN)
+def test_every_valid_value_runs_to_its_end_with_its_files(drawn, tiny_env, tmp_path_factory):
+    to_its_end(*drawn, tmp_path_factory.mktemp("run"))
+
+
+@pytest.mark.fuzz
+@settings(max_examples=1000, **_SETTINGS)
+@given(drawn=VALID_DRAWN)
+def test_every_valid_value_deeply(drawn, tiny_env, tmp_path_factory):
+    to_its_end(*drawn, tmp_path_factory.mktemp("run"))
 
 
 # The commands that read a trained run: each argument, drawn as a user would give it, through the
