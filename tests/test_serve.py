@@ -229,7 +229,7 @@ def test_health_and_the_openapi_description(client):
     predict = schema["paths"]["/predict"]["post"]
     assert set(predict["requestBody"]["content"]) == {"image/*", "multipart/form-data"}
     assert set(map(str, predict["responses"])) == {"200", "400", "405", "408", "413", "422", "503"}
-    assert set(map(str, schema["paths"]["/health"]["get"]["responses"])) == {"200", "405", "503"}
+    assert set(map(str, schema["paths"]["/health"]["get"]["responses"])) == {"200", "400", "405", "503"}
 
 
 def test_the_page_allows_its_own_script_and_style_alone_and_no_frame(client):

@@ -55,6 +55,7 @@ class BadImage(Exception):
 
 # What any endpoint may answer besides its own, added to each in /openapi.json.
 ANY_ENDPOINT = {
+    400: "a Host header that names another machine, on a server that listens on a loopback address",
     405: "the method is not the endpoint's: {error: ...}; the Allow header names the one it takes",
     503: "the server holds as many connections as it serves at once: try again",
 }
@@ -139,7 +140,8 @@ def application(model: Model, workers: int, hosts: Sequence[str] = ("*",)) -> AS
     async def openapi(request: Request) -> Response:
         schema = SCHEMA.get_schema(routes=request.app.routes)
         for operation in (operation for path in schema["paths"].values() for operation in path.values()):
-            operation["responses"].update({status: {"description": text} for status, text in ANY_ENDPOINT.items()})
+            for status, text in ANY_ENDPOINT.items():
+                operation["responses"].setdefault(status, {"description": text})
         return JSONResponse(schema)
 
     async def http_error(request: Request, error: Exception) -> Response:
