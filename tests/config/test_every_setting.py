@@ -213,9 +213,10 @@ def counts(low: int, high: int, *special: Any) -> Any:
     return st.one_of(st.integers(low, high), some(*special)) if special else st.integers(low, high)
 
 
-FRACTIONS = st.floats(0.05, 1.0)
+FRACTIONS = st.floats(0.05, 1.0, allow_subnormal=False)
 LIMITS = st.one_of(some(None), st.integers(0, 25), FRACTIONS)
-# Each key's valid values, as a user may give them (the oracle checks every draw, and a run's
+# Each key's valid values, as a user may give them (no subnormal floats: conftest flushes them to
+# zero, as every command does) (the oracle checks every draw, and a run's
 # length stays bounded: VALID_BASE's trainer.max_steps ends an unbounded max_epochs).
 VALID_DRAWS: dict[str, Any] = {
     "model._target_": some(*TARGETS["model"]),
@@ -230,9 +231,9 @@ VALID_DRAWS: dict[str, Any] = {
     "data.seed": st.integers(0, 2**32 - 1),
     "optimizer._target_": some(*TARGETS["optimizer"]),
     "optimizer._partial_": some(True),
-    "optimizer.lr": st.floats(1e-6, 0.05),
-    "optimizer.betas": st.lists(st.floats(0, 0.999), min_size=2, max_size=2),
-    "optimizer.eps": st.floats(1e-10, 1e-3),
+    "optimizer.lr": st.floats(1e-6, 0.05, allow_subnormal=False),
+    "optimizer.betas": st.lists(st.floats(0, 0.999, allow_subnormal=False), min_size=2, max_size=2),
+    "optimizer.eps": st.floats(1e-10, 1e-3, allow_subnormal=False),
     "trainer._target_": some(*TARGETS["trainer"]),
     "trainer.precision": some(*PRECISIONS),
     "trainer.fast_dev_run": st.one_of(st.booleans(), st.integers(1, 3)),
@@ -245,7 +246,7 @@ VALID_DRAWS: dict[str, Any] = {
     "trainer.limit_val_batches": LIMITS,
     "trainer.limit_test_batches": LIMITS,
     "trainer.limit_predict_batches": LIMITS,
-    "trainer.overfit_batches": st.one_of(st.integers(0, 5), some(0.0), st.floats(0.5, 1.0)),
+    "trainer.overfit_batches": st.one_of(st.integers(0, 5), some(0.0), st.floats(0.5, 1.0, allow_subnormal=False)),
     "trainer.val_check_interval": st.one_of(some(None, 4, 8, 12, 16, 20), FRACTIONS),
     "trainer.check_val_every_n_epoch": counts(1, 3, None),
     "trainer.num_sanity_val_steps": counts(0, 3, None, -1),
@@ -254,7 +255,7 @@ VALID_DRAWS: dict[str, Any] = {
     "trainer.enable_progress_bar": some(None, True, False),
     "trainer.enable_model_summary": some(None, True, False),
     "trainer.accumulate_grad_batches": some(1, 2, 4),
-    "trainer.gradient_clip_val": st.one_of(some(None), st.floats(0, 10)),
+    "trainer.gradient_clip_val": st.one_of(some(None), st.floats(0, 10, allow_subnormal=False)),
     "trainer.gradient_clip_algorithm": some(None, "norm", "value"),
     "trainer.deterministic": some(None, True, False, "warn"),
     "trainer.benchmark": some(None, True, False),
@@ -270,7 +271,7 @@ VALID_DRAWS: dict[str, Any] = {
     "early_stopping.patience": counts(0, 5, None),
     "early_stopping.monitor": some(*METRICS),
     "early_stopping.mode": some("min", "max"),
-    "early_stopping.min_delta": st.floats(0, 1),
+    "early_stopping.min_delta": st.floats(0, 1, allow_subnormal=False),
     "early_stopping.restore_best_weights": st.booleans(),
     "seed": st.integers(0, 2**32 - 1),
     "resume": some(None, "''"),
