@@ -250,6 +250,7 @@ def damaged_copy(tiny_mnist, tmp_path, name, damage):
         ("train-labels-idx1-ubyte", lambda d: b"\x12\x34\x56\x78" + d[4:], "is not an IDX file of labels"),
         ("train-labels-idx1-ubyte", lambda d: d[:4] + (10**6).to_bytes(4, "big") + d[8:], "is truncated"),
         ("train-labels-idx1-ubyte", lambda d: d[:4] + (600).to_bytes(4, "big") + d[8:608], "holds 640 images but"),
+        ("t10k-labels-idx1-ubyte", lambda d: d[:12] + bytes([11]) + d[13:], "holds the label 11 at item 4, where"),
     ],
 )
 def test_damaged_idx_files_are_named_before_training(tiny_mnist, tmp_path, name, damage, message):

@@ -229,6 +229,13 @@ class MNISTDataModule(L.LightningDataModule):
         if label_count != count:
             raise DataError(f"{images} holds {count} images but {labels} holds {label_count} labels; {_FIX}")
         mnist = DATASETS[self.dataset](self.root, train=train)
+        outside = (mnist.targets >= len(self.names)).nonzero().flatten()
+        if len(outside):
+            item = int(outside[0])
+            raise DataError(
+                f"{labels} holds the label {int(mnist.targets[item])} at item {item}, where {self.dataset}'s "
+                f"classes are 0 to {len(self.names) - 1}; {_FIX}"
+            )
         _describe("x_train" if train else "x_test", mnist.data)
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
 
