@@ -33,50 +33,53 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[s
         from mnist_lit import build
         from mnist_lit.common import files
         from mnist_lit.config.checks import config_of
+        from mnist_lit.lit import console
         from mnist_lit.reports import mistakes
 
-    module = build.restore(checkpoint)
-    cfg = config_of(module.hparams, f"checkpoint={checkpoint}")
-    cfg.data.root = root
-    datamodule = build.datamodule(cfg, limited=False)
-    # One device, wherever the run trained: the numbers do not depend on it. Whole splits, whatever
-    # limits the run trained with (the DataModule is built unlimited too).
-    trainer = build.trainer(
-        cfg,
-        accelerator="auto",
-        devices=1,
-        strategy="auto",
-        fast_dev_run=False,
-        limit_val_batches=1.0,
-        limit_test_batches=1.0,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        default_root_dir=output_dir,
-    )
-    measure = trainer.validate if split == "val" else trainer.test
-    measure(module, datamodule=datamodule, verbose=False)
-    prefix = "val_" if split == "val" else "test_"
-    metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name.startswith(prefix)}
-    images, labels = (datamodule.val if split == "val" else datamodule.test).tensors
-    probabilities = mistakes.probabilities(module.net.to(images.device), images)
-    results = {
-        "checkpoint": str(checkpoint),
-        "split": split,
-        "images": len(labels),
-        f"{prefix}loss": metrics[f"{prefix}loss"],
-        f"{prefix}accuracy": metrics[f"{prefix}accuracy"],
-        "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, datamodule.names),
-    }
-    files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
-    log.info(
-        "%s: %d images - loss: %.4f - accuracy: %.4f",
-        split,
-        len(labels),
-        results[f"{prefix}loss"],
-        results[f"{prefix}accuracy"],
-    )
-    log.info("Wrote results.json, confusion_matrix.csv/.png and mistakes.png to %s", output_dir)
-    return results
+    # As quiet as a run: none of Lightning's notices a user cannot act on, each of its messages once.
+    with console.quiet():
+        module = build.restore(checkpoint)
+        cfg = config_of(module.hparams, f"checkpoint={checkpoint}")
+        cfg.data.root = root
+        datamodule = build.datamodule(cfg, limited=False)
+        # One device, wherever the run trained: the numbers do not depend on it. Whole splits, whatever
+        # limits the run trained with (the DataModule is built unlimited too).
+        trainer = build.trainer(
+            cfg,
+            accelerator="auto",
+            devices=1,
+            strategy="auto",
+            fast_dev_run=False,
+            limit_val_batches=1.0,
+            limit_test_batches=1.0,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            default_root_dir=output_dir,
+        )
+        measure = trainer.validate if split == "val" else trainer.test
+        measure(module, datamodule=datamodule, verbose=False)
+        prefix = "val_" if split == "val" else "test_"
+        metrics = {name: value.item() for name, value in trainer.callback_metrics.items() if name.startswith(prefix)}
+        images, labels = (datamodule.val if split == "val" else datamodule.test).tensors
+        probabilities = mistakes.probabilities(module.net.to(images.device), images)
+        results = {
+            "checkpoint": str(checkpoint),
+            "split": split,
+            "images": len(labels),
+            f"{prefix}loss": metrics[f"{prefix}loss"],
+            f"{prefix}accuracy": metrics[f"{prefix}accuracy"],
+            "per_class_accuracy": mistakes.write(output_dir, images, labels, probabilities, datamodule.names),
+        }
+        files.text(output_dir / "results.json", json.dumps(results, indent=2) + "\n")
+        log.info(
+            "%s: %d images - loss: %.4f - accuracy: %.4f",
+            split,
+            len(labels),
+            results[f"{prefix}loss"],
+            results[f"{prefix}accuracy"],
+        )
+        log.info("Wrote results.json, confusion_matrix.csv/.png and mistakes.png to %s", output_dir)
+        return results
 
 
 main = command_line(run)

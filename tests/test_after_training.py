@@ -20,6 +20,7 @@ from mnist_lit.reports import mistakes
 from mnist_lit.reports.history import plot
 from mnist_lit.reports.pictures import Picture, write_all
 from tests.conftest import cli, in_process, needs_real_mnist, real_test_set
+from tests.lit.test_console import NOISE
 
 PREDICT = (sys.executable, "-m", "mnist_lit.predict")
 
@@ -131,6 +132,8 @@ def test_lightning_loads_the_classifier_from_its_checkpoint(tiny_run):
 def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(tiny_run, tiny_env, monkeypatch, capsys):
     before = {p: p.stat().st_mtime for p in tiny_run.rglob("*")}
     assert in_process("evaluate", ["checkpoint=" + str(tiny_run)], monkeypatch) is None
+    printed = capsys.readouterr()
+    assert not [word for word in NOISE if word in printed.out + printed.err], printed  # as quiet as a run
     (evaluated,) = (tiny_env / "outputs" / "evaluate").glob("*/*")
     results, run = (
         json.loads((evaluated / "results.json").read_text()),
@@ -140,7 +143,6 @@ def test_evaluate_gives_the_runs_test_accuracy_in_a_directory_of_its_own(tiny_ru
     assert results["per_class_accuracy"] == run["per_class_accuracy"]
     assert {"confusion_matrix.csv", "confusion_matrix.png", "mistakes.png"} <= {p.name for p in evaluated.iterdir()}
     assert {p: p.stat().st_mtime for p in tiny_run.rglob("*")} == before  # the run's files are untouched
-    capsys.readouterr()
     assert in_process("evaluate", ["checkpoint=" + str(tiny_run), "split=val"], monkeypatch) is None
     assert "val: 160 images - loss: " in capsys.readouterr().out
 
