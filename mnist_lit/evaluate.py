@@ -50,8 +50,9 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[s
             devices=1,
             strategy="auto",
             fast_dev_run=False,
-            limit_val_batches=1.0,
-            limit_test_batches=1.0,
+            # None: Lightning's own whole split, which it takes without a message about it.
+            limit_val_batches=None,
+            limit_test_batches=None,
             enable_checkpointing=False,
             enable_progress_bar=False,
             default_root_dir=output_dir,
