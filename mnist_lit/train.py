@@ -28,6 +28,7 @@ from mnist_lit.config.directories import unique_dir
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT
+from mnist_lit.lit.saving import newest
 from mnist_lit.reports import mistakes, results
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
                 raise _stopped_after_training(history.stopped_by, output_dir, trainer.is_global_zero) from None
             # History said how to go on.
             raise SystemExit(128 + history.stopped_by) from None
+        if run.ckpt_path and cfg.trainer.enable_checkpointing is not False and newest(output_dir) is None:
+            # A resume whose training had already ended trained no epoch here: its checkpoint is
+            # this run's last, in its own directory too.
+            trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
         try:
             return _test_and_write(cfg, output_dir, run)
         except (*STOPS, SIGTERMException) as stop:

@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_module
 from matplotlib.figure import Figure
 from torchvision.datasets import MNIST
 
-from mnist_lit import fit
+from mnist_lit import fit, train
 from mnist_lit.common.errors import ConfigError, DataError
 from mnist_lit.common.files import WriteError
 from mnist_lit.config.checks import validate
@@ -498,7 +498,7 @@ def test_a_stop_in_any_phase_ends_in_one_line_that_says_what_is_kept(phase, stop
     signal, no traceback, no .partial file, and a last line whose claim holds."""
     import pkgutil
 
-    from mnist_lit import command_line, train
+    from mnist_lit import command_line
 
     where, call = PHASES[phase]
     module, qualified = where.split(":")
@@ -607,6 +607,20 @@ def one_epoch(tmp_path_factory, tiny_mnist) -> Path:
         patch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
         fit(*QUIET, "model=mlp", "trainer.max_epochs=1", output_dir=run)
     return run
+
+
+def test_a_resume_of_a_finished_run_leaves_a_whole_run(one_epoch, tiny_env):
+    """Its training had ended: no epoch is trained, and the new directory still gets every file."""
+    history = fit(*QUIET, "model=mlp", "trainer.max_epochs=1", f"resume={one_epoch}", output_dir="again")
+    run = tiny_env / "again"
+    assert len(history["loss"]) == 1
+    assert (run / "metrics.csv").read_text() == (one_epoch / "metrics.csv").read_text()
+    saved, original = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (run, one_epoch))
+    assert saved["global_step"] == original["global_step"] == 20
+    assert all(torch.equal(saved["state_dict"][k], original["state_dict"][k]) for k in original["state_dict"])
+    assert all((run / name).exists() for name in train.RUN_FILES)
+    resumed = json.loads((run / "results.json").read_text())
+    assert resumed["test_accuracy"] == json.loads((one_epoch / "results.json").read_text())["test_accuracy"]
 
 
 def test_a_resume_may_change_the_execution_size(tiny_env):

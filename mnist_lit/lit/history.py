@@ -109,6 +109,9 @@ class History(L.Callback):
 
     def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
+            if self.history["loss"] and not (self.directory / "metrics.csv").exists():
+                # A resume whose training had already ended: no epoch came to write it.
+                write_csv(self.history, self.directory / "metrics.csv")
             self.picture().write()
             send_picture(trainer.loggers, self.directory / "history.png", len(self.history["loss"]))
 
