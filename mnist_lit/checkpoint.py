@@ -11,7 +11,7 @@ from torch import nn
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import config_of, plain, task
 from mnist_lit.config.schema import Resume, policy
-from mnist_lit.lit.saving import newest
+from mnist_lit.lit.saving import Damaged, newest, verified
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,9 @@ def read(path: str | Path, key: str = "resume", map_location: str | torch.device
         # weights_only: the checkpoint holds tensors and plain containers, and can run no code.
         checkpoint: dict[str, Any] = torch.load(found, map_location=map_location, weights_only=True)
         checkpoint["state_dict"], checkpoint["hyper_parameters"]["model"]
+        verified(checkpoint, found)
+    except Damaged as damaged:
+        raise ConfigError(f"{key}={path}: {damaged}") from None
     except Exception as error:
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ConfigError(

@@ -28,7 +28,7 @@ from mnist_lit.config.directories import unique_dir
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT
-from mnist_lit.lit.saving import newest
+from mnist_lit.lit.saving import newest, verified
 from mnist_lit.reports import mistakes, results
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ def _test_and_write(cfg: DictConfig, output_dir: Path, run: build.Run) -> dict[s
     saved = output_dir / "checkpoints" / "last.ckpt"
     if not history.history["loss"] and saved.exists():
         # A spawned strategy (ddp_spawn) trained in other processes: take what rank 0 recorded.
-        recorded = torch.load(saved, map_location="cpu", weights_only=True)
+        recorded = verified(torch.load(saved, map_location="cpu", weights_only=True), saved)
         for callback in (history, run.timer):
             callback.load_state_dict(recorded["callbacks"][callback.state_key])
     stopping = cfg.early_stopping

@@ -3,6 +3,7 @@
 Each poisoned checkpoint below would create a file in `marker` if anything it names were called
 (through Hydra's instantiate or an OmegaConf resolver); each entry point refuses it in one line."""
 
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -161,6 +162,28 @@ def test_a_run_trained_with_another_torch_loss_loads_back(tiny_env):
     model = mnist_lit.load("margin")
     assert type(model.classifier.loss) is torch.nn.MultiMarginLoss
     assert model.predict(torch.rand(3, 28, 28)).shape == (3, 10)
+
+
+def test_a_checkpoint_whose_tensors_changed_is_refused_in_one_line_by_every_reader(tiny_run, tiny_env):
+    from mnist_lit.lit.saving import CHECKSUM, AtomicCheckpointIO, Damaged, checksum
+
+    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint[CHECKSUM] == checksum(checkpoint)  # written with it
+    checkpoint["state_dict"]["net.output.weight"][0, 0] += 1e-3  # a byte flipped on the disk
+    damaged = tiny_env / "damaged.ckpt"
+    torch.save(checkpoint, damaged)
+    said = f"{damaged} is damaged: its tensors are not those written with it (their SHA-256 differs)"
+    readers = {
+        "load": lambda: mnist_lit.load(damaged),
+        "evaluate": lambda: evaluate(str(damaged), "test", os.environ["MNIST_LIT_DATA"], tiny_env),
+        "resume": lambda: fit(*TINY, "model=mlp", "trainer.max_epochs=3", f"resume={damaged}", output_dir="resumed"),
+    }
+    for name, read in readers.items():
+        with pytest.raises(ConfigError) as refused:
+            read()
+        assert said in str(refused.value) and "\n" not in str(refused.value), name
+    with pytest.raises(Damaged, match="is damaged"):  # Lightning's own load, ckpt_path=
+        AtomicCheckpointIO().load_checkpoint(damaged)
 
 
 def test_lightnings_own_checkpoint_load_reads_data_only(tiny_run, tmp_path):

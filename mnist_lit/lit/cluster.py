@@ -22,6 +22,8 @@ import lightning as L
 import torch
 from lightning.fabric.plugins.environments.cluster_environment import ClusterEnvironment
 
+from mnist_lit.lit.saving import verified
+
 
 class SubmititEnvironment(ClusterEnvironment):
     """This task's place in its submitit job, as Lightning asks for it."""
@@ -87,7 +89,7 @@ class SubmititJob(L.Callback):
         last = directory / "checkpoints" / "last.ckpt"
         if not last.exists():
             return False
-        saved = torch.load(last, map_location="cpu", weights_only=True).get("callbacks", {})
+        saved = verified(torch.load(last, map_location="cpu", weights_only=True), last).get("callbacks", {})
         return bool(saved.get(self.state_key, {}).get("job_id") == self.job_id)
 
 

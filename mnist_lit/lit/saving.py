@@ -1,7 +1,9 @@
 """How a run saves its checkpoints: each file written whole or not at all, the best epoch's and the
 last, the best kept across a resume."""
 
+import hashlib
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,17 +12,60 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lit.common import files
+from mnist_lit.common.errors import UserError
+
+# The key under which a checkpoint holds the SHA-256 of its tensors, written with it.
+CHECKSUM = "tensors_sha256"
+
+
+def checksum(checkpoint: dict[str, Any]) -> str:
+    """The SHA-256 of every tensor a checkpoint holds: where it lies in the checkpoint, its dtype,
+    its shape and its bytes, wherever it is. The plain values around them are not counted."""
+    digest = hashlib.sha256()
+    for path, tensor in _tensors(checkpoint, ()):
+        digest.update(f"{path}{tensor.dtype}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _tensors(node: Any, path: tuple[Any, ...]) -> Iterator[tuple[tuple[Any, ...], torch.Tensor]]:
+    if isinstance(node, torch.Tensor):
+        yield path, node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if key != CHECKSUM:
+                yield from _tensors(value, (*path, key))
+    elif isinstance(node, (list, tuple)):
+        for i, value in enumerate(node):
+            yield from _tensors(value, (*path, i))
+
+
+class Damaged(UserError):
+    """A checkpoint whose tensors are not those written with it."""
+
+
+def verified(checkpoint: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """`checkpoint`, read from `path`, once its tensors match the checksum written with them; one
+    written before checksums has none, and loads as it is."""
+    written = checkpoint.get(CHECKSUM)
+    if written is not None and written != checksum(checkpoint):
+        raise Damaged(
+            f"{path} is damaged: its tensors are not those written with it (their SHA-256 differs); resume or "
+            "evaluate another checkpoint of the run (its best-*.ckpt), or train again"
+        )
+    return checkpoint
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning stages a checkpoint in the system's temporary directory and moves it into place,
     a copy when that is another file system: a kill -9 then leaves half a file. Write it beside
-    its target, flush it to disk, and rename it over the old one instead."""
+    its target, flush it to disk, and rename it over the old one instead, with the checksum of its
+    tensors, which every load verifies."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         files.directory(Path(path).parent)
         with files.atomic_write(path, "wb") as f:
-            torch.save(checkpoint, f)
+            torch.save({**checkpoint, CHECKSUM: checksum(checkpoint)}, f)
 
     def load_checkpoint(
         self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
@@ -29,7 +74,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         # Lightning asks with no map_location, and its default puts every tensor on the CPU, from
         # where the strategy moves it: a GPU's checkpoint resumes on a machine without one.
         where = {} if map_location is None else {"map_location": map_location}
-        return super().load_checkpoint(path, **where, weights_only=True)
+        return verified(super().load_checkpoint(path, **where, weights_only=True), path)
 
 
 def newest(directory: str | Path) -> Path | None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mnist_lit import fit
+from mnist_lit.lit.saving import CHECKSUM, checksum
 from mnist_lit.nn.engine import Captured, Eager
 from mnist_lit.nn.loss import CategoricalCrossentropy
 from mnist_lit.nn.network import DenseNetwork
@@ -136,6 +137,7 @@ def test_a_checkpoint_of_a_captured_gpu_run_resumes_on_a_cpu(tiny_env, flags, mo
     checkpoint = torch.load(path, weights_only=True)
     for group in checkpoint["optimizer_states"][0]["param_groups"]:
         group.update(flags)
+    checkpoint[CHECKSUM] = checksum(checkpoint)  # as that run wrote it
     with monkeypatch.context() as patch:
         patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
         torch.save(checkpoint, path)
