@@ -169,6 +169,8 @@ def _stopped_after_training(by: signal.Signals, output_dir: Path, says: bool) ->
     missing = [name for name in RUN_FILES if not (output_dir / name).exists()]
     if not missing:
         line = f"Stopped after training: the run is complete in {output_dir}"
+    elif newest(output_dir) is None:  # trainer.enable_checkpointing=false: nothing to test later
+        line = f"Stopped after training, which kept no checkpoint: {', '.join(missing)} not written; run it again"
     else:
         line = (
             f"Stopped after training, its checkpoints whole: {', '.join(missing)} not written; "

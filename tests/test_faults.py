@@ -479,12 +479,14 @@ PHASES = {
     "validation": ("mnist_lit.lit.module:Classifier.validation_step", 2),
     "history.png, as fit ends": ("mnist_lit.reports.pictures:Picture.write", 0),
     "the test": ("mnist_lit.lit.module:Classifier.test_step", 0),
+    "the test of a run that keeps no checkpoint": ("mnist_lit.lit.module:Classifier.test_step", 0),
     # After confusion_matrix.csv and .png, before mistakes.png and results.json.
     "the pictures and files": ("mnist_lit.reports.mistakes:worst", 0),
     "exit": ("mnist_lit.command_line:end_without_teardown", 0),
 }
 RESUMED = re.compile(r"Stopped during epoch \d+ of 2: continue with python -m mnist_lit .* resume=(.+)")
 RESTART = re.compile(r"Stopped during epoch 1 of 2: no checkpoint yet: start again with python -m mnist_lit .*")
+KEPT_NONE = re.compile(r"Stopped after training, which kept no checkpoint: (.+) not written; run it again")
 MISSING = re.compile(
     r"Stopped after training, its checkpoints whole: (.+) not written; python -m mnist_lit.evaluate .*"
 )
@@ -518,6 +520,8 @@ def test_a_stop_in_any_phase_ends_in_one_line_that_says_what_is_kept(phase, stop
     if target is not command_line:
         monkeypatch.setattr(target, name, signalled)
     args = [*QUIET, "trainer.max_epochs=2", "hydra.run.dir=run"]
+    if "no checkpoint" in phase:
+        args.append("trainer.enable_checkpointing=false")
     code = exit_of("__main__", args, monkeypatch, end=signalled if target is command_line else lambda: None)
     err = capsys.readouterr().err
     assert calls, f"{owner}.{name} was never called: the phase moved"
@@ -532,6 +536,9 @@ def test_a_stop_in_any_phase_ends_in_one_line_that_says_what_is_kept(phase, stop
     elif resumed := RESUMED.fullmatch(line):
         assert resumed[1] == str(run) and newest(run) is not None
     elif RESTART.fullmatch(line):
+        assert newest(run) is None
+    elif kept_none := KEPT_NONE.fullmatch(line):
+        assert kept_none[1].split(", ") == [name for name in train.RUN_FILES if not (run / name).exists()]
         assert newest(run) is None
     elif missing := MISSING.fullmatch(line):
         assert missing[1].split(", ") == [name for name in train.RUN_FILES if not (run / name).exists()]
