@@ -19,6 +19,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationErr
 
 from mnist_lit.common.choices import OWNED_BY_PROJECT
 from mnist_lit.common.errors import STOPS, Terminated, UserError, stop_signal, stopped
+from mnist_lit.config import directories
 
 T = TypeVar("T")
 
@@ -148,6 +149,8 @@ def command_line(app: Callable[[], Any]) -> Callable[[], None]:
             raise stopped(stop_signal(stop), f"Stopped {how}") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
+            # Hydra's end-of-run callbacks miss a stop: the run's directory is free once its command ends.
+            directories.release()
 
     return main
 

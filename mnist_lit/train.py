@@ -24,7 +24,7 @@ from mnist_lit.command_line import raised_by
 from mnist_lit.common import files
 from mnist_lit.common.errors import STOPS, Terminated, stop_signal, stopped
 from mnist_lit.config.checks import check_machine, validate
-from mnist_lit.config.directories import unique_dir
+from mnist_lit.config import directories
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT
@@ -234,15 +234,19 @@ def fit(
     with initialize_config_module("mnist_lit.conf", version_base="1.3"):
         cfg = compose("config", overrides=list(overrides))
     if output_dir is None:
-        output_dir = unique_dir(f"outputs/{datetime.now():%Y-%m-%d/%H-%M-%S}")
-    output_dir = files.directory(output_dir)
-    files.directory(output_dir / ".hydra")
-    # What the command line leaves too: the config, the overrides (which sweep summaries and resume
-    # read) and the log; Hydra's own hydra.yaml alone has no counterpart here.
-    files.text(output_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
-    files.text(output_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
-    with _logged_to(output_dir / "mnist_lit.log"):
-        return train(cfg, output_dir, callbacks)
+        output_dir = directories.unique_dir(f"outputs/{datetime.now():%Y-%m-%d/%H-%M-%S}")
+    output_dir = Path(output_dir)
+    directories.claim(output_dir, "output_dir")
+    try:
+        files.directory(output_dir / ".hydra")
+        # What the command line leaves too: the config, the overrides (which sweep summaries and
+        # resume read) and the log; Hydra's own hydra.yaml alone has no counterpart here.
+        files.text(output_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+        files.text(output_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+        with _logged_to(output_dir / "mnist_lit.log"):
+            return train(cfg, output_dir, callbacks)
+    finally:
+        directories.release(output_dir)
 
 
 @contextmanager

@@ -721,3 +721,41 @@ def test_a_disk_that_fills_up_for_real(tiny_env, small_disk):
     assert not [p for p in small_disk.rglob("*") if p.name.endswith(".partial")]
     # The second epoch's checkpoint did not fit: the first epoch's last.ckpt is whole.
     assert torch.load(small_disk / "run" / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+
+def test_a_directory_in_use_is_refused_in_one_line_and_nothing_is_written_there(tiny_env, monkeypatch):
+    """What another run, or sweep, holds while it runs (here this process, as another would):
+    a run, fit() and a sweep into it are refused before they write anything."""
+    from mnist_lit.config import directories
+    from mnist_lit.config.directories import InUse
+
+    owner = rf"\(process {os.getpid()} on \S+\): wait for it to end, or give this one another"
+    try:
+        directories.claim("run", "hydra.run.dir")
+        with pytest.raises(InUse, match=rf"^{tiny_env}/run is in use by another run {owner} output_dir$"):
+            fit(*QUIET, output_dir="run")
+        message = exit_of("__main__", [*QUIET, "hydra.run.dir=run"], monkeypatch)
+        assert re.fullmatch(rf"{tiny_env}/run is in use by another run {owner} hydra.run.dir", str(message))
+        directories.claim("sweep", "hydra.sweep.dir")
+        message = exit_of("__main__", ["-m", *QUIET, "seed=1,2", "hydra.sweep.dir=sweep"], monkeypatch)
+        assert re.fullmatch(rf"{tiny_env}/sweep is in use by another run {owner} hydra.sweep.dir", str(message))
+    finally:
+        directories.release()
+    assert [p.name for p in (tiny_env / "run").iterdir()] == [".lock"]
+    assert [p.name for p in (tiny_env / "sweep").iterdir()] == [".lock"]
+
+
+@pytest.mark.parametrize("state", ["full", "read-only"])
+def test_a_full_disk_or_a_read_only_run_directory_is_one_line_before_any_file(state, small_disk, tiny_env, monkeypatch):
+    (small_disk / "run").mkdir()
+    if state == "full":
+        with open(small_disk / "filler", "wb") as filler, pytest.raises(OSError, match="No space left"):
+            while True:
+                filler.write(bytes(2**16))
+        fix, code = "free space on that disk, or point hydra.run.dir at another one", errno.ENOSPC
+    else:
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        fix, code = "point hydra.run.dir at a directory you can write to", errno.EROFS
+    message = exit_of("__main__", [*QUIET, f"hydra.run.dir={small_disk}/run"], monkeypatch)
+    assert message == f"cannot write in {small_disk}/run: {os.strerror(code)}; {fix}"
+    assert not list((small_disk / "run").iterdir())

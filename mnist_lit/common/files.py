@@ -20,10 +20,11 @@ class WriteError(UserError):
     """A file of the run could not be written."""
 
 
-def _fix(error: OSError) -> str:
+def fix(error: OSError, setting: str = "hydra.run.dir (fit's output_dir)") -> str:
+    """What to do about `error`, writing where `setting` points."""
     if error.errno == errno.ENOSPC:
-        return "free space on that disk, or point hydra.run.dir (fit's output_dir) at another one"
-    return "point hydra.run.dir (fit's output_dir) at a directory you can write to"
+        return f"free space on that disk, or point {setting} at another one"
+    return f"point {setting} at a directory you can write to"
 
 
 @contextmanager
@@ -47,7 +48,7 @@ def atomic_write(path: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         error = _behind(failure, OSError)
         if error is None or not isinstance(failure, (OSError, RuntimeError)):
             raise
-        raise WriteError(f"cannot write {path}: {error.strerror or error}; {_fix(error)}") from failure
+        raise WriteError(f"cannot write {path}: {error.strerror or error}; {fix(error)}") from failure
 
 
 def _behind(error: BaseException | None, kinds: type[BaseException] | tuple[type[BaseException], ...]) -> Any:
@@ -74,5 +75,5 @@ def directory(path: str | Path) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise WriteError(f"cannot create the run directory {path}: {error.strerror or error}; {_fix(error)}") from error
+        raise WriteError(f"cannot create the run directory {path}: {error.strerror or error}; {fix(error)}") from error
     return path
