@@ -23,8 +23,8 @@ from mnist_lit.checkpoint import read
 from mnist_lit.command_line import raised_by
 from mnist_lit.common import files
 from mnist_lit.common.errors import STOPS, Terminated, stop_signal, stopped
-from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config import directories
+from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT

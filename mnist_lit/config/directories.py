@@ -30,9 +30,7 @@ def claim(directory: str | Path, setting: str) -> None:
     it ends (the operating system's lock): a second run or resume into it is refused in one line.
     Its test write, the lock's owner, also finds a full disk or an unwritable directory before any
     file of the run is written. `setting` names what chooses the directory, for the fix."""
-    from lightning.pytorch.utilities import rank_zero_only
-
-    if rank_zero_only.rank != 0:  # the other processes of a distributed run write into rank 0's
+    if _rank() != 0:  # the other processes of a distributed run write into rank 0's directory
         return
     path = files.directory(directory).resolve()
     lock = FileLock(path / LOCK, timeout=0)
@@ -49,8 +47,20 @@ def claim(directory: str | Path, setting: str) -> None:
         if lock.is_locked:  # a full disk took the lock file but not its owner: leave no empty file
             (path / LOCK).unlink(missing_ok=True)
             lock.release()
-        raise files.WriteError(f"cannot write in {path}: {error.strerror or error}; {files.fix(error, setting)}") from None
+        raise files.WriteError(
+            f"cannot write in {path}: {error.strerror or error}; {files.fix(error, setting)}"
+        ) from None
     _held[path] = lock
+
+
+def _rank() -> int:
+    """This process's rank in a distributed run, from the variables that Lightning's rank_zero_only
+    reads (importing Lightning here would cost every command line a second before a bad override
+    is answered)."""
+    for variable in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if variable in os.environ:
+            return int(os.environ[variable])
+    return 0
 
 
 def release(directory: str | Path | None = None) -> None:

@@ -24,6 +24,7 @@ DDP = [
 ]
 RUN_FILES = {
     ".hydra",
+    ".lock",
     "checkpoints",
     "history.png",
     "metrics.csv",
