@@ -20,7 +20,7 @@ def __getattr__(name: str) -> Any:
 
         return load
     if name == "Classifier":
-        from mnist_lit.build import Classifier
+        from mnist_lit.lit.module import Classifier
 
         return Classifier
     if name == "MNISTDataModule":

@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import share
-from mnist_lit.checkpoint import check_resume, find, read, tell_processes
+from mnist_lit.checkpoint import check_resume, read, tell_processes
 from mnist_lit.common.choices import STAGES
 from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.checks import config_of, plain
@@ -32,9 +32,10 @@ from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
 from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.lit.fast import FastClassifier
 from mnist_lit.lit.history import History
-from mnist_lit.lit.module import Classifier as LightningClassifier
-from mnist_lit.lit.saving import AtomicCheckpointIO, Kept, RunCheckpoint, run_checkpoints
+from mnist_lit.lit.module import arguments_of
+from mnist_lit.lit.saving import AtomicCheckpointIO, Kept, RunCheckpoint, find, run_checkpoints
 from mnist_lit.lit.stack import Member
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 class Run:
     """Everything one training run needs, made from its config in one pass."""
 
-    module: "Classifier"
+    module: FastClassifier
     datamodule: MNISTDataModule
     trainer: L.Trainer
     history: History
@@ -165,38 +166,14 @@ def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
     return made, timer
 
 
-class Classifier(LightningClassifier):
-    """The LightningModule as the application builds it from a config, and rebuilds it from a
-    checkpoint (exported as mnist_lit.Classifier)."""
-
-    @classmethod
-    def load_from_checkpoint(  # type: ignore[override]
-        cls,
-        checkpoint_path: str | Path,
-        map_location: str | torch.device | None = None,
-        hparams_file: str | Path | None = None,
-        strict: bool | None = None,
-        weights_only: bool | None = None,
-        **overrides: Any,
-    ) -> "Classifier":
-        """Lightning's way back from a checkpoint. Its hyper-parameters are the run's whole config,
-        from which the network, loss and optimizer are made again; keyword arguments replace its
-        top-level keys (e.g. capture=False), as Lightning's replace saved hyper-parameters."""
-        if hparams_file is not None:
-            raise ConfigError(
-                f"hparams_file={hparams_file}: a mnist_lit checkpoint holds its run's whole config; give changes as "
-                "keyword arguments instead, e.g. capture=False"
-            )
-        if weights_only is False:
-            raise ConfigError("weights_only=False: mnist_lit reads checkpoints as data only; leave weights_only out")
-        return restore(
-            checkpoint_path, map_location=map_location or "cpu", strict=strict is not False, overrides=overrides
-        )
-
-
-def classifier(cfg: DictConfig) -> Classifier:
+def classifier(cfg: DictConfig) -> FastClassifier:
+    """The run's LightningModule: the Classifier of the config's network, loss and optimizer, on
+    the fast engine, which honours the Trainer's clipping and accumulation itself."""
     optimization = {name: cfg.trainer[name] for name in taken_by(Taker.MODULE)}
-    module = Classifier(network(cfg), instantiate(cfg.loss), optimizer(cfg), cfg.capture, **optimization)
+    module = FastClassifier(**arguments_of(plain(cfg)), capture=cfg.capture, **optimization)
+    # Its checkpoints hold the run's whole config, in place of its arguments: resume, evaluate and
+    # the sweeps read it (save_hyperparameters adds to what is saved).
+    module.hparams.clear()
     module.save_hyperparameters(plain(cfg))
     return module
 
@@ -276,7 +253,7 @@ def restore(
     map_location: str | torch.device = "cpu",
     strict: bool = True,
     overrides: Mapping[str, Any] | None = None,
-) -> Classifier:
+) -> FastClassifier:
     """The trained Classifier of a run directory or .ckpt file, rebuilt from the project's own
     choices as the checkpoint's config names them (checkpoint.read checks it); `overrides`
     replace top-level keys of that config, checked by the same rules."""

@@ -11,21 +11,9 @@ from torch import nn
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.checks import config_of, plain, task
 from mnist_lit.config.schema import Resume, policy
-from mnist_lit.lit.saving import Damaged, newest, verified
+from mnist_lit.lit.saving import Damaged, find, verified
 
 log = logging.getLogger(__name__)
-
-
-def find(path: str | Path, key: str = "resume") -> Path:
-    """The checkpoint that `key=path` names: a .ckpt file, or a run directory's newest whole one
-    (its last.ckpt, or a best epoch's written after it)."""
-    given = Path(path)
-    found = newest(given) if given.is_dir() else given
-    if found is None or not found.is_file():
-        raise ConfigError(
-            f"{key}={path}: no such checkpoint; give a run directory (with checkpoints/last.ckpt) or a .ckpt file"
-        )
-    return found
 
 
 def read(path: str | Path, key: str = "resume", map_location: str | torch.device = "cpu") -> dict[str, Any]:

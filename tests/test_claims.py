@@ -97,13 +97,13 @@ def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):
         same_weights(tiny_env / f"resumed{n}", tiny_env / f"straight{n}")
         assert (tiny_env / f"first{n}" / "metrics.csv").read_text().count("\n") == 2  # left as it was
 
-    stepped_as = module._restore_step_settings
+    stepped_as = module.restore_step_settings
 
     def forgets_adam(settings, optimizer):  # the resumed Adam starts without its moments
         stepped_as(settings, optimizer)
         optimizer.state.clear()
 
-    bites(check, monkeypatch, (module, "_restore_step_settings", forgets_adam))
+    bites(check, monkeypatch, (module, "restore_step_settings", forgets_adam))
 
 
 def test_a_new_learning_rate_is_applied_on_resume(tiny_env, monkeypatch):
@@ -116,12 +116,12 @@ def test_a_new_learning_rate_is_applied_on_resume(tiny_env, monkeypatch):
         # 20 Adam steps of at most about 1e-12 each.
         same_weights(tiny_env / f"still{n}", tiny_env / f"first{n}", atol=1e-9, rtol=0)
 
-    stepped_as = module._restore_step_settings
+    stepped_as = module.restore_step_settings
 
     def keeps_the_saved_lr(settings, optimizer):
         stepped_as({key: value for key, value in settings.items() if key != "lr"}, optimizer)
 
-    bites(check, monkeypatch, (module, "_restore_step_settings", keeps_the_saved_lr))
+    bites(check, monkeypatch, (module, "restore_step_settings", keeps_the_saved_lr))
 
 
 def test_categorical_and_sparse_cross_entropy_train_the_same_network(tiny_env, monkeypatch):

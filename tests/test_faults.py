@@ -472,7 +472,7 @@ def test_a_stopped_run_says_how_to_continue_and_resumes_as_if_never_stopped(tiny
 # Where a stop lands: the callable ("module:owner.name"), and which call of it sends the signal.
 PHASES = {
     "start-up": ("mnist_lit.__main__:validate", 0),
-    "the first epoch": ("mnist_lit.lit.module:Classifier.training_step", 0),
+    "the first epoch": ("mnist_lit.lit.fast:FastClassifier.training_step", 0),
     # The second file: the first epoch's last.ckpt, after its best-epoch file.
     "a checkpoint being written": ("mnist_lit.lit.saving:torch.save", 1),
     # After the sanity check's two batches: the first epoch's validation.

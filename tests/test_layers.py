@@ -26,6 +26,7 @@ LOADS_NONE_OF = {
     "mnist_lit.nn.network": FORBIDDEN["nn"],
     "mnist_lit.nn.engine": FORBIDDEN["nn"],
     "mnist_lit.lit.module": FORBIDDEN["lit"],
+    "mnist_lit.lit.fast": FORBIDDEN["lit"],
     "mnist_lit.lit.data": FORBIDDEN["lit"],
     "mnist_lit.web.app": FORBIDDEN["web"],
 }

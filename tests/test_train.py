@@ -9,8 +9,6 @@ import torch
 from mnist_lit import Classifier, fit
 from mnist_lit.common.choices import PRECISIONS
 from mnist_lit.lit.data import MNISTDataModule
-from mnist_lit.nn.loss import CategoricalCrossentropy
-from mnist_lit.nn.network import DenseNetwork
 from tests.conftest import final_test_loss, last_weights
 
 TINY = ("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
@@ -79,7 +77,7 @@ def test_fit_without_output_dir_makes_a_new_one_under_outputs(tiny_env):
 
 
 def test_predict_gives_class_probabilities(tiny_mnist):
-    module = Classifier(DenseNetwork([8]), CategoricalCrossentropy(), torch.optim.Adam)
+    module = Classifier(hidden=[8])
     trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_checkpointing=False)
     probabilities = torch.cat(trainer.predict(module, datamodule=MNISTDataModule(str(tiny_mnist))))
     assert probabilities.shape == (160, 10)

@@ -60,12 +60,19 @@ LOGGER_LIBRARIES = {
 # What a config may name by `_target_`, and where: the project's own choices. A config from a file
 # (a checkpoint's) is data: its classes are looked up here, never imported by the name it gives, and
 # nothing else in it is called. config.check_targets enforces this when composing and when loading.
+# The losses that take logits and class labels, by the name the Classifier takes (conf/loss has the
+# tutorial's two); tests/nn/test_loss.py trains with each.
+LOSSES = {
+    "categorical": "mnist_lit.nn.loss.CategoricalCrossentropy",
+    "sparse": "torch.nn.CrossEntropyLoss",
+    "multi_margin": "torch.nn.MultiMarginLoss",
+}
+# Optimizers that take Adam's lr, betas and eps, and have the fused step the captured form records.
+OPTIMIZERS = {"adam": "torch.optim.Adam", "adamw": "torch.optim.AdamW"}
 TARGETS = {
     "model": ("mnist_lit.nn.network.DenseNetwork",),
-    # The losses that take logits and class labels; tests/nn/test_loss.py trains with each.
-    "loss": ("mnist_lit.nn.loss.CategoricalCrossentropy", "torch.nn.CrossEntropyLoss", "torch.nn.MultiMarginLoss"),
-    # Optimizers that take Adam's lr, betas and eps, and have the fused step the captured form records.
-    "optimizer": ("torch.optim.Adam", "torch.optim.AdamW"),
+    "loss": tuple(LOSSES.values()),
+    "optimizer": tuple(OPTIMIZERS.values()),
     "data": ("mnist_lit.lit.data.MNISTDataModule",),
     "trainer": ("lightning.pytorch.Trainer",),
     "logger": tuple(LOGGER_LIBRARIES),

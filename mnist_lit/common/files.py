@@ -20,6 +20,13 @@ class WriteError(UserError):
     """A file of the run could not be written."""
 
 
+def data_root() -> str:
+    """Where the data sets lie unless a run says otherwise: $MNIST_LIT_DATA if set, else one per-user
+    cache shared by runs from any directory."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.environ.get("HOME") or str(Path.home()), ".cache")
+    return os.environ.get("MNIST_LIT_DATA") or os.path.join(cache, "mnist_lit")
+
+
 def fix(error: OSError, setting: str = "hydra.run.dir (fit's output_dir)") -> str:
     """What to do about `error`, writing where `setting` points."""
     if error.errno == errno.ENOSPC:

@@ -121,3 +121,4 @@ def sweep_dir(resume: str | None, path: str) -> str:
 # Cached per composed config, so each run creates its directory exactly once.
 OmegaConf.register_new_resolver("unique_dir", unique_dir, use_cache=True, replace=True)
 OmegaConf.register_new_resolver("sweep_dir", sweep_dir, use_cache=True, replace=True)
+OmegaConf.register_new_resolver("data_root", files.data_root, replace=True)

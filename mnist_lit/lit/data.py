@@ -16,7 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from filelock import FileLock
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from torch.utils.data import (
     DataLoader,
     Dataset,
@@ -28,6 +28,7 @@ from torch.utils.data import (
 )
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
+from mnist_lit.common import files
 from mnist_lit.common.errors import ConfigError, DataError
 from mnist_lit.nn.engine import Execution, batches
 from mnist_lit.nn.images import IMAGE_SHAPE, flatten, normalize
@@ -108,11 +109,13 @@ class MNISTDataModule(L.LightningDataModule):
     training shuffle depends only on `seed` and the epoch, and a DistributedSampler gives each rank its
     own shard when there are several; each evaluated image is on exactly one rank.
 
-    `steps_per_execution` > 1 is the fast path for mnist_lit's Classifier (Keras's
-    `steps_per_execution`, see nn/engine.py): each training batch is then an `Execution`, the order of
-    that many shuffled mini-batches, which the Classifier gathers from the split on the device itself,
-    so that Lightning's per-step bookkeeping is paid once for many optimizer steps; evaluation reads
-    as many images at once.
+    `root`: where `<dataset>/raw` lies; by default $MNIST_LIT_DATA, else a per-user cache.
+
+    `steps_per_execution` > 1 is the fast engine's (lit/fast.py; Keras's `steps_per_execution`, see
+    nn/engine.py): each training batch is then an `Execution`, the order of that many shuffled
+    mini-batches, which the engine gathers from the split on the device itself, so that Lightning's
+    per-step bookkeeping is paid once for many optimizer steps; evaluation reads as many images at
+    once. Any other LightningModule gets plain mini-batches, and the log says so.
 
     `val_size > 0` holds that many seeded training images out for validation instead, so that
     models are not selected on the test set.
@@ -124,7 +127,7 @@ class MNISTDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         batch_size: int = 32,
         val_size: int = 0,
         steps_per_execution: int = 1,
@@ -133,7 +136,7 @@ class MNISTDataModule(L.LightningDataModule):
         dataset: str = "MNIST",
     ) -> None:
         super().__init__()
-        self.root = root
+        self.root = root or files.data_root()
         self.dataset = dataset
         self.names = names(dataset)
         self.batch_size = batch_size
@@ -146,6 +149,7 @@ class MNISTDataModule(L.LightningDataModule):
         self.val: InMemory
         self.test: InMemory
         self.ready = False
+        self._told = False
 
     @property
     def raw(self) -> Path:
@@ -248,7 +252,7 @@ class MNISTDataModule(L.LightningDataModule):
             self.train, self._limit("train", shard), num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed
         )
         # Keywords only: Lightning re-creates loaders from their arguments (predict, DDP).
-        if self.steps_per_execution == 1:
+        if self._steps() == 1:
             return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=default_convert)
         # Pinned orders reach a GPU without the host waiting for it.
         return DataLoader(
@@ -258,6 +262,19 @@ class MNISTDataModule(L.LightningDataModule):
             collate_fn=default_convert,  # an Execution as fetched: its order is a tensor already
             pin_memory=self.train.tensors[0].is_cuda,
         )
+
+    def _steps(self) -> int:
+        """Mini-batches per training batch: `steps_per_execution` for a module that takes executions."""
+        module = self.trainer.lightning_module if self.trainer else None
+        if self.steps_per_execution == 1 or module is None or getattr(module, "takes_executions", False):
+            return self.steps_per_execution
+        if not self._told:
+            rank_zero_info(
+                f"{type(module).__name__} trains on mini-batches of {self.batch_size}: steps_per_execution="
+                f"{self.steps_per_execution} is the fast engine's (mnist_lit.lit.fast.FastClassifier)"
+            )
+            self._told = True
+        return 1
 
     def _limit(self, stage: str, images: int) -> int | None:
         """How many of `images` the stage's limit keeps, or None if it has none."""
@@ -281,7 +298,7 @@ class MNISTDataModule(L.LightningDataModule):
         # Evaluation takes no optimizer steps, so it reads a whole training step's images at once.
         return DataLoader(
             split,
-            batch_size=self.batch_size * self.steps_per_execution,
+            batch_size=self.batch_size * self._steps(),
             sampler=self._shard(stage, split, rank, world_size),
             collate_fn=default_convert,
         )

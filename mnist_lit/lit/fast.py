@@ -1,6 +1,8 @@
-"""The LightningModule: Keras's compile() + fit() for any network from nn/network.py."""
+"""The fast engine: the Classifier trained Keras's way, `steps_per_execution` mini-batches per
+Lightning step (nn/engine.py's executions), captured as CUDA graphs on a GPU. Lightning's own loop
+trains the plain Classifier (lit/module.py); this subclass is chosen when the run is built, because
+Lightning refuses a manual optimization's settings before `setup` runs."""
 
-from collections.abc import Callable
 from enum import Enum
 from functools import partial
 from typing import Any
@@ -9,17 +11,11 @@ import lightning as L
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.model_helpers import is_overridden
-from torch import nn
-from torchmetrics import MeanMetric, Metric
-from torchmetrics.classification import MulticlassAccuracy
 
-from mnist_lit.common.errors import UserError
 from mnist_lit.lit.internals import count_optimizer_steps, detects_anomalies
+from mnist_lit.lit.module import Batch, Classifier, Diverged, fused
 from mnist_lit.nn.adam import step_of
 from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
-from mnist_lit.nn.network import CLASSES
-
-Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class Form(str, Enum):
@@ -30,58 +26,7 @@ class Form(str, Enum):
     HOOKED = "hooked"  # through Lightning's backward and optimizer step, where anything listens to them
 
 
-class Diverged(UserError, ArithmeticError):
-    """The training loss is no longer a finite number."""
-
-
-# Adam's fused kernel: one call per step for all the tensors, on the CPU (faster there than torch's
-# default for the tutorial's networks; benchmarks/RESULTS.md) as on a GPU. Every form steps with it, so that the forms
-# keep equal numbers; the captured form's step must also be one a CUDA graph can record.
-def fused(device: torch.device) -> dict[str, bool]:
-    """Adam's setting for its fused kernel, where the device has one."""
-    return {"fused": True} if device.type in ("cpu", "cuda") else {}
-
-
 _CAPTURABLE = {"capturable": True, "fused": True}
-
-
-def _restore_step_settings(settings: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
-    """After loading a checkpoint's optimizer state: step as this run was set up to (capturable or
-    not, fused or not, its learning rate), with Adam's step counts where that needs them, not as
-    the saving run did."""
-    for group in optimizer.param_groups:
-        group.update(settings)
-        on_device = group.get("capturable") or group.get("fused")
-        for param in group["params"]:
-            state = optimizer.state.get(param, {})
-            if "step" in state:
-                step = state["step"]
-                state["step"] = step.to(param.device, torch.float32) if on_device else step.to("cpu", torch.float32)
-
-
-class EpochMetrics(nn.Module):
-    """Keras's epoch means over images: the mean loss and the fraction of images right.
-
-    nan_strategy="disable": a diverged run must show a NaN loss, not the mean of what is left; it
-    also drops update()'s weights (torchmetrics 1.9), so losses come in once per image.
-    validate_args=False: the labels come from our own data; checking them costs more than counting."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.loss = MeanMetric(nan_strategy="disable")
-        self.accuracy = MulticlassAccuracy(CLASSES, average="micro", validate_args=False)
-
-    def update(self, losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor) -> None:
-        """`losses`: each image's (its mini-batch's mean loss), so that the mean weighs every image alike."""
-        self.loss.update(losses)
-        self.accuracy.update(predictions, labels)
-
-    def named(self, prefix: str = "") -> dict[str, Metric]:
-        return {f"{prefix}loss": self.loss, f"{prefix}accuracy": self.accuracy}
-
-    def reset(self) -> None:
-        self.loss.reset()
-        self.accuracy.reset()
 
 
 def per_image(losses: torch.Tensor, batch_size: int, images: int) -> torch.Tensor:
@@ -114,29 +59,31 @@ def one_optimizer(module: L.LightningModule) -> LightningOptimizer:
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
-class Classifier(L.LightningModule):
-    """`capture`: on a GPU, record each execution as a CUDA graph (see nn/engine.py); false runs
-    every mini-batch eagerly, for debugging.
+class FastClassifier(Classifier):
+    """The Classifier's arguments, and: `capture`: on a GPU, record each execution as a CUDA graph
+    (see nn/engine.py); false runs every mini-batch eagerly, for debugging.
 
-    The optimization is the module's own (Lightning's manual optimization), so it honours the
+    The optimization is the engine's own (Lightning's manual optimization), so it honours the
     Trainer's gradient clipping and accumulation itself: `gradient_clip_val` with
     `gradient_clip_algorithm` ("norm" or "value"), and one optimizer step per
     `accumulate_grad_batches` mini-batches."""
 
+    # History sends each epoch's metrics to the loggers (lit/history.py): Lightning would log them
+    # at its count of steps, which here are executions.
+    logs_epochs = False
+    # The DataModule's training batches are executions of `steps_per_execution` mini-batches.
+    takes_executions = True
+
     def __init__(
         self,
-        net: nn.Module,
-        loss: nn.Module,
-        optimizer: Callable[..., torch.optim.Optimizer],
+        *arguments: Any,
         capture: bool = True,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
         accumulate_grad_batches: int = 1,
+        **keywords: Any,
     ) -> None:
-        super().__init__()
-        self.net = net
-        self.loss = loss
-        self.optimizer = optimizer
+        super().__init__(*arguments, **keywords)
         self.capture = capture
         self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
         self.accumulate_grad_batches = accumulate_grad_batches
@@ -144,28 +91,13 @@ class Classifier(L.LightningModule):
         # A training step runs an execution of many mini-batches (nn/engine.py), or one mini-batch
         # of anyone's (x, y), one optimizer step each.
         self.automatic_optimization = False
-        self.train_metrics, self.val_metrics, self.test_metrics = EpochMetrics(), EpochMetrics(), EpochMetrics()
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.net(images)
-        return logits
-
-    @classmethod
-    def load_from_checkpoint(cls, *args: Any, **kwargs: Any) -> "Classifier":
-        """A checkpoint holds its run's whole config, not this class's arguments: the application's
-        Classifier (mnist_lit.Classifier) rebuilds one from it."""
-        raise TypeError("import Classifier from mnist_lit (from mnist_lit import Classifier): it rebuilds one")
 
     def setup(self, stage: str) -> None:
         """Decide once how executions run: through Lightning's backward and optimizer step where
         anything listens (a callback's hooks, DDP, a gradient scaler, autograd's anomaly mode, whose
         checks read every backward's values on the host), else plain torch calls, captured as a CUDA
         graph on a GPU."""
-        # A spawned rank receives the module pickled, its metric states moved into memory that
-        # every rank shares (Lightning un-shares parameters and buffers only): fresh states, each
-        # rank's own, before any rank adds to them.
-        for metrics in (self.train_metrics, self.val_metrics, self.test_metrics):
-            metrics.reset()
+        super().setup(stage)
         if stage != "fit":
             return
         trainer = self.trainer
@@ -176,7 +108,7 @@ class Classifier(L.LightningModule):
             or torch.is_anomaly_enabled()
             or getattr(trainer.precision_plugin, "scaler", None) is not None
             or any(is_overridden(hook, callback, L.Callback) for callback in callbacks for hook in _STEP_HOOKS)
-            or any(is_overridden(hook, self, Classifier) for hook in _STEP_HOOKS)
+            or any(is_overridden(hook, self, FastClassifier) for hook in _STEP_HOOKS)
         )
         device = trainer.strategy.root_device
         self.form = (
@@ -185,19 +117,13 @@ class Classifier(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         settings = _CAPTURABLE if self.form == Form.CAPTURED else fused(self.device)
-        optimizer = self.optimizer(self.net.parameters(), **settings)
+        optimizer: torch.optim.Optimizer = self.make_optimizer(self.net.parameters(), lr=self.lr, **settings)
         if self.form == Form.CAPTURED:
             # A CUDA graph keeps the address of what it reads, not a float's value: the learning
             # rate as a tensor, so that a new one (a resume, a scheduler's fill_) reaches every replay.
             for group in optimizer.param_groups:
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
-        # A checkpoint keeps how its run stepped; a run resumed on a CPU or a GPU steps its own way,
-        # at the learning rate it was given.
-        settings = {
-            key: optimizer.param_groups[0][key] for key in (*_CAPTURABLE, "lr") if key in optimizer.param_groups[0]
-        }
-        optimizer.register_load_state_dict_post_hook(partial(_restore_step_settings, settings))
-        return optimizer
+        return self.restores_its_step_settings(optimizer)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # A resume on another number of processes trains with another real batch: it says so.
@@ -246,7 +172,7 @@ class Classifier(L.LightningModule):
         ]
         outcome = self.engine(images, labels, order, batch_size)
         self._trained(outcome.losses, batches(len(outcome.losses), accumulate))
-        self._update(
+        self.record(
             "",
             self.train_metrics,
             per_image(outcome.losses, batch_size, len(order)),
@@ -263,7 +189,7 @@ class Classifier(L.LightningModule):
         with torch.autocast(images.device.type, enabled=False):
             loss, logits = eager.minibatch(self._flat(images), labels, batch_idx % accumulate, last)
         self._trained(loss[None], int((batch_idx + 1) % accumulate == 0 or last))
-        self._update("", self.train_metrics, loss.expand(len(labels)), logits.argmax(-1), labels)
+        self.record("", self.train_metrics, loss.expand(len(labels)), logits.argmax(-1), labels)
 
     def _flat(self, images: torch.Tensor) -> torch.Tensor:
         return images.reshape(len(images), -1).to(next(self.net.parameters()).dtype)
@@ -309,31 +235,3 @@ class Classifier(L.LightningModule):
             error = divergence(losses, self.current_epoch, minibatches_before, lr)
             if error is not None:
                 raise error
-
-    def validation_step(self, batch: Batch) -> None:
-        self._evaluate("val_", self.val_metrics, batch)
-
-    def test_step(self, batch: Batch) -> None:
-        self._evaluate("test_", self.test_metrics, batch)
-
-    def predict_step(self, batch: Batch) -> torch.Tensor:
-        return self.forward(self._flat(batch[0])).softmax(-1)
-
-    def _evaluate(self, prefix: str, metrics: EpochMetrics, batch: Batch) -> None:
-        images, labels = batch
-        logits = self.net(self._flat(images))
-        self._update(prefix, metrics, self.loss(logits, labels).expand(len(labels)), logits.argmax(-1), labels)
-
-    def _update(
-        self, prefix: str, metrics: EpochMetrics, losses: torch.Tensor, predictions: torch.Tensor, labels: torch.Tensor
-    ) -> None:
-        metrics.update(losses, predictions, labels)
-        # History sends each epoch's metrics to metrics.csv and to the loggers alike; the test
-        # metrics go to the loggers, and back from trainer.test, as Lightning sends them.
-        self.log_dict(
-            metrics.named(prefix),
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            logger=prefix == "test_" and bool(self.loggers),
-        )

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mnist_lit.common import files
-from mnist_lit.common.errors import UserError
+from mnist_lit.common.errors import ConfigError, UserError
 
 # The key under which a checkpoint holds the SHA-256 of its tensors, written with it.
 CHECKSUM = "tensors_sha256"
@@ -83,6 +83,18 @@ def newest(directory: str | Path) -> Path | None:
     last.ckpt's write). A half-written file never counts: it is a hidden .partial until whole."""
     found = Path(directory, "checkpoints").glob("*.ckpt")
     return max(found, key=lambda path: (path.stat().st_mtime_ns, path.name == "last.ckpt"), default=None)
+
+
+def find(path: str | Path, key: str = "resume") -> Path:
+    """The checkpoint that `key=path` names: a .ckpt file, or a run directory's newest whole one
+    (its last.ckpt, or a best epoch's written after it)."""
+    given = Path(path)
+    found = newest(given) if given.is_dir() else given
+    if found is None or not found.is_file():
+        raise ConfigError(
+            f"{key}={path}: no such checkpoint; give a run directory (with checkpoints/last.ckpt) or a .ckpt file"
+        )
+    return found
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -21,16 +21,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mnist_lit.lit.data import MNISTDataModule, Shuffled
+from mnist_lit.lit.fast import divergence, one_optimizer, per_image
 from mnist_lit.lit.history import History
 from mnist_lit.lit.internals import count_optimizer_steps
-from mnist_lit.lit.module import (
-    Diverged,
-    EpochMetrics,
-    divergence,
-    fused,
-    one_optimizer,
-    per_image,
-)
+from mnist_lit.lit.module import Diverged, EpochMetrics, fused
 from mnist_lit.lit.saving import Kept
 from mnist_lit.nn.engine import Batched, batches
 from mnist_lit.nn.loss import image_losses

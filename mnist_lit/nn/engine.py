@@ -12,7 +12,7 @@ One contract, three forms:
 - `Batched` runs K networks of one shape as one `StackedNetwork` (nn/stacked.py, for the stacked launcher):
   K mini-batches through batched matmuls, one optimizer step for all.
 
-Pure torch: the LightningModule (lit/module.py) chooses the form and supplies the calls.
+Pure torch: the fast engine's LightningModule (lit/fast.py) chooses the form and supplies the calls.
 """
 
 from collections.abc import Callable

@@ -1,9 +1,6 @@
 """Lightning's contract: the DataModule feeds anyone's LightningModule, and the Classifier trains
 from anyone's `(x, y)` batches, to the weights its own fast path reaches."""
 
-import copy
-from functools import partial
-
 import lightning as L
 import torch
 from torch.nn import functional as F
@@ -12,9 +9,8 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.lit.fast import FastClassifier
 from mnist_lit.lit.module import Classifier
-from mnist_lit.nn.loss import CategoricalCrossentropy
-from mnist_lit.nn.network import DenseNetwork
 
 
 class LitClassifier(L.LightningModule):
@@ -62,21 +58,20 @@ def test_a_lightning_users_module_trains_on_the_datamodule(tiny_mnist):
     assert 0.6 < fitted.callback_metrics["valid_acc"] < 0.95
 
 
-def classifier(net: torch.nn.Module) -> Classifier:
-    return Classifier(copy.deepcopy(net), CategoricalCrossentropy(), partial(torch.optim.Adam, lr=1e-3, eps=1e-7))
-
-
-def test_the_classifier_trains_from_anyones_batches_to_its_fast_paths_weights(tiny_mnist):
+def seeded(kind: type[Classifier]) -> Classifier:
     L.seed_everything(0)
-    net = DenseNetwork([100])
-    fast = classifier(net)
+    return kind(hidden=[100])
+
+
+def test_the_classifier_in_lightnings_loop_reaches_the_fast_engines_weights(tiny_mnist):
+    fast = seeded(FastClassifier)
     datamodule = MNISTDataModule(str(tiny_mnist), steps_per_execution=3)
     trainer(max_epochs=1).fit(fast, datamodule=datamodule)
     # The same epoch's order of images, from torchvision's own MNIST with a transform.
     order = list(datamodule.train_dataloader().sampler)
     images = MNIST(str(tiny_mnist), train=True, transform=transforms.ToTensor())
-    theirs = classifier(net)
+    theirs = seeded(Classifier)
     trainer(max_epochs=1).fit(theirs, DataLoader(images, batch_size=32, sampler=order))
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(fast.parameters(), theirs.parameters(), strict=True))
-    assert not torch.equal(fast.net.output.weight, net.output.weight)
+    assert not torch.equal(fast.net.output.weight, seeded(Classifier).net.output.weight)
     assert theirs.trainer.global_step == fast.trainer.global_step == 20

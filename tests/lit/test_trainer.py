@@ -61,7 +61,7 @@ class FusedAdam(L.Callback):
     """Gives the module a fused Adam, as the captured form on a GPU has."""
 
     def setup(self, trainer, module, stage):
-        module.optimizer = partial(module.optimizer, fused=True)
+        module.make_optimizer = partial(module.make_optimizer, fused=True)
 
     def on_train_start(self, trainer, module):
         self.fused = module.optimizers().optimizer.defaults["fused"]
