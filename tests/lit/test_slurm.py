@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import cli, last_weights, make_mnist
-from tests.lit.test_ddp import DDP, RUN_FILES, assert_same_metrics
+from tests.lit.test_ddp import DDP, JOB_FILES, RUN_FILES, assert_same_metrics
 from tests.sweeps.test_sweep import finish, multirun, read_csv, sweep_dirs
 
 pytestmark = [pytest.mark.slow, pytest.mark.ddp]
@@ -32,7 +32,7 @@ def test_a_submitit_job_of_two_tasks_is_one_ddp_run_with_lightnings_own_numbers(
         assert [row["status"] for row in read_csv(sweep / "summary.csv")] == ["ok"]
         runs[name] = sweep
     job = runs["submitit"] / "0"
-    assert RUN_FILES <= {p.name for p in job.iterdir()}
+    assert JOB_FILES <= {p.name for p in job.iterdir()}
     assert not list(job.glob("train_ddp_process_*.log"))  # Lightning started no rank
     assert_same_metrics(job, runs["lightning"] / "0", rel=1e-5)
     logs = sorted((runs["submitit"] / ".submitit").rglob("*_log.err"))
