@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything that needs a CUDA GPU, in one go: the GPU tests (tests/test_gpu.py: captured against
-# eager in every setting the engine takes, bf16-mixed and bf16-true, accumulation and clipping,
-# validation mid-epoch, no host synchronisation in replays, anomaly mode, the stacked launcher, a
+# eager in every setting the engine takes, bf16-mixed and bf16-true, validation mid-epoch, no host
+# synchronisation in replays, accumulation, clipping and anomaly mode in Lightning's loop, the stacked launcher, a
 # GPU checkpoint resumed where CUDA is absent), then the epoch benchmark captured (both networks),
 # eager and in bf16-mixed (the MLP), and the wall time of a whole 10-epoch MLP run. Every check
 # runs, whatever an earlier one did; the last lines list each one's status and time, and the exit

@@ -27,14 +27,14 @@ from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, read, tell_processes
 from mnist_lit.common.choices import STAGES
 from mnist_lit.common.errors import ConfigError, first_line
-from mnist_lit.config.checks import config_of, plain
+from mnist_lit.config.checks import config_of, lightnings_own, plain
 from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
 from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.fast import FastClassifier
 from mnist_lit.lit.history import History
-from mnist_lit.lit.module import arguments_of
+from mnist_lit.lit.module import Classifier, arguments_of
 from mnist_lit.lit.saving import AtomicCheckpointIO, Kept, RunCheckpoint, find, run_checkpoints
 from mnist_lit.lit.stack import Member
 
@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 class Run:
     """Everything one training run needs, made from its config in one pass."""
 
-    module: FastClassifier
+    module: Classifier  # a FastClassifier on the fast engine
     datamodule: MNISTDataModule
     trainer: L.Trainer
     history: History
@@ -69,7 +69,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         cfg.resume = str(output_dir)
     ckpt_path = find(cfg.resume) if cfg.resume else None
     L.seed_everything(cfg.seed, verbose=False)
-    module = classifier(cfg)
+    module = classifier(cfg, engine(cfg))
     resumed = check_resume(cfg.resume, cfg, module.net) if ckpt_path else None
     # Lightning's Timer takes a duration's dict form as a plain dict only.
     max_time = cfg.trainer.max_time
@@ -166,11 +166,24 @@ def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
     return made, timer
 
 
-def classifier(cfg: DictConfig) -> FastClassifier:
-    """The run's LightningModule: the Classifier of the config's network, loss and optimizer, on
-    the fast engine, which honours the Trainer's clipping and accumulation itself."""
-    optimization = {name: cfg.trainer[name] for name in taken_by(Taker.MODULE)}
-    module = FastClassifier(**arguments_of(plain(cfg)), capture=cfg.capture, **optimization)
+def engine(cfg: DictConfig) -> str:
+    """The engine that trains `cfg`: engine=auto takes the fast one unless the run asks for what
+    only Lightning's loop does, and says why."""
+    if cfg.engine != "auto":
+        return str(cfg.engine)
+    asked = lightnings_own(cfg)
+    if not asked:
+        return "fast"
+    log.info("Lightning's loop trains this run (engine=lightning): the fast engine does not do %s", " ".join(asked))
+    return "lightning"
+
+
+def classifier(cfg: DictConfig, engine: str = "lightning") -> Classifier:
+    """The LightningModule of the config's network, loss and optimizer, for `engine` to train."""
+    arguments = arguments_of(plain(cfg))
+    module = FastClassifier(**arguments, capture=cfg.capture) if engine == "fast" else Classifier(**arguments)
+    # History sends each epoch's metrics to the run's loggers, whichever engine trains.
+    module.logs_epochs = False
     # Its checkpoints hold the run's whole config, in place of its arguments: resume, evaluate and
     # the sweeps read it (save_hyperparameters adds to what is saved).
     module.hparams.clear()
@@ -194,10 +207,6 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     settings = OmegaConf.masked_copy(cfg.trainer, [str(k) for k in cfg.trainer if k in lightnings])
     # A limit of 0 turns a loop off, as in Lightning.
     translated: dict[str, Any] = {name: 0 for name in taken_by(Taker.DATA) if cfg.trainer[name] == 0}
-    interval = cfg.trainer.val_check_interval
-    if isinstance(interval, int) and not isinstance(interval, bool):
-        # Every `interval` mini-batches: every so many executions (validate checks it divides).
-        translated["val_check_interval"] = interval // cfg.data.steps_per_execution
     try:
         made: L.Trainer = instantiate(settings, **{"logger": False, **translated, **arguments})
     except InstantiationException as error:
@@ -253,7 +262,7 @@ def restore(
     map_location: str | torch.device = "cpu",
     strict: bool = True,
     overrides: Mapping[str, Any] | None = None,
-) -> FastClassifier:
+) -> Classifier:
     """The trained Classifier of a run directory or .ckpt file, rebuilt from the project's own
     choices as the checkpoint's config names them (checkpoint.read checks it); `overrides`
     replace top-level keys of that config, checked by the same rules."""

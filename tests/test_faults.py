@@ -127,20 +127,13 @@ def test_bad_overrides_end_the_process_in_one_line(override, message, tiny_mnist
             "early_stopping.patience=-1 is out of range: it must be ≥ 0, e.g. early_stopping.patience=3",
         ),
         ("trainer.barebones=true", "trainer.barebones=true turns off the logging that mnist_lit's history"),
-        (
-            "trainer.val_check_interval=150",
-            "trainer.val_check_interval=150 mini-batches is not a whole number of executions",
-        ),
+        ("engine=turbo", "engine=turbo is unknown; choose one of: auto, lightning, fast"),
         (
             "objective=val_acc",
             "objective=val_acc is not a metric; choose one of: loss, accuracy, val_loss, val_accuracy",
         ),
         ("trainer.gradient_clip_algorithm=max", "trainer.gradient_clip_algorithm=max is unknown; choose norm or value"),
         ("trainer.limit_train_batches=1.5", "trainer.limit_train_batches=1.5 is out of range: a fraction is between"),
-        (
-            "trainer.accumulate_grad_batches=3",
-            "trainer.accumulate_grad_batches=3 does not divide data.steps_per_execution=100",
-        ),
         ("optimizer.lr=nan", "optimizer.lr=nan is out of range: it must be > 0 and finite"),
         ("trainer.num_nodes=0", "trainer.num_nodes=0 is out of range: it must be ≥ 1, e.g. trainer.num_nodes=2"),
         ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0 is out of range: it must be ≥ 1"),

@@ -50,6 +50,11 @@ DATASETS = ("MNIST", "FashionMNIST", "KMNIST")
 # Lightning's strategies that spread the engine's steps over processes, gradients all-reduced per mini-batch.
 STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
 
+# Who trains a run (the `engine` setting): Lightning's own loop; the fast engine (Keras's
+# steps_per_execution, captured as CUDA graphs on a GPU); or auto, the fast engine unless the run
+# asks for what only Lightning's loop does (config/checks.py `lightnings_own`).
+ENGINES = ("auto", "lightning", "fast")
+
 # The loggers of the logger group (by Lightning class) and the library and extra each needs.
 LOGGER_LIBRARIES = {
     "lightning.pytorch.loggers.TensorBoardLogger": ("tensorboard", "tensorboard"),

@@ -11,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.common.choices import LOGGER_LIBRARIES, METRICS, MOVED, TARGET_KINDS, TARGETS
+from mnist_lit.common.choices import ENGINES, LOGGER_LIBRARIES, METRICS, MOVED, TARGET_KINDS, TARGETS
 from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.schema import Config
 from mnist_lit.share import submitit_tasks
@@ -81,12 +81,12 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"threads={threads} is out of range: at most {MAX_THREADS}, e.g. threads=2, or threads=auto")
     if cfg.objective not in METRICS:
         raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
-    interval = cfg.trainer.val_check_interval
-    if isinstance(interval, int) and not isinstance(interval, bool) and interval % cfg.data.steps_per_execution:
+    if cfg.engine not in ENGINES:
+        raise ConfigError(f"engine={cfg.engine} is unknown; choose one of: {', '.join(ENGINES)}")
+    if cfg.engine == "fast" and lightnings_own(cfg):
         raise ConfigError(
-            f"trainer.val_check_interval={interval} mini-batches is not a whole number of executions: make it a "
-            f"multiple of data.steps_per_execution={cfg.data.steps_per_execution}, or give a fraction of an epoch, "
-            "e.g. 0.5"
+            f"engine=fast does not do {' '.join(lightnings_own(cfg))}: leave engine=auto, which trains such a "
+            "run in Lightning's loop"
         )
     stopping = cfg.early_stopping
     if stopping.patience is not None and stopping.monitor.startswith("val_") and cfg.trainer.limit_val_batches == 0:
@@ -94,12 +94,22 @@ def check(cfg: DictConfig) -> None:
             f"early_stopping.monitor={stopping.monitor} with trainer.limit_val_batches=0: nothing is validated to "
             "watch; monitor loss or accuracy, or validate"
         )
-    # The engine's accumulation ends with each execution, where Lightning's ends with the epoch.
-    if cfg.data.steps_per_execution > 1 and cfg.data.steps_per_execution % cfg.trainer.accumulate_grad_batches:
-        raise ConfigError(
-            f"trainer.accumulate_grad_batches={cfg.trainer.accumulate_grad_batches} does not divide "
-            f"data.steps_per_execution={cfg.data.steps_per_execution}: make the latter a multiple of it"
-        )
+
+
+def lightnings_own(cfg: DictConfig) -> list[str]:
+    """The settings of `cfg`, as overrides, that only Lightning's loop does: the fast engine steps
+    once per mini-batch, many mini-batches to a Lightning step, and counts no step of its own."""
+    trainer = cfg.trainer
+    interval = trainer.val_check_interval
+    asked = {
+        "accumulate_grad_batches": trainer.accumulate_grad_batches != 1,
+        "gradient_clip_val": bool(trainer.gradient_clip_val),
+        "max_steps": trainer.max_steps != -1,
+        "val_check_interval": isinstance(interval, int) and not isinstance(interval, bool),
+        "detect_anomaly": trainer.detect_anomaly,
+    }
+    # As the command line spells them: true, not Python's True.
+    return [f"trainer.{name}={str(trainer[name]).lower()}" for name, on in asked.items() if on]
 
 
 def _check_keys(cfg: DictConfig, schema: DictConfig, path: str = "") -> None:

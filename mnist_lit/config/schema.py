@@ -65,7 +65,6 @@ class Taker(str, Enum):
     settings with manual optimization, so some are the project's to honour, in mini-batches."""
 
     LIGHTNING = "lightning"
-    MODULE = "module"  # the Classifier: clipping, accumulation
     DATA = "data"  # the DataModule: limits
     TIMER = "timer"  # the run's own Timer: max_time
 
@@ -200,10 +199,10 @@ class TrainerConfig:
     """Every argument of lightning.Trainer (tests/lit/test_trainer.py checks this against its signature)
     but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
 
-    Lightning's batches are mnist_lit's executions of `data.steps_per_execution` mini-batches, so
-    the arguments that count batches (limit_*_batches, accumulate_grad_batches, max_steps) are
-    counted in mini-batches here, as a Lightning user means them, and the engine honours them
-    (`taken_by`). A job that changes any argument but those a stack shares runs alone."""
+    The fast engine's batches are executions of `data.steps_per_execution` mini-batches, so the
+    limits on batches are counted in mini-batches here, as a Lightning user means them, and the
+    DataModule honours them (`taken_by`). A job that changes any argument but those a stack shares
+    runs alone."""
 
     _target_: str = "lightning.pytorch.Trainer"
     accelerator: str = argument("auto", resume=Resume.UNSEEN, stack=Stacked.SHARED)
@@ -214,7 +213,7 @@ class TrainerConfig:
     fast_dev_run: Any = argument(False)
     max_epochs: int | None = argument(10, resume=Resume.UNTIL, stack=Stacked.SHARED)  # the tutorial's
     min_epochs: int | None = argument(None, resume=Resume.UNTIL)
-    max_steps: int = argument(-1, resume=Resume.UNTIL)  # optimizer steps (mini-batches) in all; -1: no limit
+    max_steps: int = argument(-1, resume=Resume.UNTIL)  # optimizer steps in all; -1: no limit
     min_steps: int | None = argument(None, resume=Resume.UNTIL)
     max_time: Any = argument(None, resume=Resume.UNTIL, taken_by=Taker.TIMER)
     # mini-batches per epoch (a number), or a fraction of them
@@ -232,9 +231,9 @@ class TrainerConfig:
     enable_progress_bar: bool | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
     # the run prints Keras's summary() instead
     enable_model_summary: bool | None = argument(False, resume=Resume.UNSEEN, stack=Stacked.SHARED)
-    accumulate_grad_batches: int = argument(1, taken_by=Taker.MODULE)
-    gradient_clip_val: float | None = argument(None, taken_by=Taker.MODULE)
-    gradient_clip_algorithm: str | None = argument(None, taken_by=Taker.MODULE)  # norm (when a value is given) or value
+    accumulate_grad_batches: int = argument(1)
+    gradient_clip_val: float | None = argument(None)
+    gradient_clip_algorithm: str | None = argument(None)  # norm (when a value is given) or value
     deterministic: Any = argument(None, resume=Resume.UNSEEN)
     benchmark: bool | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
     inference_mode: bool = argument(True, resume=Resume.UNSEEN)
@@ -408,6 +407,9 @@ class Config:
     logger: Any = setting(None, resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it sends its metrics to a logger")
     # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.
     capture: bool = setting(True, resume=Resume.UNSEEN)
+    # Who trains: auto, lightning (Lightning's own loop) or fast (common/choices.py ENGINES). Both
+    # give the same numbers, so a resume may change it.
+    engine: str = setting("auto", resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it names its engine")
 
 
 @dataclass

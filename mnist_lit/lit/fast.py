@@ -4,7 +4,6 @@ trains the plain Classifier (lit/module.py); this subclass is chosen when the ru
 Lightning refuses a manual optimization's settings before `setup` runs."""
 
 from enum import Enum
-from functools import partial
 from typing import Any
 
 import lightning as L
@@ -15,7 +14,7 @@ from lightning.pytorch.utilities.model_helpers import is_overridden
 from mnist_lit.lit.internals import count_optimizer_steps, detects_anomalies
 from mnist_lit.lit.module import Batch, Classifier, Diverged, fused
 from mnist_lit.nn.adam import step_of
-from mnist_lit.nn.engine import Captured, Eager, Execution, batches, clip_gradients
+from mnist_lit.nn.engine import Captured, Eager, Execution
 
 
 class Form(str, Enum):
@@ -63,10 +62,9 @@ class FastClassifier(Classifier):
     """The Classifier's arguments, and: `capture`: on a GPU, record each execution as a CUDA graph
     (see nn/engine.py); false runs every mini-batch eagerly, for debugging.
 
-    The optimization is the engine's own (Lightning's manual optimization), so it honours the
-    Trainer's gradient clipping and accumulation itself: `gradient_clip_val` with
-    `gradient_clip_algorithm` ("norm" or "value"), and one optimizer step per
-    `accumulate_grad_batches` mini-batches."""
+    The optimization is the engine's own (Lightning's manual optimization): one optimizer step per
+    mini-batch. What only Lightning's automatic optimization does (accumulation, clipping, a count
+    of steps to stop at) is Lightning's loop's, with the plain Classifier."""
 
     # History sends each epoch's metrics to the loggers (lit/history.py): Lightning would log them
     # at its count of steps, which here are executions.
@@ -74,19 +72,9 @@ class FastClassifier(Classifier):
     # The DataModule's training batches are executions of `steps_per_execution` mini-batches.
     takes_executions = True
 
-    def __init__(
-        self,
-        *arguments: Any,
-        capture: bool = True,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-        accumulate_grad_batches: int = 1,
-        **keywords: Any,
-    ) -> None:
+    def __init__(self, *arguments: Any, capture: bool = True, **keywords: Any) -> None:
         super().__init__(*arguments, **keywords)
         self.capture = capture
-        self.gradient_clip_val, self.gradient_clip_algorithm = gradient_clip_val, gradient_clip_algorithm or "norm"
-        self.accumulate_grad_batches = accumulate_grad_batches
         self.form = Form.EAGER
         # A training step runs an execution of many mini-batches (nn/engine.py), or one mini-batch
         # of anyone's (x, y), one optimizer step each.
@@ -125,35 +113,17 @@ class FastClassifier(Classifier):
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
         return self.restores_its_step_settings(optimizer)
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # A resume on another number of processes trains with another real batch: it says so.
-        checkpoint["processes"] = self.trainer.world_size
-
     def on_train_start(self) -> None:
         optimizer = one_optimizer(self)
-        clip = (
-            partial(clip_gradients, list(self.net.parameters()), self.gradient_clip_val, self.gradient_clip_algorithm)
-            if self.gradient_clip_val
-            else None
-        )
         context = self.trainer.precision_plugin.forward_context
-        accumulate = self.accumulate_grad_batches
         self.engine: Eager | Captured
         if self.form == Form.HOOKED:
             backward, step = self.manual_backward, optimizer.step
-            self.engine = Eager(self.net, self.loss, optimizer.optimizer, backward, step, context, clip, accumulate)
+            self.engine = Eager(self.net, self.loss, optimizer.optimizer, backward, step, context)
             return
         # Nothing listens to the optimizer's steps: Adam's update without Adam.step's Python.
         adam_step = step_of(optimizer.optimizer)
-        eager = Eager(
-            self.net,
-            self.loss,
-            optimizer.optimizer,
-            step=adam_step,
-            forward_context=context,
-            clip=clip,
-            accumulate=accumulate,
-        )
+        eager = Eager(self.net, self.loss, optimizer.optimizer, step=adam_step, forward_context=context)
         self.engine = Captured(eager) if self.form == Form.CAPTURED else eager
 
     def on_train_epoch_start(self) -> None:
@@ -162,16 +132,11 @@ class FastClassifier(Classifier):
 
     def training_step(self, batch: Execution | Batch, batch_idx: int) -> None:
         if not isinstance(batch, Execution):
-            self._train_minibatch(*batch, batch_idx)
+            self._train_minibatch(*batch)
             return
         (images, labels), order, batch_size = batch.split.tensors, batch.order, batch.batch_size
-        accumulate = self.accumulate_grad_batches
-        minibatches = batches(len(order), batch_size)
-        order = order[
-            : batch_size * min(minibatches, accumulate * self._steps_allowed(batches(minibatches, accumulate)))
-        ]
         outcome = self.engine(images, labels, order, batch_size)
-        self._trained(outcome.losses, batches(len(outcome.losses), accumulate))
+        self._trained(outcome.losses)
         self.record(
             "",
             self.train_metrics,
@@ -180,37 +145,26 @@ class FastClassifier(Classifier):
             outcome.labels,
         )
 
-    def _train_minibatch(self, images: torch.Tensor, labels: torch.Tensor, batch_idx: int) -> None:
+    def _train_minibatch(self, images: torch.Tensor, labels: torch.Tensor) -> None:
         """Anyone's `(images, labels)` mini-batch, through the engine's own per-mini-batch step:
         images of any shape are flattened, as the DataModule flattens them."""
         eager = self.engine.eager if isinstance(self.engine, Captured) else self.engine
-        accumulate = self.accumulate_grad_batches
-        last = batch_idx + 1 == self.trainer.num_training_batches
         with torch.autocast(images.device.type, enabled=False):
-            loss, logits = eager.minibatch(self._flat(images), labels, batch_idx % accumulate, last)
-        self._trained(loss[None], int((batch_idx + 1) % accumulate == 0 or last))
+            loss, logits = eager.minibatch(self._flat(images), labels)
+        self._trained(loss[None])
         self.record("", self.train_metrics, loss.expand(len(labels)), logits.argmax(-1), labels)
 
     def _flat(self, images: torch.Tensor) -> torch.Tensor:
         return images.reshape(len(images), -1).to(next(self.net.parameters()).dtype)
 
-    def _trained(self, losses: torch.Tensor, steps: int) -> None:
-        """After mini-batches whose `losses` took `steps` optimizer steps."""
+    def _trained(self, losses: torch.Tensor) -> None:
+        """After mini-batches whose `losses` took an optimizer step each."""
         if self.form != Form.HOOKED:  # through Lightning's optimizer wrapper, Lightning counted them
-            count_optimizer_steps(self.trainer, steps)
+            count_optimizer_steps(self.trainer, len(losses))
         # Check the previous execution's losses while the device runs this one.
         self._check_pending_losses()
         self._keep_for_checking(losses)
         self.minibatches_done += len(losses)
-
-    def _steps_allowed(self, steps: int) -> int:
-        """`trainer.max_steps` counts optimizer steps: the execution that reaches it stops there,
-        and the run stops as Keras's would, validating the epoch it cut short."""
-        left = self.trainer.max_steps - self.trainer.global_step
-        if self.trainer.max_steps < 0 or left > steps:
-            return steps
-        self.trainer.should_stop = True
-        return max(0, left)
 
     def on_train_epoch_end(self) -> None:
         self._check_pending_losses()

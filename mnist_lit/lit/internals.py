@@ -2,7 +2,7 @@
 the API it misses, and tests/test_internals.py fails naming what moved when a release moves one."""
 
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import lightning as L
@@ -18,6 +18,24 @@ def count_optimizer_steps(trainer: "L.Trainer", steps: int) -> None:
     for _ in range(steps):
         progress.increment_ready()
         progress.increment_completed()
+
+
+def carry_optimizer_steps(checkpoint: dict[str, Any], automatic: bool) -> None:
+    """Count the optimizer steps of a checkpoint saved under the other optimization (Lightning's
+    automatic, or the fast engine's manual) where this one's global_step reads them: each counts
+    its own, and global_step reads the module's alone. The counter that lags takes the other's.
+
+    Missing: a global_step that a checkpoint keeps whichever optimization took the steps."""
+    loop = checkpoint.get("loops", {}).get("fit_loop", {})
+    try:
+        manual = loop["epoch_loop.manual_optimization.optim_step_progress"]
+        automatic_step = loop["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]["step"]
+    except KeyError:
+        return  # no training state: a checkpoint for weights alone
+    ours, theirs = (automatic_step, manual) if automatic else (manual, automatic_step)
+    if theirs["total"]["completed"] > ours["total"]["completed"]:
+        ours["total"] = dict(theirs["total"])
+        ours["current"] = dict(theirs["current"])
 
 
 def detects_anomalies(trainer: "L.Trainer") -> bool:

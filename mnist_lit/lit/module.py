@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from mnist_lit.common.choices import LOSSES, MOVED, OPTIMIZERS
 from mnist_lit.common.errors import ConfigError, UserError
+from mnist_lit.lit.internals import carry_optimizer_steps
 from mnist_lit.lit.saving import find, verified
 from mnist_lit.nn.network import CLASSES, DenseNetwork
 
@@ -190,6 +191,14 @@ class Classifier(L.LightningModule):
         settings = {key: first[key] for key in STEP_SETTINGS if key in first}
         optimizer.register_load_state_dict_post_hook(partial(restore_step_settings, settings))
         return optimizer
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A resume on another number of processes trains with another real batch: it says so.
+        checkpoint["processes"] = self.trainer.world_size
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # A run resumed by the other engine goes on counting its steps from where they were.
+        carry_optimizer_steps(checkpoint, self.automatic_optimization)
 
     def __getstate__(self) -> dict[str, Any]:
         # Lightning trains a torch.compile'd module by wrapping its steps on the instance, and

@@ -1,6 +1,6 @@
 """The training engine: an execution, Keras's `steps_per_execution`, runs many mini-batches, each a
-forward pass, a loss and a backward pass, with an optimizer step after each mini-batch (or after every
-`accumulate` of them, the gradients clipped first if asked), and reports their losses and predictions.
+forward pass, a loss and a backward pass, with an optimizer step after each mini-batch, and reports
+their losses and predictions.
 
 One contract, three forms:
 
@@ -56,16 +56,11 @@ class Eager:
         backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
         step: Callable[[], Any] | None = None,
         forward_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
-        clip: Callable[[], None] | None = None,
-        accumulate: int = 1,
     ) -> None:
         self.net, self.loss, self.optimizer = net, loss, optimizer
         self.backward = backward
         self.step = step or optimizer.step
         self.forward_context = forward_context
-        self.clip = clip
-        # Mini-batches per optimizer step; an execution's last step may take fewer.
-        self.accumulate = accumulate
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor, order: torch.Tensor, batch_size: int) -> Outcome:
         # Mixed precision covers the forward pass and the loss alone, not backward and the
@@ -74,10 +69,9 @@ class Eager:
             # One gather for the whole execution, not two for each mini-batch: small steps are
             # mostly the cost of each operation they launch.
             inputs, targets = images[order].to(self.dtype), labels[order]
-            minibatches = list(zip(inputs.split(batch_size), targets.split(batch_size), strict=True))
             losses, logits = [], []
-            for i, (x, y) in enumerate(minibatches):
-                loss, out = self.minibatch(x, y, i, last=i + 1 == len(minibatches))
+            for x, y in zip(inputs.split(batch_size), targets.split(batch_size), strict=True):
+                loss, out = self.minibatch(x, y)
                 losses.append(loss)
                 logits.append(out)
         # One argmax for the execution, not one a mini-batch.
@@ -87,21 +81,15 @@ class Eager:
     def dtype(self) -> torch.dtype:
         return next(self.net.parameters()).dtype
 
-    def minibatch(self, x: torch.Tensor, y: torch.Tensor, i: int, last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """One mini-batch, the `i`-th since the last optimizer step's count began (`last`: the
-        final one before a step must be taken): its mean loss and its logits, detached. Every
+    def minibatch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One mini-batch and its optimizer step: its mean loss and its logits, detached. Every
         form of batch goes through here, an execution's or anyone's `(x, y)`."""
         with self.forward_context():
             logits = self.net(x)
             loss = self.loss(logits, y)
-        if i % self.accumulate == 0:
-            self.optimizer.zero_grad()
-        # The accumulated gradient is the mean of its mini-batches', as one larger batch's.
-        self.backward(loss / self.accumulate if self.accumulate > 1 else loss)
-        if (i + 1) % self.accumulate == 0 or last:
-            if self.clip is not None:
-                self.clip()
-            self.step()
+        self.optimizer.zero_grad()
+        self.backward(loss)
+        self.step()
         return loss.detach().float(), logits.detach()
 
 
@@ -141,18 +129,6 @@ class Captured:
             static_outcome = self.eager(images, labels, static_order, batch_size)
         self.graphs[key] = (graph, static_order, static_outcome)
         return outcome
-
-
-def clip_gradients(parameters: list[nn.Parameter], value: float, algorithm: str = "norm") -> None:
-    """Clip the gradients to a total norm of `value` ("norm"), or each to [-value, value] ("value").
-
-    torch's own clipping, as Lightning's precision plugins call it for the precisions the engine
-    takes, none of which scales gradients; Lightning's bf16-mixed plugin would refuse a fused Adam
-    that it thinks unscales them."""
-    if algorithm == "value":
-        torch.nn.utils.clip_grad_value_(parameters, value)
-    else:
-        torch.nn.utils.clip_grad_norm_(parameters, value)
 
 
 class Batched:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from mnist_lit import fit
 from mnist_lit.command_line import explain
-from mnist_lit.common.choices import ACTIVATIONS, DATASETS, INITS, METRICS, PRECISIONS, PROFILERS, TARGETS
+from mnist_lit.common.choices import ACTIVATIONS, DATASETS, ENGINES, INITS, METRICS, PRECISIONS, PROFILERS, TARGETS
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.config.schema import Config
 from mnist_lit.lit.module import Diverged
@@ -131,9 +131,9 @@ VALID: dict[str, Any] = {
     # Lightning refuses a fraction that leaves a loop no whole batch.
     "trainer.overfit_batches": lambda v: (integer(v) and v >= 0)
     or (isinstance(v, float) and (v == 0 or 0.5 <= v <= 1)),
-    # A number of mini-batches must be whole executions (BASE's 4 a step), at most an epoch's 20.
+    # A number of mini-batches (Lightning's loop trains it), at most an epoch's 20.
     "trainer.val_check_interval": lambda v: (
-        v is None or (isinstance(v, float) and 0 < v <= 1) or (integer(v) and 4 <= v <= 20 and v % 4 == 0)
+        v is None or (isinstance(v, float) and 0 < v <= 1) or (integer(v) and 1 <= v <= 20)
     ),
     "trainer.check_val_every_n_epoch": count(1, None),
     "trainer.num_sanity_val_steps": count(0, None, -1),
@@ -141,7 +141,7 @@ VALID: dict[str, Any] = {
     "trainer.enable_checkpointing": lambda v: v is None or boolean(v),
     "trainer.enable_progress_bar": lambda v: v is None or boolean(v),
     "trainer.enable_model_summary": lambda v: v is None or boolean(v),
-    "trainer.accumulate_grad_batches": lambda v: integer(v) and v >= 1 and 4 % v == 0,
+    "trainer.accumulate_grad_batches": count(1),
     "trainer.gradient_clip_val": lambda v: v is None or (number(v) and v >= 0),
     "trainer.gradient_clip_algorithm": one_of(None, "norm", "value"),
     "trainer.deterministic": lambda v: v in (None, True, False, "warn"),  # 0 and 1 as false and true
@@ -166,6 +166,7 @@ VALID: dict[str, Any] = {
     "objective": one_of(*METRICS),
     "logger": lambda v: v is None,
     "capture": boolean,
+    "engine": one_of(*ENGINES),
 }
 
 # Their valid values need other machines, services or files: composed and checked, never trained.
@@ -216,8 +217,8 @@ def counts(low: int, high: int, *special: Any) -> Any:
 FRACTIONS = st.floats(0.05, 1.0, allow_subnormal=False)
 LIMITS = st.one_of(some(None), st.integers(0, 25), FRACTIONS)
 # Each key's valid values, as a user may give them (no subnormal floats: conftest flushes them to
-# zero, as every command does) (the oracle checks every draw, and a run's
-# length stays bounded: VALID_BASE's trainer.max_steps ends an unbounded max_epochs).
+# zero, as every command does) (the oracle checks every draw, and a run's length stays bounded:
+# UNBOUNDED's trainer.max_steps ends an unbounded max_epochs).
 VALID_DRAWS: dict[str, Any] = {
     "model._target_": some(*TARGETS["model"]),
     "model.hidden": st.lists(st.integers(1, 64), max_size=2),
@@ -247,14 +248,14 @@ VALID_DRAWS: dict[str, Any] = {
     "trainer.limit_test_batches": LIMITS,
     "trainer.limit_predict_batches": LIMITS,
     "trainer.overfit_batches": st.one_of(st.integers(0, 5), some(0.0), st.floats(0.5, 1.0, allow_subnormal=False)),
-    "trainer.val_check_interval": st.one_of(some(None, 4, 8, 12, 16, 20), FRACTIONS),
+    "trainer.val_check_interval": st.one_of(some(None), st.integers(1, 20), FRACTIONS),
     "trainer.check_val_every_n_epoch": counts(1, 3, None),
     "trainer.num_sanity_val_steps": counts(0, 3, None, -1),
     "trainer.log_every_n_steps": counts(0, 50, None),
     "trainer.enable_checkpointing": some(None, True, False),
     "trainer.enable_progress_bar": some(None, True, False),
     "trainer.enable_model_summary": some(None, True, False),
-    "trainer.accumulate_grad_batches": some(1, 2, 4),
+    "trainer.accumulate_grad_batches": some(1, 2, 3, 4, 7),
     "trainer.gradient_clip_val": st.one_of(some(None), st.floats(0, 10, allow_subnormal=False)),
     "trainer.gradient_clip_algorithm": some(None, "norm", "value"),
     "trainer.deterministic": some(None, True, False, "warn"),
@@ -278,6 +279,7 @@ VALID_DRAWS: dict[str, Any] = {
     "threads": st.one_of(some("auto"), st.integers(1, 4)),
     "objective": some(*METRICS),
     "capture": st.booleans(),
+    "engine": some(*ENGINES),
 }
 
 
@@ -352,7 +354,8 @@ def test_every_setting_deeply(key, value, tiny, tmp_path_factory):
     every_setting(key, value, tmp_path_factory)
 
 
-VALID_BASE = (*BASE, "trainer.max_steps=40")
+# Lightning trains until max_steps where max_epochs is unbounded (-1, or null with max_steps=-1).
+UNBOUNDED = ("trainer.max_steps=40",)
 VALID_DRAWN = st.sampled_from(sorted(VALID_DRAWS)).flatmap(
     lambda key: st.tuples(st.just(key), VALID_DRAWS[key].map(spelled))
 )
@@ -361,11 +364,12 @@ VALID_DRAWN = st.sampled_from(sorted(VALID_DRAWS)).flatmap(
 def to_its_end(key: str, value: str, output_dir) -> None:
     """A value the oracle holds valid trains, tests and leaves the run's files, pictures included."""
     override = f"{key}={value}"
+    base = (*BASE, *UNBOUNDED) if key == "trainer.max_epochs" else BASE
     with initialize_config_module("mnist_lit.conf", version_base="1.3"):
-        composed = plain(OmegaConf.select(compose("config", overrides=[*VALID_BASE, override]), key))
+        composed = plain(OmegaConf.select(compose("config", overrides=[*base, override]), key))
     assert VALID[key](composed), f"{override} (composed: {composed!r}) is drawn as valid, but the oracle refuses it"
     try:
-        history = fit(*VALID_BASE, override, output_dir=output_dir)
+        history = fit(*base, override, output_dir=output_dir)
     except Diverged:
         return  # a training that ends in one line: its loss stopped being a number
     results = json.loads((output_dir / "results.json").read_text())

@@ -8,7 +8,6 @@ from mnist_lit.config.schema import Config, Resume, Stacked, Taker, TrainerConfi
 
 
 def test_the_project_takes_the_trainer_arguments_it_counts_in_mini_batches():
-    assert set(taken_by(Taker.MODULE)) == {"gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches"}
     assert taken_by(Taker.DATA) == tuple(f"limit_{stage}_batches" for stage in ("train", "val", "test", "predict"))
     assert taken_by(Taker.TIMER) == ("max_time",)
 
