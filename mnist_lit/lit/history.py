@@ -13,6 +13,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from mnist_lit.common.choices import METRICS
 from mnist_lit.lit.loggers import send_metrics, send_picture
+from mnist_lit.lit.module import Diverged
 from mnist_lit.lit.saving import newest
 from mnist_lit.reports.history import plot, write_csv
 from mnist_lit.reports.pictures import Picture
@@ -101,6 +102,14 @@ class History(L.Callback):
             if self._validated or not name.startswith("val_")
         }
         epoch = trainer.current_epoch + 1
+        if not math.isfinite(metrics["loss"]):
+            # Lightning's loop checks no loss (the fast engine checks each mini-batch's): stop before
+            # the epoch's checkpoints keep garbage weights.
+            lr = float(trainer.optimizers[0].param_groups[0]["lr"])
+            loss = metrics["loss"]
+            raise Diverged(
+                f"The loss became {loss} during epoch {epoch}: lower optimizer.lr (now {lr:g}) and start again"
+            )
         module.print(self.record.add(metrics, epoch, trainer.max_epochs, seconds, write=trainer.is_global_zero))
         send_metrics(trainer.loggers, self.record.last(), len(self.history["loss"]))
 

@@ -12,6 +12,7 @@ import torch
 from mnist_lit import fit
 from mnist_lit.common.errors import ConfigError
 from mnist_lit.lit.fast import FastClassifier
+from mnist_lit.lit.module import Diverged
 from tests.conftest import last_weights
 
 # 640 tiny training images: 20 mini-batches of 32 an epoch, in executions of 4.
@@ -97,3 +98,9 @@ def test_engine_fast_refuses_what_it_does_not_do_in_one_line(tiny_env, setting):
         f"engine=fast does not do {setting}: leave engine=auto, which trains such a run in Lightning's loop"
     )
     assert not (tiny_env / "run" / "checkpoints").exists()
+
+
+def test_a_diverging_run_in_lightnings_loop_stops_before_its_checkpoint(tiny_env):
+    with pytest.raises(Diverged, match=r"^The loss became nan during epoch 1: lower optimizer.lr \(now 1e\+30\)"):
+        fit(*TINY, "model=mlp", "engine=lightning", "optimizer.lr=1e30", output_dir="run")
+    assert not list((tiny_env / "run").glob("checkpoints/*.ckpt"))
