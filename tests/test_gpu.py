@@ -10,6 +10,7 @@ import torch
 
 from mnist_lit import fit
 from mnist_lit.lit.module import Diverged
+from mnist_lit.nn.engine import batches
 from tests.conftest import REAL_DATA, cli, last_weights, multirun_in_process
 from tests.nn.test_engine import TINY, GlobalStep, StepHooks
 
@@ -102,7 +103,7 @@ def test_what_the_fast_engine_does_not_do_trains_in_lightnings_loop_on_the_gpu(t
     steps = GlobalStep()
     fit(*GPU, *settings, output_dir="run", callbacks=[steps])
     accumulated = 3 if "trainer.accumulate_grad_batches=3" in settings else 1
-    assert steps.form == "lightning" and steps.global_step == -(-20 // accumulated) * 3
+    assert steps.form == "lightning" and steps.global_step == batches(20, accumulated) * 3
 
 
 def test_a_stacked_sweep_trains_and_tests_on_the_gpu(tiny_mnist, tmp_path, monkeypatch, capsys):

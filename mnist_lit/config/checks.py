@@ -83,10 +83,10 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"objective={cfg.objective} is not a metric; choose one of: {', '.join(METRICS)}")
     if cfg.engine not in ENGINES:
         raise ConfigError(f"engine={cfg.engine} is unknown; choose one of: {', '.join(ENGINES)}")
-    if cfg.engine == "fast" and lightnings_own(cfg):
+    asked = lightnings_own(cfg)
+    if cfg.engine == "fast" and asked:
         raise ConfigError(
-            f"engine=fast does not do {' '.join(lightnings_own(cfg))}: leave engine=auto, which trains such a "
-            "run in Lightning's loop"
+            f"engine=fast does not do {' '.join(asked)}: leave engine=auto, which trains such a run in Lightning's loop"
         )
     stopping = cfg.early_stopping
     if stopping.patience is not None and stopping.monitor.startswith("val_") and cfg.trainer.limit_val_batches == 0:
@@ -97,8 +97,9 @@ def check(cfg: DictConfig) -> None:
 
 
 def lightnings_own(cfg: DictConfig) -> list[str]:
-    """The settings of `cfg`, as overrides, that only Lightning's loop does: the fast engine steps
-    once per mini-batch, many mini-batches to a Lightning step, and counts no step of its own."""
+    """The settings of `cfg`, as overrides, that only Lightning's loop does: the fast engine takes
+    one optimizer step per mini-batch, many mini-batches to a Lightning step, so it can neither
+    group steps, clip before one, nor stop or validate between two of an execution."""
     trainer = cfg.trainer
     interval = trainer.val_check_interval
     asked = {

@@ -61,8 +61,8 @@ class Stacked(str, Enum):
 
 
 class Taker(str, Enum):
-    """Who takes a Trainer argument. Lightning counts batches in executions and refuses gradient
-    settings with manual optimization, so some are the project's to honour, in mini-batches."""
+    """Who takes a Trainer argument. On the fast engine Lightning counts batches in executions, so
+    the limits are the DataModule's to honour, in mini-batches."""
 
     LIGHTNING = "lightning"
     DATA = "data"  # the DataModule: limits
