@@ -25,14 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, read, tell_processes
-from mnist_lit.common.choices import STAGES
 from mnist_lit.common.errors import ConfigError, first_line
-from mnist_lit.config.checks import config_of, lightnings_own, plain
+from mnist_lit.config.checks import config_of, lightnings_own, not_fast, plain
 from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
 from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
 from mnist_lit.lit.data import MNISTDataModule
-from mnist_lit.lit.fast import FastClassifier
+from mnist_lit.lit.fast import FastClassifier, FastDataModule, listeners
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier, arguments_of
 from mnist_lit.lit.saving import AtomicCheckpointIO, Kept, RunCheckpoint, find, run_checkpoints
@@ -68,9 +67,6 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         cfg = cfg.copy()
         cfg.resume = str(output_dir)
     ckpt_path = find(cfg.resume) if cfg.resume else None
-    L.seed_everything(cfg.seed, verbose=False)
-    module = classifier(cfg, engine(cfg))
-    resumed = check_resume(cfg.resume, cfg, module.net) if ckpt_path else None
     # Lightning's Timer takes a duration's dict form as a plain dict only.
     max_time = cfg.trainer.max_time
     timer = Timer(duration=plain(max_time) if isinstance(max_time, DictConfig) else max_time)
@@ -97,6 +93,10 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         enable_progress_bar=bool(bar),
         plugins=[AtomicCheckpointIO(), *tasks],
     )
+    trains = engine(cfg, built)
+    L.seed_everything(cfg.seed, verbose=False)
+    module = classifier(cfg, trains)
+    resumed = check_resume(cfg.resume, cfg, module.net) if ckpt_path else None
     # A process that Slurm or submitit started has a budget of its own (cpus_per_task); ranks that
     # Lightning starts on a CPU share this one's.
     own_budget = tasks or isinstance(getattr(built.strategy, "cluster_environment", None), SLURMEnvironment)
@@ -107,7 +107,8 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     ranks = built.num_nodes * built.num_devices
     if resumed and built.is_global_zero:
         tell_processes(resumed, ranks, cfg.data.batch_size)
-    return Run(module, datamodule(cfg), built, history, timer, best, ckpt_path, threads, why, ranks, bool(tasks))
+    data = datamodule(cfg, trains)
+    return Run(module, data, built, history, timer, best, ckpt_path, threads, why, ranks, bool(tasks))
 
 
 def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
@@ -166,15 +167,17 @@ def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:
     return made, timer
 
 
-def engine(cfg: DictConfig) -> str:
-    """The engine that trains `cfg`: engine=auto takes the fast one unless the run asks for what
-    only Lightning's loop does, and says why."""
-    if cfg.engine != "auto":
-        return str(cfg.engine)
-    asked = lightnings_own(cfg)
+def engine(cfg: DictConfig, trainer: L.Trainer) -> str:
+    """The engine that trains `cfg` with `trainer`: engine=auto takes the fast one unless the run
+    asks for what only Lightning's loop does, and says why; engine=fast refuses such a run."""
+    if cfg.engine == "lightning":
+        return "lightning"
+    asked = list(dict.fromkeys([*lightnings_own(cfg), *listeners(trainer)]))
     if not asked:
         return "fast"
-    log.info("Lightning's loop trains this run (engine=lightning): the fast engine does not do %s", " ".join(asked))
+    if cfg.engine == "fast":
+        raise not_fast(asked)
+    log.info("Lightning's loop trains this run (engine=lightning): the fast engine does not do %s", ", ".join(asked))
     return "lightning"
 
 
@@ -191,13 +194,19 @@ def classifier(cfg: DictConfig, engine: str = "lightning") -> Classifier:
     return module
 
 
-def datamodule(cfg: DictConfig, limited: bool = True) -> MNISTDataModule:
-    """`limited`: as the config's trainer.limit_*_batches say; else whole splits."""
-    limits = {stage: cfg.trainer[f"limit_{stage}_batches"] for stage in STAGES} if limited else {}
-    if limited and cfg.trainer.fast_dev_run:
-        # Lightning runs N batches of each loop: N mini-batches here, as every limit counts them.
-        limits = dict.fromkeys(STAGES, int(cfg.trainer.fast_dev_run))
-    made: MNISTDataModule = instantiate(cfg.data, limits=limits)
+def datamodule(cfg: DictConfig, engine: str = "lightning") -> MNISTDataModule:
+    """The config's data for `engine`: Lightning's loop trains on mini-batches."""
+    if engine == "fast":
+        return fast_datamodule(cfg)
+    settings = {key: value for key, value in plain(cfg.data).items() if key != "steps_per_execution"}
+    made: MNISTDataModule = instantiate(settings)
+    return made
+
+
+def fast_datamodule(cfg: DictConfig) -> FastDataModule:
+    """The config's data for the fast engine: training batches are executions of
+    data.steps_per_execution mini-batches, and evaluation reads as many images at once."""
+    made: FastDataModule = instantiate(cfg.data, _target_=f"{FastDataModule.__module__}.FastDataModule")
     return made
 
 
@@ -205,10 +214,8 @@ def trainer(cfg: DictConfig, **arguments: Any) -> L.Trainer:
     """The config's Trainer; `arguments` add to or replace its settings."""
     lightnings = ("_target_", *taken_by(Taker.LIGHTNING))
     settings = OmegaConf.masked_copy(cfg.trainer, [str(k) for k in cfg.trainer if k in lightnings])
-    # A limit of 0 turns a loop off, as in Lightning.
-    translated: dict[str, Any] = {name: 0 for name in taken_by(Taker.DATA) if cfg.trainer[name] == 0}
     try:
-        made: L.Trainer = instantiate(settings, **{"logger": False, **translated, **arguments})
+        made: L.Trainer = instantiate(settings, **{"logger": False, **arguments})
     except InstantiationException as error:
         if not isinstance(error.__cause__, (MisconfigurationException, ValueError)):
             raise

@@ -41,9 +41,10 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[s
         module = build.restore(checkpoint)
         cfg = config_of(module.hparams, f"checkpoint={checkpoint}")
         cfg.data.root = root
-        datamodule = build.datamodule(cfg, limited=False)
+        # The fast engine's data: evaluation reads a whole execution's images at once.
+        datamodule = build.fast_datamodule(cfg)
         # One device, wherever the run trained: the numbers do not depend on it. Whole splits, whatever
-        # limits the run trained with (the DataModule is built unlimited too).
+        # limits the run trained with.
         trainer = build.trainer(
             cfg,
             accelerator="auto",

@@ -123,7 +123,7 @@ def _test_and_write(cfg: DictConfig, output_dir: Path, run: build.Run) -> dict[s
             if not datamodule.ready:  # a spawned strategy set the data up in its own processes
                 datamodule.setup("test")
             # The images the test metrics cover: all, or as many as trainer.limit_test_batches keeps.
-            images, labels = datamodule.evaluated("test", run.ranks).tensors
+            images, labels = datamodule.evaluated("test", run.ranks, trainer.limit_test_batches).tensors
             net = module.net.to(images.device)
             probabilities = mistakes.probabilities(net, images)
             results.write(output_dir, net, test, probabilities, images, labels, datamodule.names, **facts)

@@ -11,10 +11,10 @@ import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_module
+from torch.utils.data import DistributedSampler
 
 from mnist_lit import fit
-from mnist_lit.lit import module, stack
-from mnist_lit.lit.data import Shuffled
+from mnist_lit.lit import data, module, stack
 from mnist_lit.nn import engine
 from mnist_lit.nn.loss import CategoricalCrossentropy
 from mnist_lit.sweeps.stacking import Job, train_stack
@@ -76,11 +76,11 @@ def test_a_stacked_job_trains_as_its_run_alone(tiny_env, monkeypatch):
             logits.flatten(0, -2), labels.flatten(), reduction="none", label_smoothing=0.1
         ).view(labels.shape)
 
-    class FirstJobsOrder(Shuffled):  # every network of the stack in the first job's shuffle
-        def __init__(self, dataset, limit=None, **settings):
-            super().__init__(dataset, limit, **{**settings, "seed": 0})
+    class FirstJobsOrder(DistributedSampler):  # every network of the stack in the first job's shuffle
+        def __init__(self, dataset, **settings):
+            super().__init__(dataset, **{**settings, "seed": 0})
 
-    bites(check, monkeypatch, (engine, "image_losses", smoothed), (stack, "Shuffled", FirstJobsOrder))
+    bites(check, monkeypatch, (engine, "image_losses", smoothed), (stack, "DistributedSampler", FirstJobsOrder))
 
 
 def test_a_resumed_run_ends_as_one_never_stopped(tiny_env, monkeypatch):
@@ -147,14 +147,9 @@ class Orders(L.Callback):
     def __init__(self, directory: str) -> None:
         self.directory = directory
 
-    def on_train_epoch_start(self, trainer, module):
-        self.seen = []
-
-    def on_train_batch_start(self, trainer, module, batch, batch_idx):
-        self.seen.append(batch.order.cpu())
-
     def on_train_epoch_end(self, trainer, module):
-        torch.save(torch.cat(self.seen), f"{self.directory}/rank{trainer.global_rank}-epoch{trainer.current_epoch}.pt")
+        order = torch.tensor(list(trainer.train_dataloader.sampler))
+        torch.save(order, f"{self.directory}/rank{trainer.global_rank}-epoch{trainer.current_epoch}.pt")
 
     def on_train_end(self, trainer, module):
         torch.save(module.net.state_dict(), f"{self.directory}/rank{trainer.global_rank}.pt")
@@ -183,16 +178,11 @@ def test_ddp_ranks_end_equal_each_having_trained_on_its_own_shard(tiny_env, monk
         a, b = (torch.load(directory / f"rank{r}.pt", weights_only=True) for r in (0, 1))
         assert all(torch.equal(a[k], b[k]) for k in a)
 
-    bites(check, monkeypatch, (Shuffled, "__init__", _rank_zero_for_all()))
+    class RankZeroForAll(DistributedSampler):
+        def __init__(self, dataset, **settings):
+            super().__init__(dataset, **{**settings, "rank": 0})
 
-
-def _rank_zero_for_all():
-    made = Shuffled.__init__
-
-    def init(self, dataset, limit=None, **settings):
-        made(self, dataset, limit, **{**settings, "rank": 0})
-
-    return init
+    bites(check, monkeypatch, (data, "DistributedSampler", RankZeroForAll))
 
 
 def redrawn_digits_recognised(run: Path, directory: Path) -> None:

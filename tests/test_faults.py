@@ -116,7 +116,10 @@ def test_bad_overrides_end_the_process_in_one_line(override, message, tiny_mnist
         ("trainer.max_epochs=0", "trainer.max_epochs=0 is out of range: it must be ≥ 1, e.g. trainer.max_epochs=10"),
         ("model.activation=relux", "model.activation=relux is unknown; choose one of: celu, elu, gelu"),
         ("threads=two", "threads=two is not a number of threads: give one ≥ 1, e.g. threads=2, or threads=auto"),
-        ("trainer.strategy=fsdp", "trainer.strategy=fsdp is not supported: mnist_lit's engine all-reduces each"),
+        (
+            "trainer.strategy=fsdp",
+            "trainer.strategy=fsdp is not supported: mnist_lit spreads a run over devices with",
+        ),
         ("trainer.max_steps=0", "trainer.max_steps=0 is out of range: it must be ≥ 1, e.g. trainer.max_steps=1000"),
         (
             "early_stopping.monitor=val_acc",

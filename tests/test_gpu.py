@@ -40,7 +40,7 @@ def test_captured_runs_give_the_eager_numbers(tiny_env):
 def test_a_listening_callback_gets_every_hook_on_the_gpu(tiny_env):
     hooks, steps = StepHooks(), GlobalStep()
     fit(*GPU, output_dir="run", callbacks=[hooks, steps])
-    assert steps.form == "hooked" and hooks.calls == dict.fromkeys(hooks.calls, 60)
+    assert steps.form == "lightning" and hooks.calls == dict.fromkeys(hooks.calls, 60)
 
 
 def test_max_steps_in_lightnings_loop_and_divergence_when_captured(tiny_env):

@@ -11,7 +11,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.common.choices import ENGINES, LOGGER_LIBRARIES, METRICS, MOVED, TARGET_KINDS, TARGETS
+from mnist_lit.common.choices import ENGINES, LOGGER_LIBRARIES, METRICS, MOVED, STAGES, TARGET_KINDS, TARGETS
 from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.schema import Config
 from mnist_lit.share import submitit_tasks
@@ -85,9 +85,7 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"engine={cfg.engine} is unknown; choose one of: {', '.join(ENGINES)}")
     asked = lightnings_own(cfg)
     if cfg.engine == "fast" and asked:
-        raise ConfigError(
-            f"engine=fast does not do {' '.join(asked)}: leave engine=auto, which trains such a run in Lightning's loop"
-        )
+        raise not_fast(asked)
     stopping = cfg.early_stopping
     if stopping.patience is not None and stopping.monitor.startswith("val_") and cfg.trainer.limit_val_batches == 0:
         raise ConfigError(
@@ -96,10 +94,18 @@ def check(cfg: DictConfig) -> None:
         )
 
 
+def not_fast(asked: list[str]) -> ConfigError:
+    """engine=fast's refusal of what only Lightning's loop does."""
+    return ConfigError(
+        f"engine=fast does not do {', '.join(asked)}: leave engine=auto, which trains such a run in Lightning's loop"
+    )
+
+
 def lightnings_own(cfg: DictConfig) -> list[str]:
     """The settings of `cfg`, as overrides, that only Lightning's loop does: the fast engine takes
     one optimizer step per mini-batch, many mini-batches to a Lightning step, so it can neither
-    group steps, clip before one, nor stop or validate between two of an execution."""
+    group steps, clip before one, nor stop or validate between two of an execution, and Lightning
+    would count its batches in executions (a limit of 0, which turns a loop off, counts nothing)."""
     trainer = cfg.trainer
     interval = trainer.val_check_interval
     asked = {
@@ -108,6 +114,10 @@ def lightnings_own(cfg: DictConfig) -> list[str]:
         "max_steps": trainer.max_steps != -1,
         "val_check_interval": isinstance(interval, int) and not isinstance(interval, bool),
         "detect_anomaly": trainer.detect_anomaly,
+        "fast_dev_run": bool(trainer.fast_dev_run),
+        "overfit_batches": bool(trainer.overfit_batches),
+        "num_sanity_val_steps": (trainer.num_sanity_val_steps or 0) > 0,
+        **{f"limit_{stage}_batches": trainer[f"limit_{stage}_batches"] not in (None, 0) for stage in STAGES},
     }
     # As the command line spells them: true, not Python's True.
     return [f"trainer.{name}={str(trainer[name]).lower()}" for name, on in asked.items() if on]

@@ -61,11 +61,9 @@ class Stacked(str, Enum):
 
 
 class Taker(str, Enum):
-    """Who takes a Trainer argument. On the fast engine Lightning counts batches in executions, so
-    the limits are the DataModule's to honour, in mini-batches."""
+    """Who takes a Trainer argument."""
 
     LIGHTNING = "lightning"
-    DATA = "data"  # the DataModule: limits
     TIMER = "timer"  # the run's own Timer: max_time
 
 
@@ -199,10 +197,9 @@ class TrainerConfig:
     """Every argument of lightning.Trainer (tests/lit/test_trainer.py checks this against its signature)
     but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
 
-    The fast engine's batches are executions of `data.steps_per_execution` mini-batches, so the
-    limits on batches are counted in mini-batches here, as a Lightning user means them, and the
-    DataModule honours them (`taken_by`). A job that changes any argument but those a stack shares
-    runs alone."""
+    What counts batches (limits, fast_dev_run, overfit_batches, a number of sanity steps) counts
+    mini-batches, as a Lightning user means them: engine=auto trains such a run in Lightning's
+    loop. A job that changes any argument but those a stack shares runs alone."""
 
     _target_: str = "lightning.pytorch.Trainer"
     accelerator: str = argument("auto", resume=Resume.UNSEEN, stack=Stacked.SHARED)
@@ -216,12 +213,10 @@ class TrainerConfig:
     max_steps: int = argument(-1, resume=Resume.UNTIL)  # optimizer steps in all; -1: no limit
     min_steps: int | None = argument(None, resume=Resume.UNTIL)
     max_time: Any = argument(None, resume=Resume.UNTIL, taken_by=Taker.TIMER)
-    # mini-batches per epoch (a number), or a fraction of them
-    limit_train_batches: Any = argument(None, taken_by=Taker.DATA)
-    # mini-batches of batch_size images, or a fraction
-    limit_val_batches: Any = argument(None, resume=Resume.FROM_HERE_ON, taken_by=Taker.DATA)
-    limit_test_batches: Any = argument(None, resume=Resume.FROM_HERE_ON, taken_by=Taker.DATA)
-    limit_predict_batches: Any = argument(None, resume=Resume.FROM_HERE_ON, taken_by=Taker.DATA)
+    limit_train_batches: Any = argument(None)
+    limit_val_batches: Any = argument(None, resume=Resume.FROM_HERE_ON)
+    limit_test_batches: Any = argument(None, resume=Resume.FROM_HERE_ON)
+    limit_predict_batches: Any = argument(None, resume=Resume.FROM_HERE_ON)
     overfit_batches: Any = argument(0.0)
     val_check_interval: Any = argument(None, resume=Resume.FROM_HERE_ON)
     check_val_every_n_epoch: int | None = argument(1, resume=Resume.FROM_HERE_ON)
@@ -288,8 +283,8 @@ class TrainerConfig:
             )
         if self.strategy not in STRATEGIES:
             raise ConfigError(
-                f"trainer.strategy={self.strategy} is not supported: mnist_lit's engine all-reduces each mini-batch's "
-                f"gradients with Lightning's DDP; choose one of: {', '.join(STRATEGIES)}"
+                f"trainer.strategy={self.strategy} is not supported: mnist_lit spreads a run over devices with "
+                f"Lightning's DDP, a whole network on each; choose one of: {', '.join(STRATEGIES)}"
             )
         at_least(
             "trainer.accumulate_grad_batches", self.accumulate_grad_batches, 1, "trainer.accumulate_grad_batches=4"

@@ -2,7 +2,6 @@
 Fashion-MNIST and KMNIST come in the same four IDX files and are prepared the same way."""
 
 import gzip
-import itertools
 import logging
 import math
 import os
@@ -16,21 +15,13 @@ from typing import Any
 import lightning as L
 import torch
 from filelock import FileLock
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
-from torch.utils.data import (
-    DataLoader,
-    Dataset,
-    DistributedSampler,
-    Subset,
-    TensorDataset,
-    default_convert,
-    random_split,
-)
+from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader, DistributedSampler, Subset, TensorDataset, default_convert, random_split
 from torchvision.datasets import KMNIST, MNIST, FashionMNIST
 
 from mnist_lit.common import files
 from mnist_lit.common.errors import ConfigError, DataError
-from mnist_lit.nn.engine import Execution, batches
+from mnist_lit.nn.engine import batches
 from mnist_lit.nn.images import IMAGE_SHAPE, flatten, normalize
 
 log = logging.getLogger(__name__)
@@ -57,48 +48,24 @@ class InMemory(TensorDataset):
         return tuple(tensor[index] for tensor in self.tensors)
 
 
-class Orders(Dataset[Execution]):
-    """A split as the training loader sees it: a batch of it is the order of one execution's
-    images, not the images, so that the training step gathers them on the device itself."""
-
-    def __init__(self, split: InMemory, batch_size: int) -> None:
-        self.split, self.batch_size = split, batch_size
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitems__(self, indices: list[int]) -> Execution:
-        return Execution(self.split, torch.tensor(indices), self.batch_size)
-
-
-class Shuffled(DistributedSampler[int]):
-    """Each epoch's shuffled order for this rank, cut to its first `limit` images if given."""
-
-    def __init__(self, dataset: InMemory, limit: int | None = None, **settings: Any) -> None:
-        super().__init__(dataset, **settings)
-        self.limit = limit
-
-    def __iter__(self) -> Iterator[int]:
-        return itertools.islice(super().__iter__(), self.limit)
-
-    def __len__(self) -> int:
-        return min(super().__len__(), self.limit) if self.limit is not None else super().__len__()
-
-
 class Shard(DistributedSampler[int]):
-    """This rank's images of an evaluation split, in order, cut to its first `limit` if given. Each
-    image is on exactly one rank: DistributedSampler repeats images to even the ranks out, and so
-    counts them twice. (A DistributedSampler still, so that Lightning keeps it.)"""
+    """This rank's images of an evaluation split, in order. Each image is on exactly one rank:
+    DistributedSampler repeats images to even the ranks out, and so counts them twice. (A
+    DistributedSampler still, so that Lightning keeps it.)"""
 
-    def __init__(self, dataset: InMemory, limit: int | None = None, **settings: Any) -> None:
+    def __init__(self, dataset: InMemory, **settings: Any) -> None:
         super().__init__(dataset, shuffle=False, **settings)
-        self.split, self.limit = dataset, limit
+        self.split = dataset
 
     def __iter__(self) -> Iterator[int]:
-        return itertools.islice(range(self.rank, len(self.split), self.num_replicas), self.limit)
+        return iter(self.indices)
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.split), self.num_replicas)[: self.limit])
+        return len(self.indices)
+
+    @property
+    def indices(self) -> range:
+        return range(self.rank, len(self.split), self.num_replicas)
 
 
 class MNISTDataModule(L.LightningDataModule):
@@ -111,18 +78,11 @@ class MNISTDataModule(L.LightningDataModule):
 
     `root`: where `<dataset>/raw` lies; by default $MNIST_LIT_DATA, else a per-user cache.
 
-    `steps_per_execution` > 1 is the fast engine's (lit/fast.py; Keras's `steps_per_execution`, see
-    nn/engine.py): each training batch is then an `Execution`, the order of that many shuffled
-    mini-batches, which the engine gathers from the split on the device itself, so that Lightning's
-    per-step bookkeeping is paid once for many optimizer steps; evaluation reads as many images at
-    once. Any other LightningModule gets plain mini-batches, and the log says so.
-
     `val_size > 0` holds that many seeded training images out for validation instead, so that
     models are not selected on the test set.
 
-    `limits` cut a stage ("train", "val", "test", "predict") to a number of mini-batches of
-    `batch_size` images, or to a fraction of them: Lightning's limit_*_batches, counted as a Lightning
-    user counts them rather than in executions.
+    The fast engine's DataModule (lit/fast.py's FastDataModule) is this one, its training batches
+    executions of many mini-batches.
     """
 
     def __init__(
@@ -130,9 +90,7 @@ class MNISTDataModule(L.LightningDataModule):
         root: str | None = None,
         batch_size: int = 32,
         val_size: int = 0,
-        steps_per_execution: int = 1,
         seed: int = 0,
-        limits: dict[str, int | float | None] | None = None,
         dataset: str = "MNIST",
     ) -> None:
         super().__init__()
@@ -141,15 +99,12 @@ class MNISTDataModule(L.LightningDataModule):
         self.names = names(dataset)
         self.batch_size = batch_size
         self.val_size = val_size
-        self.steps_per_execution = steps_per_execution
         self.seed = seed
-        self.limits = limits or {}
         # The splits, once setup() has read them.
         self.train: InMemory
         self.val: InMemory
         self.test: InMemory
         self.ready = False
-        self._told = False
 
     @property
     def raw(self) -> Path:
@@ -221,10 +176,8 @@ class MNISTDataModule(L.LightningDataModule):
             )
             kept, held_out = (part.indices for part in parts)
             self.train, self.val = InMemory(*train[kept]), InMemory(*train[held_out])
-        # As Keras's fit: a batch larger than the training images is all of them, and an execution
-        # at most an epoch (which also bounds every buffer sized by them).
+        # As Keras's fit: a batch larger than the training images is all of them.
         self.batch_size = min(self.batch_size, len(self.train))
-        self.steps_per_execution = min(self.steps_per_execution, batches(len(self.train), self.batch_size))
         self.ready = True
 
     def _load(self, train: bool, device: torch.device) -> InMemory:
@@ -243,80 +196,53 @@ class MNISTDataModule(L.LightningDataModule):
         _describe("x_train" if train else "x_test", mnist.data)
         return InMemory(flatten(normalize(mnist.data)).to(device), mnist.targets.to(device))
 
-    def train_dataloader(self) -> DataLoader[Execution] | DataLoader[tuple[torch.Tensor, ...]]:
+    @property
+    def images_per_step(self) -> int:
+        """The images of one Lightning step: a mini-batch's here (an execution's on the fast engine),
+        which evaluation reads at once too."""
+        return self.batch_size
+
+    def shuffled(self) -> DistributedSampler[int]:
+        """This rank's shuffled order of the training images. Lightning calls its set_epoch, so the
+        shuffle is a function of (seed, epoch): a resumed run sees the same batches as an
+        uninterrupted one."""
         world_size, rank = self._ranks()
-        # Lightning calls set_epoch on this sampler, so the shuffle is a function of (seed, epoch):
-        # a resumed run sees the same batches as an uninterrupted one.
-        shard = batches(len(self.train), world_size)
-        sampler = Shuffled(
-            self.train, self._limit("train", shard), num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed
-        )
+        return DistributedSampler(self.train, num_replicas=world_size, rank=rank, shuffle=True, seed=self.seed)
+
+    def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         # Keywords only: Lightning re-creates loaders from their arguments (predict, DDP).
-        if self._steps() == 1:
-            return DataLoader(self.train, batch_size=self.batch_size, sampler=sampler, collate_fn=default_convert)
-        # Pinned orders reach a GPU without the host waiting for it.
-        return DataLoader(
-            Orders(self.train, self.batch_size),
-            batch_size=self.batch_size * self.steps_per_execution,
-            sampler=sampler,
-            collate_fn=default_convert,  # an Execution as fetched: its order is a tensor already
-            pin_memory=self.train.tensors[0].is_cuda,
-        )
-
-    def _steps(self) -> int:
-        """Mini-batches per training batch: `steps_per_execution` for a module that takes executions."""
-        module = self.trainer.lightning_module if self.trainer else None
-        if self.steps_per_execution == 1 or module is None or getattr(module, "takes_executions", False):
-            return self.steps_per_execution
-        if not self._told:
-            rank_zero_info(
-                f"{type(module).__name__} trains on mini-batches of {self.batch_size}: steps_per_execution="
-                f"{self.steps_per_execution} is the fast engine's (mnist_lit.lit.fast.FastClassifier)"
-            )
-            self._told = True
-        return 1
-
-    def _limit(self, stage: str, images: int) -> int | None:
-        """How many of `images` the stage's limit keeps, or None if it has none."""
-        limit = self.limits.get(stage)
-        if limit is None:
-            return None
-        minibatches = limit if isinstance(limit, int) else int(limit * batches(images, self.batch_size))
-        return min(images, minibatches * self.batch_size)
-
-    def _shard(self, stage: str, split: InMemory, rank: int, world_size: int) -> Shard:
-        """The images of `split` that `rank` evaluates: its share, then the stage's limit, per rank
-        as Lightning's limits are."""
-        share = len(range(rank, len(split), world_size))
-        return Shard(split, self._limit(stage, share), num_replicas=world_size, rank=rank)
+        return DataLoader(self.train, batch_size=self.batch_size, sampler=self.shuffled(), collate_fn=default_convert)
 
     def _ranks(self) -> tuple[int, int]:
         return (self.trainer.world_size, self.trainer.global_rank) if self.trainer else (1, 0)
 
-    def _eval_dataloader(self, stage: str, split: InMemory) -> DataLoader[tuple[torch.Tensor, ...]]:
+    def _eval_dataloader(self, split: InMemory) -> DataLoader[tuple[torch.Tensor, ...]]:
         world_size, rank = self._ranks()
-        # Evaluation takes no optimizer steps, so it reads a whole training step's images at once.
-        return DataLoader(
-            split,
-            batch_size=self.batch_size * self._steps(),
-            sampler=self._shard(stage, split, rank, world_size),
-            collate_fn=default_convert,
-        )
+        # Evaluation takes no optimizer steps, so it reads a whole step's images at once.
+        sampler = Shard(split, num_replicas=world_size, rank=rank)
+        return DataLoader(split, batch_size=self.images_per_step, sampler=sampler, collate_fn=default_convert)
 
-    def evaluated(self, stage: str, world_size: int = 1) -> InMemory:
-        """The images that `stage` ("val" or "test") evaluates on `world_size` ranks together."""
+    def evaluated(self, stage: str, world_size: int, limit: int | float | None) -> InMemory:
+        """The images that `stage` ("val" or "test") evaluates on `world_size` ranks together, as
+        Lightning's limit_<stage>_batches `limit` cuts each rank's batches: to a count, or a fraction."""
         split = self.val if stage == "val" else self.test
-        index = sorted(i for rank in range(world_size) for i in self._shard(stage, split, rank, world_size))
+        index: list[int] = []
+        for rank in range(world_size):
+            share = Shard(split, num_replicas=world_size, rank=rank).indices
+            steps = batches(len(share), self.images_per_step)
+            kept = min(steps, limit) if isinstance(limit, int) else steps if limit is None else int(steps * limit)
+            index += share[: kept * self.images_per_step]
+        index.sort()
         return split if len(index) == len(split) else InMemory(*(tensor[index] for tensor in split.tensors))
 
     def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        return self._eval_dataloader("val", self.val)
+        return self._eval_dataloader(self.val)
 
     def test_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        return self._eval_dataloader("test", self.test)
+        return self._eval_dataloader(self.test)
 
     def predict_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
-        return self._eval_dataloader("predict", self.test)
+        return self._eval_dataloader(self.test)
 
 
 _FIX = "delete the damaged file to download it again, or replace it with a good copy"

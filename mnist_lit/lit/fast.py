@@ -1,20 +1,78 @@
 """The fast engine: the Classifier trained Keras's way, `steps_per_execution` mini-batches per
 Lightning step (nn/engine.py's executions), captured as CUDA graphs on a GPU. Lightning's own loop
-trains the plain Classifier (lit/module.py); this subclass is chosen when the run is built, because
-Lightning refuses a manual optimization's settings before `setup` runs."""
+trains the plain Classifier (lit/module.py); this subclass, and FastDataModule's executions, are
+chosen when the run is built, because Lightning refuses a manual optimization's settings before
+`setup` runs. The one module of the Lightning layer that knows what an execution is."""
 
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import DataLoader, Dataset, default_convert
 
+from mnist_lit.common.errors import ConfigError
+from mnist_lit.lit.data import InMemory, MNISTDataModule
 from mnist_lit.lit.internals import count_optimizer_steps, detects_anomalies
 from mnist_lit.lit.module import Batch, Classifier, Diverged, fused
 from mnist_lit.nn.adam import step_of
-from mnist_lit.nn.engine import Captured, Eager, Execution
+from mnist_lit.nn.engine import Captured, Eager, batches
+
+
+class Execution(NamedTuple):
+    """What a training step receives: the split, resident on the device, and the order of this
+    execution's images in it, `batch_size` after `batch_size`. Lightning moves `order` to the
+    device; `split` is no tensor, so Lightning leaves it (and its 60,000 images) alone."""
+
+    split: InMemory
+    order: torch.Tensor
+    batch_size: int
+
+
+class Orders(Dataset[Execution]):
+    """A split as the training loader sees it: a batch of it is the order of one execution's
+    images, not the images, so that the training step gathers them on the device itself."""
+
+    def __init__(self, split: InMemory, batch_size: int) -> None:
+        self.split, self.batch_size = split, batch_size
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, indices: list[int]) -> Execution:
+        return Execution(self.split, torch.tensor(indices), self.batch_size)
+
+
+class FastDataModule(MNISTDataModule):
+    """MNISTDataModule's splits, for the fast engine: each training batch is an `Execution`, the
+    order of `steps_per_execution` shuffled mini-batches, which FastClassifier gathers from the
+    split on the device itself, so that Lightning's per-step bookkeeping is paid once for many
+    optimizer steps; evaluation reads as many images at once."""
+
+    def __init__(self, *arguments: Any, steps_per_execution: int = 100, **keywords: Any) -> None:
+        super().__init__(*arguments, **keywords)
+        self.steps_per_execution = steps_per_execution
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        # As Keras's fit: an execution is at most an epoch (which also bounds every buffer sized by it).
+        self.steps_per_execution = min(self.steps_per_execution, batches(len(self.train), self.batch_size))
+
+    @property
+    def images_per_step(self) -> int:
+        return self.batch_size * self.steps_per_execution
+
+    def train_dataloader(self) -> DataLoader[Execution]:  # type: ignore[override]  # executions, not mini-batches
+        # Pinned orders reach a GPU without the host waiting for it.
+        return DataLoader(
+            Orders(self.train, self.batch_size),
+            batch_size=self.images_per_step,
+            sampler=self.shuffled(),
+            collate_fn=default_convert,  # an Execution as fetched: its order is a tensor already
+            pin_memory=self.train.tensors[0].is_cuda,
+        )
 
 
 class Form(str, Enum):
@@ -22,7 +80,6 @@ class Form(str, Enum):
 
     EAGER = "eager"  # plain torch calls, mini-batch after mini-batch
     CAPTURED = "captured"  # on a CUDA GPU: recorded once as a CUDA graph, then replayed
-    HOOKED = "hooked"  # through Lightning's backward and optimizer step, where anything listens to them
 
 
 _CAPTURABLE = {"capturable": True, "fused": True}
@@ -54,23 +111,43 @@ def one_optimizer(module: L.LightningModule) -> LightningOptimizer:
     return optimizer
 
 
-# Hooks that an eager step without Lightning's backward and optimizer step would silently skip.
+# Hooks that an execution, whose steps Lightning does not see, would silently skip.
 _STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+
+def listeners(trainer: L.Trainer) -> list[str]:
+    """What in `trainer` listens to each mini-batch's backward or optimizer step, which only
+    Lightning's loop lets it hear: DDP's all-reduce, a gradient scaler, autograd's anomaly mode
+    (whose checks read every backward's values on the host), a callback's step hooks."""
+    callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # Lightning's CallbackConnector sets it
+    heard = [
+        f"{type(callback).__name__}'s {hook}"
+        for callback in callbacks
+        for hook in _STEP_HOOKS
+        if is_overridden(hook, callback, L.Callback)
+    ]
+    if trainer.world_size > 1:
+        heard.insert(0, f"DDP over {trainer.world_size} processes")
+    if getattr(trainer.precision_plugin, "scaler", None) is not None:
+        heard.append(f"trainer.precision={trainer.precision}'s gradient scaling")
+    if detects_anomalies(trainer):
+        heard.append("trainer.detect_anomaly=true")
+    return heard
 
 
 class FastClassifier(Classifier):
     """The Classifier's arguments, and: `capture`: on a GPU, record each execution as a CUDA graph
     (see nn/engine.py); false runs every mini-batch eagerly, for debugging.
 
-    The optimization is the engine's own (Lightning's manual optimization): one optimizer step per
+    It trains on FastDataModule's executions, or on anyone's `(x, y)` mini-batches. The
+    optimization is the engine's own (Lightning's manual optimization): one optimizer step per
     mini-batch. What only Lightning's automatic optimization does (accumulation, clipping, a count
-    of steps to stop at) is Lightning's loop's, with the plain Classifier."""
+    of steps to stop at, anything that listens to a step) is Lightning's loop's, with the plain
+    Classifier."""
 
     # History sends each epoch's metrics to the loggers (lit/history.py): Lightning would log them
     # at its count of steps, which here are executions.
     logs_epochs = False
-    # The DataModule's training batches are executions of `steps_per_execution` mini-batches.
-    takes_executions = True
 
     def __init__(self, *arguments: Any, capture: bool = True, **keywords: Any) -> None:
         super().__init__(*arguments, **keywords)
@@ -81,27 +158,20 @@ class FastClassifier(Classifier):
         self.automatic_optimization = False
 
     def setup(self, stage: str) -> None:
-        """Decide once how executions run: through Lightning's backward and optimizer step where
-        anything listens (a callback's hooks, DDP, a gradient scaler, autograd's anomaly mode, whose
-        checks read every backward's values on the host), else plain torch calls, captured as a CUDA
-        graph on a GPU."""
+        """Decide once how executions run: captured as a CUDA graph on a GPU, else eagerly. What
+        would listen to each step is refused: an execution takes its steps out of Lightning's sight."""
         super().setup(stage)
         if stage != "fit":
             return
-        trainer = self.trainer
-        callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # Lightning's CallbackConnector sets it
-        listening = (
-            trainer.world_size > 1
-            or detects_anomalies(trainer)
-            or torch.is_anomaly_enabled()
-            or getattr(trainer.precision_plugin, "scaler", None) is not None
-            or any(is_overridden(hook, callback, L.Callback) for callback in callbacks for hook in _STEP_HOOKS)
-            or any(is_overridden(hook, self, FastClassifier) for hook in _STEP_HOOKS)
-        )
-        device = trainer.strategy.root_device
-        self.form = (
-            Form.HOOKED if listening else Form.CAPTURED if self.capture and device.type == "cuda" else Form.EAGER
-        )
+        heard = listeners(self.trainer)
+        heard += [f"its own {hook}" for hook in _STEP_HOOKS if is_overridden(hook, self, FastClassifier)]
+        if heard:
+            raise ConfigError(
+                f"{type(self).__name__} does not do {', '.join(heard)}: train the plain Classifier in their stead, "
+                "whose steps Lightning's loop takes"
+            )
+        capture = self.capture and self.trainer.strategy.root_device.type == "cuda"
+        self.form = Form.CAPTURED if capture else Form.EAGER
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         settings = _CAPTURABLE if self.form == Form.CAPTURED else fused(self.device)
@@ -115,16 +185,11 @@ class FastClassifier(Classifier):
 
     def on_train_start(self) -> None:
         optimizer = one_optimizer(self)
-        context = self.trainer.precision_plugin.forward_context
-        self.engine: Eager | Captured
-        if self.form == Form.HOOKED:
-            backward, step = self.manual_backward, optimizer.step
-            self.engine = Eager(self.net, self.loss, optimizer.optimizer, backward, step, context)
-            return
         # Nothing listens to the optimizer's steps: Adam's update without Adam.step's Python.
-        adam_step = step_of(optimizer.optimizer)
-        eager = Eager(self.net, self.loss, optimizer.optimizer, step=adam_step, forward_context=context)
-        self.engine = Captured(eager) if self.form == Form.CAPTURED else eager
+        step = step_of(optimizer.optimizer)
+        context = self.trainer.precision_plugin.forward_context
+        eager = Eager(self.net, self.loss, optimizer.optimizer, step, context)
+        self.engine: Eager | Captured = Captured(eager) if self.form == Form.CAPTURED else eager
 
     def on_train_epoch_start(self) -> None:
         self.minibatches_done = 0
@@ -159,8 +224,7 @@ class FastClassifier(Classifier):
 
     def _trained(self, losses: torch.Tensor) -> None:
         """After mini-batches whose `losses` took an optimizer step each."""
-        if self.form != Form.HOOKED:  # through Lightning's optimizer wrapper, Lightning counted them
-            count_optimizer_steps(self.trainer, len(losses))
+        count_optimizer_steps(self.trainer, len(losses))
         # Check the previous execution's losses while the device runs this one.
         self._check_pending_losses()
         self._keep_for_checking(losses)

@@ -18,10 +18,9 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Timer
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
-from mnist_lit.lit.data import MNISTDataModule, Shuffled
-from mnist_lit.lit.fast import divergence, one_optimizer, per_image
+from mnist_lit.lit.fast import FastDataModule, divergence, one_optimizer, per_image
 from mnist_lit.lit.history import History
 from mnist_lit.lit.internals import count_optimizer_steps
 from mnist_lit.lit.module import Diverged, EpochMetrics, fused
@@ -52,7 +51,7 @@ class Stack(L.LightningModule):
         self,
         members: list[Member],
         optimizer: Callable[..., torch.optim.Optimizer],
-        data: MNISTDataModule,
+        data: FastDataModule,
         timer: Timer,
     ) -> None:
         super().__init__()
@@ -82,15 +81,11 @@ class Stack(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader[int]:
         # Each batch the index of an execution: the step takes each network's own order of images.
-        executions = range(batches(len(self.data.train), self._execution))
+        executions = range(batches(len(self.data.train), self.data.images_per_step))
         return DataLoader(executions, batch_size=None)  # type: ignore[arg-type]  # a range indexes as a Dataset does
 
     def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return self.data.val_dataloader()
-
-    @property
-    def _execution(self) -> int:
-        return self.data.batch_size * self.data.steps_per_execution
 
     def on_train_start(self) -> None:
         self.engine = Batched(self.net, one_optimizer(self).optimizer)
@@ -99,7 +94,9 @@ class Stack(L.LightningModule):
         # Each network's order is the one its own run's sampler gives it this epoch.
         orders = []
         for member in self.members:
-            sampler = Shuffled(self.data.train, num_replicas=1, rank=0, shuffle=True, seed=member.shuffle_seed)
+            sampler: DistributedSampler[int] = DistributedSampler(
+                self.data.train, num_replicas=1, rank=0, shuffle=True, seed=member.shuffle_seed
+            )
             sampler.set_epoch(self.current_epoch)
             orders.append(torch.tensor(list(sampler)))
         self.orders = torch.stack(orders).to(self.device)
@@ -108,7 +105,7 @@ class Stack(L.LightningModule):
 
     def training_step(self, index: int) -> None:
         images, labels = self.data.train.tensors
-        order = self.orders[:, index * self._execution : (index + 1) * self._execution]
+        order = self.orders[:, index * self.data.images_per_step : (index + 1) * self.data.images_per_step]
         outcome = self.engine(images, labels, order, self.data.batch_size)
         count_optimizer_steps(self.trainer, outcome.losses.shape[1])
         losses = per_image(outcome.losses, self.data.batch_size, order.shape[1])

@@ -4,15 +4,15 @@ their losses and predictions.
 
 One contract, three forms:
 
-- `Eager` runs the mini-batches one after another in Python. Given Lightning's `manual_backward` and
-  optimizer `step`, every backward and optimizer hook fires and DDP all-reduces every mini-batch's
-  gradients; given the plain torch calls, nothing else runs.
+- `Eager` runs the mini-batches one after another in Python, with plain torch calls: nothing
+  listens to a step (Lightning's loop trains what must).
 - `Captured` records an `Eager` execution once as a CUDA graph and replays it: one launch per
   execution instead of one per operation, and the host never waits for the device.
 - `Batched` runs K networks of one shape as one `StackedNetwork` (nn/stacked.py, for the stacked launcher):
   K mini-batches through batched matmuls, one optimizer step for all.
 
-Pure torch: the fast engine's LightningModule (lit/fast.py) chooses the form and supplies the calls.
+Pure torch: the fast engine's LightningModule (lit/fast.py) chooses the form and supplies the calls,
+and the executions: the order of their images in a split that lies on the device.
 """
 
 from collections.abc import Callable
@@ -24,16 +24,6 @@ from torch import nn
 
 from mnist_lit.nn.loss import image_losses
 from mnist_lit.nn.stacked import StackedNetwork
-
-
-class Execution(NamedTuple):
-    """What a training step receives: the split, resident on the device, and the order of this
-    execution's images in it, `batch_size` after `batch_size`. Lightning moves `order` to the
-    device; `split` is no tensor, so Lightning leaves it (and its 60,000 images) alone."""
-
-    split: Any  # a TensorDataset of (images, labels)
-    order: torch.Tensor
-    batch_size: int
 
 
 def batches(items: int, batch_size: int) -> int:
@@ -53,12 +43,10 @@ class Eager:
         net: nn.Module,
         loss: nn.Module,
         optimizer: torch.optim.Optimizer,
-        backward: Callable[[torch.Tensor], None] = torch.Tensor.backward,
         step: Callable[[], Any] | None = None,
         forward_context: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:
         self.net, self.loss, self.optimizer = net, loss, optimizer
-        self.backward = backward
         self.step = step or optimizer.step
         self.forward_context = forward_context
 
@@ -88,7 +76,7 @@ class Eager:
             logits = self.net(x)
             loss = self.loss(logits, y)
         self.optimizer.zero_grad()
-        self.backward(loss)
+        loss.backward()
         self.step()
         return loss.detach().float(), logits.detach()
 

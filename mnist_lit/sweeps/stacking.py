@@ -40,7 +40,7 @@ def train_stack(jobs: list[Job]) -> None:
         # One process: the stack never forks ranks.
         with console.quiet(), share.cuda_check_without_nvml():
             trainer, timer = build.stack_trainer(cfg)
-            stack = Stack([job.member for job in jobs], build.optimizer(cfg), build.datamodule(cfg), timer)
+            stack = Stack([job.member for job in jobs], build.optimizer(cfg), build.fast_datamodule(cfg), timer)
             trainer.fit(stack)
     finally:
         for job in jobs:

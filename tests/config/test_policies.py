@@ -7,11 +7,6 @@ from mnist_lit.config import schema
 from mnist_lit.config.schema import Config, Resume, Stacked, Taker, TrainerConfig, argument, policies, taken_by
 
 
-def test_the_project_takes_the_trainer_arguments_it_counts_in_mini_batches():
-    assert taken_by(Taker.DATA) == tuple(f"limit_{stage}_batches" for stage in ("train", "val", "test", "predict"))
-    assert taken_by(Taker.TIMER) == ("max_time",)
-
-
 def test_a_stack_shares_only_what_it_honours_and_each_network_has_its_own_seed_and_learning_rate():
     stack = policies("stack")
     shared = {key for key, value in stack.items() if key.startswith("trainer.") and value == Stacked.SHARED}

@@ -9,7 +9,7 @@ from torchvision import transforms
 from torchvision.datasets import MNIST
 
 from mnist_lit.lit.data import MNISTDataModule
-from mnist_lit.lit.fast import FastClassifier
+from mnist_lit.lit.fast import FastClassifier, FastDataModule
 from mnist_lit.lit.module import Classifier
 
 
@@ -65,7 +65,7 @@ def seeded(kind: type[Classifier]) -> Classifier:
 
 def test_the_classifier_in_lightnings_loop_reaches_the_fast_engines_weights(tiny_mnist):
     fast = seeded(FastClassifier)
-    datamodule = MNISTDataModule(str(tiny_mnist), steps_per_execution=3)
+    datamodule = FastDataModule(str(tiny_mnist), steps_per_execution=3)
     trainer(max_epochs=1).fit(fast, datamodule=datamodule)
     # The same epoch's order of images, from torchvision's own MNIST with a transform.
     order = list(datamodule.train_dataloader().sampler)

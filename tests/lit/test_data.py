@@ -1,6 +1,7 @@
 import torch
 
 from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.lit.fast import FastDataModule
 from mnist_lit.nn.images import flatten, normalize
 
 
@@ -12,8 +13,8 @@ def test_normalize_and_flatten():
     assert torch.allclose(x, torch.tensor([[0.0, 1.0, 128 / 255, 1 / 255]]))
 
 
-def datamodule(root, **kwargs) -> MNISTDataModule:
-    dm = MNISTDataModule(str(root), **kwargs)
+def datamodule(root, kind=MNISTDataModule, **kwargs) -> MNISTDataModule:
+    dm = kind(str(root), **kwargs)
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -31,7 +32,7 @@ def test_whole_splits_are_normalized_and_flattened_once(tiny_mnist, caplog):
 
 
 def test_training_steps_get_executions_covering_each_image_once(tiny_mnist):
-    dm = datamodule(tiny_mnist, batch_size=32, steps_per_execution=3)
+    dm = datamodule(tiny_mnist, FastDataModule, batch_size=32, steps_per_execution=3)
     executions = list(dm.train_dataloader())
     # 640 images = 20 mini-batches of 32, 3 per execution.
     assert [len(e.order) for e in executions] == [96] * 6 + [64]
@@ -62,5 +63,5 @@ def test_val_size_holds_out_seeded_training_images(tiny_mnist):
 def test_eval_batches_are_plain_tensors_an_executions_worth_with_executions_on(tiny_mnist):
     images, labels = next(iter(datamodule(tiny_mnist).val_dataloader()))
     assert images.shape == (32, 784) and labels.shape == (32,)
-    images, labels = next(iter(datamodule(tiny_mnist, steps_per_execution=5).val_dataloader()))
+    images, labels = next(iter(datamodule(tiny_mnist, FastDataModule, steps_per_execution=5).val_dataloader()))
     assert images.shape == (160, 784) and labels.shape == (160,)

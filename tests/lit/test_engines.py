@@ -4,6 +4,7 @@ engine=auto takes Lightning's loop for what the fast engine does not do, saying 
 
 import csv
 import logging
+import math
 
 import lightning as L
 import pytest
@@ -76,9 +77,10 @@ def test_auto_trains_in_lightnings_loop_what_the_fast_engine_does_not_do(tiny_en
     assert said == [
         "Lightning's loop trains this run (engine=lightning): the fast engine does not do trainer.gradient_clip_val=0.5"
     ]
+    # A limit of 0 turns a loop off, which counts no batches: the fast engine does that.
     plain = Trained()
-    fit(*TINY, output_dir="plain", callbacks=[plain])
-    assert plain.fast
+    history = fit(*TINY, "trainer.limit_val_batches=0", output_dir="plain", callbacks=[plain])
+    assert plain.fast and all(math.isnan(loss) for loss in history["val_loss"])
 
 
 @pytest.mark.parametrize(
@@ -89,6 +91,12 @@ def test_auto_trains_in_lightnings_loop_what_the_fast_engine_does_not_do(tiny_en
         "trainer.max_steps=7",
         "trainer.val_check_interval=8",
         "trainer.detect_anomaly=true",
+        # What counts batches, which Lightning would count in executions.
+        "trainer.limit_train_batches=3",
+        "trainer.limit_test_batches=0.5",
+        "trainer.fast_dev_run=true",
+        "trainer.overfit_batches=2",
+        "trainer.num_sanity_val_steps=2",
     ],
 )
 def test_engine_fast_refuses_what_it_does_not_do_in_one_line(tiny_env, setting):

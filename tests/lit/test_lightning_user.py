@@ -71,7 +71,7 @@ def by_hand(model: Classifier, data: MNISTDataModule, accumulate: int = 1, clip=
 def test_accumulation_and_clipping_are_lightnings_and_train_as_a_torch_loop(settings, tiny_mnist):
     model = seeded(hidden=[32])
     fitted = trainer(max_epochs=1, limit_val_batches=0, **settings)
-    fitted.fit(model, MNISTDataModule(str(tiny_mnist), steps_per_execution=3))
+    fitted.fit(model, MNISTDataModule(str(tiny_mnist)))
     clip = (
         (settings["gradient_clip_algorithm"], settings["gradient_clip_val"])
         if "gradient_clip_val" in settings

@@ -1,11 +1,12 @@
 """The training engine keeps Lightning's meaning of a step: global_step counts optimizer steps
-(mini-batches), and every backward and optimizer hook fires when anything listens."""
+(mini-batches), and what listens to each step trains in Lightning's loop, which calls every hook."""
 
 import lightning as L
 import pytest
 import torch
 
 from mnist_lit import fit
+from mnist_lit.common.errors import ConfigError
 from mnist_lit.lit.saving import CHECKSUM, checksum
 from mnist_lit.nn.engine import Captured, Eager
 from mnist_lit.nn.loss import CategoricalCrossentropy
@@ -38,22 +39,17 @@ class GlobalStep(L.Callback):
         self.form = getattr(module, "form", "lightning")  # the plain Classifier: Lightning's loop
 
 
-def test_every_hook_fires_once_per_mini_batch_and_global_step_counts_them(tiny_env):
+def test_a_callback_that_listens_to_steps_trains_in_lightnings_loop_and_hears_each(tiny_env, caplog):
+    caplog.set_level("INFO")
     hooks, steps = StepHooks(), GlobalStep()
     fit(*TINY, output_dir="run", callbacks=[hooks, steps])
     assert hooks.calls == dict.fromkeys(hooks.calls, 40)
-    assert steps.form == "hooked" and steps.global_step == 40
-
-
-def test_with_nothing_listening_the_plain_form_counts_the_same_steps_and_numbers(tiny_env):
-    steps = GlobalStep()
-    plain = fit(*TINY, output_dir="plain", callbacks=[steps])
-    hooked = fit(*TINY, output_dir="hooked", callbacks=[StepHooks()])
-    assert steps.form == "eager" and steps.global_step == 40
-    assert plain == hooked
-    a, b = last_weights(tiny_env / "plain"), last_weights(tiny_env / "hooked")
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert torch.load(tiny_env / "plain" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 40
+    assert steps.form == "lightning" and steps.global_step == 40
+    assert "the fast engine does not do StepHooks's on_before_backward, StepHooks's on_after_backward" in caplog.text
+    with pytest.raises(
+        ConfigError, match="^engine=fast does not do StepHooks's on_before_backward, .*: leave engine=auto"
+    ):
+        fit(*TINY, "engine=fast", output_dir="fast", callbacks=[StepHooks()])
 
 
 def test_max_steps_stops_at_that_mini_batch_in_lightnings_loop(tiny_env):
