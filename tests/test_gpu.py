@@ -37,6 +37,13 @@ def test_captured_runs_give_the_eager_numbers(tiny_env):
     assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)
 
 
+def test_the_captured_fast_engine_gives_lightnings_loops_numbers(tiny_env):
+    steps = GlobalStep()
+    captured = fit(*GPU, "engine=fast", output_dir="fast", callbacks=[steps])
+    assert steps.form == "captured"
+    close(captured, fit(*GPU, "engine=lightning", output_dir="lightning"))
+
+
 def test_a_listening_callback_gets_every_hook_on_the_gpu(tiny_env):
     hooks, steps = StepHooks(), GlobalStep()
     fit(*GPU, output_dir="run", callbacks=[hooks, steps])
