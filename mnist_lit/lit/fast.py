@@ -64,6 +64,15 @@ class FastDataModule(MNISTDataModule):
     def images_per_step(self) -> int:
         return self.batch_size * self.steps_per_execution
 
+    @property
+    def executions(self) -> int:
+        """An epoch's executions, the last one perhaps short."""
+        return batches(len(self.train), self.images_per_step)
+
+    def execution(self, orders: torch.Tensor, index: int) -> torch.Tensor:
+        """Execution `index`'s part of an epoch's `orders` of the training images (..., images)."""
+        return orders[..., index * self.images_per_step : (index + 1) * self.images_per_step]
+
     def train_dataloader(self) -> DataLoader[Execution]:  # type: ignore[override]  # executions, not mini-batches
         # Pinned orders reach a GPU without the host waiting for it.
         return DataLoader(

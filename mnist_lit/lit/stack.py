@@ -25,7 +25,7 @@ from mnist_lit.lit.history import History
 from mnist_lit.lit.internals import count_optimizer_steps
 from mnist_lit.lit.module import Diverged, EpochMetrics, fused
 from mnist_lit.lit.saving import Kept
-from mnist_lit.nn.engine import Batched, batches
+from mnist_lit.nn.engine import Batched
 from mnist_lit.nn.loss import image_losses
 from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
 
@@ -81,8 +81,7 @@ class Stack(L.LightningModule):
 
     def train_dataloader(self) -> DataLoader[int]:
         # Each batch the index of an execution: the step takes each network's own order of images.
-        executions = range(batches(len(self.data.train), self.data.images_per_step))
-        return DataLoader(executions, batch_size=None)  # type: ignore[arg-type]  # a range indexes as a Dataset does
+        return DataLoader(range(self.data.executions), batch_size=None)  # type: ignore[arg-type]  # a range indexes as a Dataset does
 
     def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, ...]]:
         return self.data.val_dataloader()
@@ -105,7 +104,7 @@ class Stack(L.LightningModule):
 
     def training_step(self, index: int) -> None:
         images, labels = self.data.train.tensors
-        order = self.orders[:, index * self.data.images_per_step : (index + 1) * self.data.images_per_step]
+        order = self.data.execution(self.orders, index)
         outcome = self.engine(images, labels, order, self.data.batch_size)
         count_optimizer_steps(self.trainer, outcome.losses.shape[1])
         losses = per_image(outcome.losses, self.data.batch_size, order.shape[1])
