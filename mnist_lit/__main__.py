@@ -16,9 +16,10 @@ from omegaconf import DictConfig, open_dict, read_write
 
 from mnist_lit.command_line import command_line, ends_in_one_line
 from mnist_lit.common.errors import STOPS
-from mnist_lit.config.checks import validate, validate_launcher
+from mnist_lit.config.checks import validate
 from mnist_lit.lit.internals import command_of_further_ranks
 from mnist_lit.startup import heavy_imports
+from mnist_lit.sweeps.launchers import validate_launcher
 from mnist_lit.sweeps.resume import is_sweep, last_value, resume_job
 from mnist_lit.sweeps.summary import record_failure, summarise
 

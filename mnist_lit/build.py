@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit import share
 from mnist_lit.checkpoint import check_resume, read, tell_processes
 from mnist_lit.common.errors import ConfigError, first_line
-from mnist_lit.config.checks import config_of, lightnings_own, not_fast, plain
+from mnist_lit.config.checks import lightnings_own, not_fast, plain
+from mnist_lit.config.saved import config_of
 from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
 from mnist_lit.lit import console
 from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob

@@ -9,7 +9,8 @@ from omegaconf import DictConfig
 from torch import nn
 
 from mnist_lit.common.errors import ConfigError
-from mnist_lit.config.checks import config_of, plain, task
+from mnist_lit.config.checks import plain, task
+from mnist_lit.config.saved import config_of
 from mnist_lit.config.schema import Resume, policy
 from mnist_lit.lit.saving import Damaged, find, verified
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 def read(path: str | Path, key: str = "resume", map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The checkpoint that `key=path` names, loaded as data; one line naming it if it is none of ours.
 
-    Its "config" is its run's config, read into the typed schema and checked (config.config_of):
+    Its "config" is its run's config, read into the typed schema and checked (config/saved.py):
     what builds a network from a checkpoint builds it from that, never from what the file names."""
     found = find(path, key)
     try:

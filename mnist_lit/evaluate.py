@@ -32,7 +32,7 @@ def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[s
     with heavy_imports():
         from mnist_lit import build
         from mnist_lit.common import files
-        from mnist_lit.config.checks import config_of
+        from mnist_lit.config.saved import config_of
         from mnist_lit.lit import console
         from mnist_lit.reports import mistakes
 

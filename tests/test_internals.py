@@ -1,5 +1,5 @@
 """The libraries' internals mnist_lit relies on, for want of a public API, each in one module per
-library (lit/internals.py for Lightning; config/checks.py for Hydra; nn/adam.py for torch;
+library (lit/internals.py for Lightning; sweeps/launchers.py for Hydra; nn/adam.py for torch;
 command_line.py for CPython): a test each that fails naming what moved, and a count that keeps
 anything else out."""
 
@@ -124,7 +124,7 @@ def test_hydras_override_parser_tells_which_overrides_sweep():
 
         parsed = OverridesParser.create().parse_overrides(["seed=1,2", "model=mlp", "x=range(3)"])
     except (ImportError, AttributeError) as error:
-        pytest.fail(f"Hydra moved OverridesParser (config/checks.py CheckLauncher): {error}")
+        pytest.fail(f"Hydra moved OverridesParser (sweeps/launchers.py CheckLauncher): {error}")
     assert [(o.key_or_group, o.is_sweep_override()) for o in parsed] == [
         ("seed", True),
         ("model", False),

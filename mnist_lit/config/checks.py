@@ -1,20 +1,16 @@
 """Checks of a whole config, composed by Hydra or read from a checkpoint, before any work starts:
-its keys, its values, what its `_target_`s name, what it asks of the machine and of the launcher."""
+its keys, its values, what its `_target_`s name, what it asks of the machine."""
 
 import difflib
 import importlib.util
-import sys
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
-from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from mnist_lit.common.choices import ENGINES, LOGGER_LIBRARIES, METRICS, MOVED, STAGES, TARGET_KINDS, TARGETS
-from mnist_lit.common.errors import ConfigError, first_line
+from mnist_lit.common.choices import ENGINES, LOGGER_LIBRARIES, METRICS, STAGES, TARGET_KINDS, TARGETS
+from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.schema import Config
-from mnist_lit.share import submitit_tasks
 
 # More torch threads than any workstation has cores; far more than that, torch's OpenMP cannot start.
 MAX_THREADS = 1024
@@ -147,7 +143,7 @@ def _check_keys(cfg: DictConfig, schema: DictConfig, path: str = "") -> None:
 _INSTANTIATE_KEYS = ("_args_", "_partial_", "_recursive_", "_convert_")
 
 
-def _entries(settings: Any, path: str = "") -> Iterator[tuple[str, str, Any, Any]]:
+def entries(settings: Any, path: str = "") -> Iterator[tuple[str, str, Any, Any]]:
     """Every entry of nested mappings and lists, depth first: (its parent's path, its own path,
     its key or index, its value)."""
     if isinstance(settings, Mapping):
@@ -158,14 +154,14 @@ def _entries(settings: Any, path: str = "") -> Iterator[tuple[str, str, Any, Any
         return
     for where, key, value in items:
         yield path, where, key, value
-        yield from _entries(value, where)
+        yield from entries(value, where)
 
 
 def check_targets(settings: Any) -> None:
     """Refuse, naming the key, any `_target_` that is not one of TARGETS at its place, and any
     other key of Hydra's instantiate: what a config names is looked up among the project's own
     choices, so that a config read from a file can call nothing else."""
-    for parent, where, key, value in _entries(settings):
+    for parent, where, key, value in entries(settings):
         if key == "_target_":
             if parent not in TARGETS:
                 raise ConfigError(f"{where}={value}: mnist_lit builds nothing from {parent}; remove its _target_")
@@ -176,39 +172,6 @@ def check_targets(settings: Any) -> None:
                 )
         elif key in _INSTANTIATE_KEYS and not (where == "optimizer._partial_" and value is True):
             raise ConfigError(f"{where}={value}: mnist_lit builds its objects itself; remove {key}")
-
-
-def config_of(saved: Mapping[str, Any], where: str) -> DictConfig:
-    """A config saved in a file (a checkpoint's hyper-parameters), read as data: into the typed
-    schema, keys added since it was saved taking their defaults, and checked by the rules a composed
-    config passes. `where` (e.g. "checkpoint=x.ckpt") begins the one line that refuses it."""
-    try:
-        _refuse_interpolations(saved)
-        saved = _moved(saved)
-        check_targets(saved)
-        cfg = cast(DictConfig, OmegaConf.merge(OmegaConf.structured(Config), dict(saved)))
-        check(cfg)
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-    except (OmegaConfBaseException, ValueError, TypeError) as error:
-        raise ConfigError(f"{where}: its config does not fit mnist_lit's ({first_line(error)})") from None
-    return cfg
-
-
-def _moved(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """`saved` with the `_target_`s of a checkpoint saved before a class moved named as they are now."""
-    moved = {key: dict(value) if isinstance(value, Mapping) else value for key, value in saved.items()}
-    for part in moved.values():
-        if isinstance(part, dict) and part.get("_target_") in MOVED:
-            part["_target_"] = MOVED[part["_target_"]]
-    return moved
-
-
-def _refuse_interpolations(settings: Any) -> None:
-    """A saved config holds plain values (it is saved resolved): an ${...} in it would run a resolver."""
-    for _, where, _, value in _entries(settings):
-        if isinstance(value, str) and "${" in value:
-            raise ConfigError(f"{where}={value} is an interpolation; a saved config holds plain values only")
 
 
 def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:
@@ -229,71 +192,3 @@ def check_machine(cfg: DictConfig, gpus: int, cores: int) -> None:
                 f"trainer.devices={devices} CPU processes on {cores} core{'s'[: cores > 1]}: give at most "
                 f"trainer.devices={cores}"
             )
-
-
-def validate_launcher(cfg: DictConfig, launcher: DictConfig) -> None:
-    """Lightning's DDP starts a job's further ranks by running its command line again (or by
-    spawning from it), which a job inside a joblib worker or a submitit process cannot do; submitit
-    starts them itself when it runs each job as one task per device (lit/cluster.py)."""
-    devices = cfg.trainer.devices
-    several = (
-        devices == -1
-        or (isinstance(devices, int) and devices > 1)
-        or (not isinstance(devices, (int, str)) and len(devices) > 1)
-    )
-    name = str(launcher._target_).rpartition(".")[2]
-    tasks = submitit_tasks(launcher)
-    if tasks:
-        _validate_tasks(cfg, *tasks, several)
-        return
-    if several and name != "BasicLauncher":
-        raise ConfigError(
-            f"trainer.devices={devices} inside a sweep run by {name}: Lightning's DDP cannot start ranks from its "
-            "workers; sweep with the basic launcher (each job on all its devices in turn), or give each job "
-            "trainer.devices=1"
-        )
-
-
-def _validate_tasks(cfg: DictConfig, tasks: int, nodes: int, several: bool) -> None:
-    """A submitit job is one DDP run of one task per device: Lightning's devices and nodes must be
-    submitit's tasks and nodes."""
-    devices, num_nodes = cfg.trainer.devices, cfg.trainer.num_nodes
-    if tasks == 1 and nodes == 1:
-        if several:
-            raise ConfigError(
-                f"trainer.devices={devices} inside one submitit task: Lightning cannot start ranks from it; "
-                f"set hydra.launcher.tasks_per_node={devices if isinstance(devices, int) and devices > 0 else 'N'} "
-                "(one task per device), or trainer.devices=1"
-            )
-        return
-    if devices != tasks:
-        raise ConfigError(
-            f"trainer.devices={devices} with hydra.launcher.tasks_per_node={tasks}: each submitit task is one "
-            f"device's rank; set trainer.devices={tasks}"
-        )
-    if num_nodes != nodes:
-        raise ConfigError(
-            f"trainer.num_nodes={num_nodes} with hydra.launcher.nodes={nodes}: set trainer.num_nodes={nodes}"
-        )
-
-
-class CheckLauncher(Callback):
-    """A sweep whose launcher cannot run its jobs as they ask (several devices in a joblib worker,
-    submitit tasks that are not the job's devices) is refused before any job is submitted; a sweep
-    over such settings (trainer.devices=1,2) still has each job refused on its own."""
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Missing: a public way to read which overrides a sweep sweeps. Hydra's sweeper plugins
-        # parse them with this parser, as its own basic sweeper does (tests/test_internals.py).
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
-        parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
-        swept = {o.key_or_group for o in parsed if o.is_sweep_override()}
-        swept |= set(config.hydra.sweeper.get("params") or {})
-        if swept & {"trainer.devices", "trainer.num_nodes", "hydra.launcher.tasks_per_node", "hydra.launcher.nodes"}:
-            return  # the sweep's own config holds none of the values its jobs will have
-        try:
-            validate_launcher(config, config.hydra.launcher)
-        except ConfigError as error:
-            # Hydra turns a callback's exceptions into warnings and goes on: stop here, in one line.
-            sys.exit(str(error))
