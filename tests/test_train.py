@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mnist_lit import Classifier, fit
+from mnist_lit.build import restore
 from mnist_lit.common.choices import PRECISIONS
 from mnist_lit.lit.data import MNISTDataModule
 from tests.conftest import final_test_loss, last_weights
@@ -65,8 +66,17 @@ def test_exercises_change_the_network(tiny_env):
 
 def test_val_size_validates_on_held_out_training_images(tiny_env):
     history = fit(*TINY, "data.val_size=100", output_dir="run")
-    results = json.loads((tiny_env / "run" / "results.json").read_text())
-    assert results["test_loss"] != pytest.approx(history["val_loss"][-1], rel=1e-3)
+    run = tiny_env / "run"
+    # 540 of the 640 training images trained: 17 mini-batches an epoch, not 20.
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * 17
+    held_out = MNISTDataModule(os.environ["MNIST_LIT_DATA"], val_size=100)  # data.seed: the run's seed, 0
+    held_out.setup("fit")
+    module = restore(run)
+    with torch.no_grad():
+        expected = module.loss(module.net(held_out.val.tensors[0]), held_out.val.tensors[1]).item()
+    assert history["val_loss"][-1] == pytest.approx(expected, rel=1e-5)
+    results = json.loads((run / "results.json").read_text())
+    assert results["test_loss"] == pytest.approx(final_test_loss(run, os.environ["MNIST_LIT_DATA"]), rel=1e-5)
 
 
 def test_fit_without_output_dir_makes_a_new_one_under_outputs(tiny_env):

@@ -7,18 +7,6 @@ from mnist_lit.config import schema
 from mnist_lit.config.schema import Config, Resume, Stacked, Taker, TrainerConfig, argument, policies, taken_by
 
 
-def test_a_stack_shares_only_what_it_honours_and_each_network_has_its_own_seed_and_learning_rate():
-    stack = policies("stack")
-    shared = {key for key, value in stack.items() if key.startswith("trainer.") and value == Stacked.SHARED}
-    assert shared == {
-        f"trainer.{name}"
-        for name in ("max_epochs", "accelerator", "enable_progress_bar", "enable_model_summary")
-        + ("num_sanity_val_steps", "benchmark")
-    }
-    own = {key for key, value in stack.items() if value == Stacked.OWN}
-    assert own == {"seed", "data.seed", "model.hidden", "model.activation", "model.init", "optimizer.lr", "loss"}
-
-
 def test_a_resume_keeps_the_training_and_changes_when_it_stops_what_it_shows_and_the_learning_rate(monkeypatch):
     from mnist_lit.checkpoint import resumed_as
 
