@@ -22,7 +22,7 @@ from mnist_lit import build, share
 from mnist_lit.checkpoint import read
 from mnist_lit.command_line import raised_by
 from mnist_lit.common import files
-from mnist_lit.common.errors import STOPS, Terminated, stop_signal, stopped
+from mnist_lit.common.errors import STOPS, ConfigError, Terminated, stop_signal, stopped
 from mnist_lit.config import directories
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.lit import console, loggers
@@ -84,6 +84,14 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
             trainer.save_checkpoint(output_dir / "checkpoints" / "last.ckpt")
         try:
             return _test_and_write(cfg, output_dir, run)
+        except (MisconfigurationException, ValueError) as refusal:
+            # A test limit Lightning checks only as the test starts: after the training, kept whole.
+            if not raised_by(refusal, "lightning", "pytorch"):
+                raise
+            raise ConfigError(
+                f"{build.refused(cfg, refusal)}; the training is kept: python -m mnist_lit.evaluate "
+                f"checkpoint={output_dir} tests it"
+            ) from None
         except (*STOPS, SIGTERMException) as stop:
             raise _stopped_after_training(stop_signal(stop), output_dir, trainer.is_global_zero) from None
         except SystemExit as end:

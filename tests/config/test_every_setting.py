@@ -38,6 +38,7 @@ from tests.conftest import a_stroke, free_port, in_process
 # 640 tiny training images: 20 mini-batches of 32, in executions of 4.
 BASE = ("trainer.max_epochs=1", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")
 TRAIN_IMAGES = 640
+TEST_IMAGES = 160
 BUDGET = 40
 VALID_BUDGET = 30
 
@@ -68,8 +69,12 @@ def one_of(*choices: Any) -> Any:
     return lambda v: isinstance(v, (str, bool, type(None))) and v in choices
 
 
-def fraction_or_count(v: Any) -> bool:
-    return v is None or (integer(v) and v >= 0) or (isinstance(v, float) and 0 <= v <= 1)
+def fraction_or_count(batches: float = math.inf) -> Any:
+    """A limit of a loop of `batches` mini-batches: a count, or a fraction that keeps one or none
+    (Lightning refuses a fraction that leaves a loop no whole batch)."""
+    return lambda v: (
+        v is None or (integer(v) and v >= 0) or (isinstance(v, float) and (v == 0 or 1 / batches <= v <= 1))
+    )
 
 
 def duration(v: Any) -> bool:
@@ -123,14 +128,12 @@ VALID: dict[str, Any] = {
     "trainer.max_steps": count(1, -1),
     "trainer.min_steps": count(0, None),
     "trainer.max_time": duration,
-    "trainer.limit_train_batches": fraction_or_count,
-    "trainer.limit_val_batches": fraction_or_count,
-    "trainer.limit_test_batches": fraction_or_count,
-    "trainer.limit_predict_batches": fraction_or_count,
-    # Lightning's batches are executions: BASE has 5 of training and 2 of validation an epoch, and
-    # Lightning refuses a fraction that leaves a loop no whole batch.
-    "trainer.overfit_batches": lambda v: (integer(v) and v >= 0)
-    or (isinstance(v, float) and (v == 0 or 0.5 <= v <= 1)),
+    # Counted in mini-batches (Lightning's loop trains them): 20 of training an epoch, 5 of validation.
+    "trainer.limit_train_batches": fraction_or_count(TRAIN_IMAGES // 32),
+    "trainer.limit_val_batches": fraction_or_count(TEST_IMAGES // 32),
+    "trainer.limit_test_batches": fraction_or_count(TEST_IMAGES // 32),
+    "trainer.limit_predict_batches": fraction_or_count(),  # a run predicts nothing
+    "trainer.overfit_batches": lambda v: v == 0 or fraction_or_count(TEST_IMAGES // 32)(v),
     # A number of mini-batches (Lightning's loop trains it), at most an epoch's 20.
     "trainer.val_check_interval": lambda v: (
         v is None or (isinstance(v, float) and 0 < v <= 1) or (integer(v) and 1 <= v <= 20)
@@ -215,7 +218,7 @@ def counts(low: int, high: int, *special: Any) -> Any:
 
 
 FRACTIONS = st.floats(0.05, 1.0, allow_subnormal=False)
-LIMITS = st.one_of(some(None), st.integers(0, 25), FRACTIONS)
+LIMITS = st.one_of(some(None), st.integers(0, 25), some(0.0), st.floats(0.2, 1.0, allow_subnormal=False))
 # Each key's valid values, as a user may give them (no subnormal floats: conftest flushes them to
 # zero, as every command does) (the oracle checks every draw, and a run's length stays bounded:
 # UNBOUNDED's trainer.max_steps ends an unbounded max_epochs).
@@ -243,11 +246,11 @@ VALID_DRAWS: dict[str, Any] = {
     "trainer.max_steps": counts(1, 40, -1),
     "trainer.min_steps": counts(0, 20, None),
     "trainer.max_time": some(None, "00:00:01:00", {"minutes": 1}, {"seconds": 30}),
-    "trainer.limit_train_batches": LIMITS,
+    "trainer.limit_train_batches": st.one_of(LIMITS, FRACTIONS),
     "trainer.limit_val_batches": LIMITS,
     "trainer.limit_test_batches": LIMITS,
     "trainer.limit_predict_batches": LIMITS,
-    "trainer.overfit_batches": st.one_of(st.integers(0, 5), some(0.0), st.floats(0.5, 1.0, allow_subnormal=False)),
+    "trainer.overfit_batches": st.one_of(st.integers(0, 5), some(0.0), st.floats(0.2, 1.0, allow_subnormal=False)),
     "trainer.val_check_interval": st.one_of(some(None), st.integers(1, 20), FRACTIONS),
     "trainer.check_val_every_n_epoch": counts(1, 3, None),
     "trainer.num_sanity_val_steps": counts(0, 3, None, -1),

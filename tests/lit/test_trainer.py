@@ -14,6 +14,7 @@ import torch
 
 from mnist_lit import fit
 from mnist_lit.common.choices import OWNED_BY_PROJECT
+from mnist_lit.common.errors import ConfigError
 from mnist_lit.config.schema import TrainerConfig
 from tests.conftest import last_weights
 
@@ -66,6 +67,15 @@ def test_a_test_limit_covers_the_same_images_in_the_metrics_and_the_pictures(tin
     assert counted == 64  # two mini-batches of 32 of the 160 test images
     expected = final_loss_of(tiny_env / "run", 64)
     assert results["test_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_test_limit_that_keeps_no_batch_is_refused_in_one_line_after_a_kept_training(tiny_env):
+    with pytest.raises(ConfigError) as refused:
+        fit(*TINY, "trainer.max_epochs=1", "trainer.limit_test_batches=0.1", output_dir="run")
+    line = str(refused.value)
+    assert line.startswith("Lightning's Trainer refuses") and "0.1 * 5 < 1" in line and "\n" not in line
+    assert line.endswith("the training is kept: python -m mnist_lit.evaluate checkpoint=run tests it")
+    assert (tiny_env / "run" / "checkpoints" / "last.ckpt").exists()
 
 
 def final_loss_of(run, images: int) -> float:
