@@ -35,7 +35,7 @@ from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.fast import FastClassifier, FastDataModule, listeners
 from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier, arguments_of
-from mnist_lit.lit.saving import AtomicCheckpointIO, Kept, RunCheckpoint, find, run_checkpoints
+from mnist_lit.lit.saving import AtomicCheckpointIO, MemberCheckpoints, RunCheckpoint, find, run_checkpoints
 from mnist_lit.lit.stack import Member
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,8 @@ def member(cfg: DictConfig, output_dir: Path, label: str) -> Member:
     """A stacked job's network, from its own seed as its run's would be, and what its run keeps."""
     L.seed_everything(cfg.seed, verbose=False)
     history = History(output_dir, label=label)
-    return Member(network(cfg), cfg.data.seed, plain(cfg), history, Kept(output_dir), lr=cfg.optimizer.lr)
+    checkpoints = MemberCheckpoints(output_dir)
+    return Member(network(cfg), cfg.data.seed, plain(cfg), history, checkpoints, lr=cfg.optimizer.lr)
 
 
 def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:

@@ -4,7 +4,6 @@ trains the plain Classifier (lit/module.py); this subclass, and FastDataModule's
 chosen when the run is built, because Lightning refuses a manual optimization's settings before
 `setup` runs. The one module of the Lightning layer that knows what an execution is."""
 
-from enum import Enum
 from typing import Any, NamedTuple
 
 import lightning as L
@@ -21,17 +20,18 @@ from mnist_lit.nn.adam import step_of
 from mnist_lit.nn.engine import Captured, Eager, batches
 
 
-class Execution(NamedTuple):
-    """What a training step receives: the split, resident on the device, and the order of this
-    execution's images in it, `batch_size` after `batch_size`. Lightning moves `order` to the
-    device; `split` is no tensor, so Lightning leaves it (and its 60,000 images) alone."""
+class ExecutionOrder(NamedTuple):
+    """What a training step receives, the work order of one execution: the split, resident on the
+    device, and the order of the execution's images in it, `batch_size` after `batch_size`.
+    Lightning moves `order` to the device; `split` is no tensor, so Lightning leaves it (and its
+    60,000 images) alone."""
 
     split: InMemory
     order: torch.Tensor
     batch_size: int
 
 
-class Orders(Dataset[Execution]):
+class Orders(Dataset[ExecutionOrder]):
     """A split as the training loader sees it: a batch of it is the order of one execution's
     images, not the images, so that the training step gathers them on the device itself."""
 
@@ -41,12 +41,12 @@ class Orders(Dataset[Execution]):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitems__(self, indices: list[int]) -> Execution:
-        return Execution(self.split, torch.tensor(indices), self.batch_size)
+    def __getitems__(self, indices: list[int]) -> ExecutionOrder:
+        return ExecutionOrder(self.split, torch.tensor(indices), self.batch_size)
 
 
 class FastDataModule(MNISTDataModule):
-    """MNISTDataModule's splits, for the fast engine: each training batch is an `Execution`, the
+    """MNISTDataModule's splits, for the fast engine: each training batch is an `ExecutionOrder`, the
     order of `steps_per_execution` shuffled mini-batches, which FastClassifier gathers from the
     split on the device itself, so that Lightning's per-step bookkeeping is paid once for many
     optimizer steps; evaluation reads as many images at once."""
@@ -73,22 +73,15 @@ class FastDataModule(MNISTDataModule):
         """Execution `index`'s part of an epoch's `orders` of the training images (..., images)."""
         return orders[..., index * self.images_per_step : (index + 1) * self.images_per_step]
 
-    def train_dataloader(self) -> DataLoader[Execution]:  # type: ignore[override]  # executions, not mini-batches
+    def train_dataloader(self) -> DataLoader[ExecutionOrder]:  # type: ignore[override]  # executions, not mini-batches
         # Pinned orders reach a GPU without the host waiting for it.
         return DataLoader(
             Orders(self.train, self.batch_size),
             batch_size=self.images_per_step,
             sampler=self.shuffled(),
-            collate_fn=default_convert,  # an Execution as fetched: its order is a tensor already
+            collate_fn=default_convert,  # as fetched: its order is a tensor already
             pin_memory=self.train.tensors[0].is_cuda,
         )
-
-
-class Form(str, Enum):
-    """How a training step runs the engine (nn/engine.py), decided once in `setup`."""
-
-    EAGER = "eager"  # plain torch calls, mini-batch after mini-batch
-    CAPTURED = "captured"  # on a CUDA GPU: recorded once as a CUDA graph, then replayed
 
 
 _CAPTURABLE = {"capturable": True, "fused": True}
@@ -161,7 +154,9 @@ class FastClassifier(Classifier):
     def __init__(self, *arguments: Any, capture: bool = True, **keywords: Any) -> None:
         super().__init__(*arguments, **keywords)
         self.capture = capture
-        self.form = Form.EAGER
+        # Decided once in `setup`: on a CUDA GPU each execution is recorded once as a CUDA graph,
+        # then replayed; else its mini-batches run one after another in plain torch calls.
+        self.captured = False
         # A training step runs an execution of many mini-batches (nn/engine.py), or one mini-batch
         # of anyone's (x, y), one optimizer step each.
         self.automatic_optimization = False
@@ -179,13 +174,12 @@ class FastClassifier(Classifier):
                 f"{type(self).__name__} does not do {', '.join(heard)}: train the plain Classifier in their stead, "
                 "whose steps Lightning's loop takes"
             )
-        capture = self.capture and self.trainer.strategy.root_device.type == "cuda"
-        self.form = Form.CAPTURED if capture else Form.EAGER
+        self.captured = self.capture and self.trainer.strategy.root_device.type == "cuda"
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        settings = _CAPTURABLE if self.form == Form.CAPTURED else fused(self.device)
+        settings = _CAPTURABLE if self.captured else fused(self.device)
         optimizer: torch.optim.Optimizer = self.make_optimizer(self.net.parameters(), lr=self.lr, **settings)
-        if self.form == Form.CAPTURED:
+        if self.captured:
             # A CUDA graph keeps the address of what it reads, not a float's value: the learning
             # rate as a tensor, so that a new one (a resume, a scheduler's fill_) reaches every replay.
             for group in optimizer.param_groups:
@@ -198,14 +192,14 @@ class FastClassifier(Classifier):
         step = step_of(optimizer.optimizer)
         context = self.trainer.precision_plugin.forward_context
         eager = Eager(self.net, self.loss, optimizer.optimizer, step, context)
-        self.engine: Eager | Captured = Captured(eager) if self.form == Form.CAPTURED else eager
+        self.engine: Eager | Captured = Captured(eager) if self.captured else eager
 
     def on_train_epoch_start(self) -> None:
         self.minibatches_done = 0
         self.pending_losses: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
 
-    def training_step(self, batch: Execution | Batch, batch_idx: int) -> None:
-        if not isinstance(batch, Execution):
+    def training_step(self, batch: ExecutionOrder | Batch, batch_idx: int) -> None:
+        if not isinstance(batch, ExecutionOrder):
             self._train_minibatch(*batch)
             return
         (images, labels), order, batch_size = batch.split.tensors, batch.order, batch.batch_size

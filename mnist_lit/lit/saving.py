@@ -132,7 +132,7 @@ def run_checkpoints(
     return best, last
 
 
-class Kept:
+class MemberCheckpoints:
     """The checkpoints a network that is not a run of its own (one of a stack's, lit/stack.py) keeps,
     as a run's two RunCheckpoints keep them: the best epoch's by `monitor` (strictly better, one
     file, named as theirs), and last.ckpt every epoch; and their states, in ModelCheckpoint's

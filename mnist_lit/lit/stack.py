@@ -4,9 +4,9 @@ inside Lightning, for the stacked launcher.
 Each network starts from its own initial weights and sees the images its run would see, in its
 own seed's shuffle, so that its numbers are its run's up to float rounding. Each keeps what its run
 keeps, itself, through the plain classes its run's callbacks use: its epoch metrics (torchmetrics),
-its EpochRecord (the History's), its best and last checkpoints (Kept, as RunCheckpoint keeps them,
-written by Lightning's save_checkpoint); a network whose loss stops being a finite number fails
-alone, with the run's message, while the others train on.
+its EpochRecord (the History's), its best and last checkpoints (MemberCheckpoints, as
+RunCheckpoint keeps them, written by Lightning's save_checkpoint); a network whose loss stops
+being a finite number fails alone, with the run's message, while the others train on.
 """
 
 import time
@@ -24,7 +24,7 @@ from mnist_lit.lit.fast import FastDataModule, divergence, one_optimizer, per_im
 from mnist_lit.lit.history import History
 from mnist_lit.lit.internals import count_optimizer_steps
 from mnist_lit.lit.module import Diverged, EpochMetrics, fused
-from mnist_lit.lit.saving import Kept
+from mnist_lit.lit.saving import MemberCheckpoints
 from mnist_lit.nn.engine import Batched
 from mnist_lit.nn.loss import image_losses
 from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
@@ -38,7 +38,7 @@ class Member:
     shuffle_seed: int  # data.seed: the order its run sees the images in
     hyper_parameters: dict[str, Any]  # its run's config, for its checkpoints
     history: History  # its run's, for its record and its state key; never one of the stack's callbacks
-    kept: Kept
+    checkpoints: MemberCheckpoints
     lr: float
     failure: Diverged | None = field(default=None)
 
@@ -140,7 +140,7 @@ class Stack(L.LightningModule):
                 continue
             record = member.history.record
             self.print(record.add(metrics, self.current_epoch + 1, self.trainer.max_epochs, seconds))
-            saved, replaced = member.kept.epoch_end(self.current_epoch, record.last())
+            saved, replaced = member.checkpoints.epoch_end(self.current_epoch, record.last())
             self.saving = k
             for path in saved:
                 self.trainer.save_checkpoint(path, weights_only=False)
@@ -170,7 +170,7 @@ class Stack(L.LightningModule):
         checkpoint["callbacks"] = {
             self.timer.state_key: checkpoint["callbacks"][self.timer.state_key],
             member.history.state_key: member.history.record.state_dict(),
-            **member.kept.states(),
+            **member.checkpoints.states(),
         }
 
     @torch.no_grad()

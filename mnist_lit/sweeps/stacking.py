@@ -73,7 +73,7 @@ def train_stack(jobs: list[Job]) -> None:
             train_seconds=seconds / len(jobs),
             torch_threads=torch.get_num_threads(),
             epochs=len(job.member.history.history["loss"]),
-            best_checkpoint=job.member.kept.best_path,
+            best_checkpoint=job.member.checkpoints.best_path,
             stacked_with=len(jobs),
             stack_train_seconds=seconds,
         )

@@ -36,7 +36,8 @@ class StepHooks(L.Callback):
 class GlobalStep(L.Callback):
     def on_train_end(self, trainer, module):
         self.global_step = trainer.global_step
-        self.form = getattr(module, "form", "lightning")  # the plain Classifier: Lightning's loop
+        captured = getattr(module, "captured", None)  # None: the plain Classifier, in Lightning's loop
+        self.form = "lightning" if captured is None else "captured" if captured else "eager"
 
 
 def test_a_callback_that_listens_to_steps_trains_in_lightnings_loop_and_hears_each(tiny_env, caplog):
