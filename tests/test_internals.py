@@ -15,7 +15,14 @@ import pytest
 import torch
 from torch.optim.adam import adam as adam_function
 
-from mnist_lit.lit.internals import NOTICES, WARNINGS, carry_optimizer_steps, count_optimizer_steps, detects_anomalies
+from mnist_lit.lit.internals import (
+    NOTICES,
+    WARNINGS,
+    carry_optimizer_steps,
+    count_optimizer_steps,
+    detects_anomalies,
+    trainer_arguments,
+)
 from mnist_lit.nn import adam as adam_module
 
 ROOT = Path(__file__).parents[1]
@@ -116,6 +123,13 @@ def test_the_notices_and_warnings_silenced_by_their_text_are_still_said():
         texts = [text for text in texts if "treespec" not in text]
     gone = [text for text in texts if text not in said]
     assert not gone, f"Lightning no longer says {gone}: drop them from lit/internals.py"
+
+
+def test_the_trainers_arguments_read_from_lightnings_source_are_its_signatures():
+    signature = inspect.signature(L.Trainer.__init__).parameters
+    assert trainer_arguments() == {name: p.default for name, p in signature.items() if name != "self"}, (
+        "Lightning moved Trainer.__init__'s keyword arguments (lit/internals.py trainer_arguments)"
+    )
 
 
 def test_hydras_override_parser_tells_which_overrides_sweep():

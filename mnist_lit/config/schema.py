@@ -23,6 +23,7 @@ from mnist_lit.common.choices import (
     DATASETS,
     INITS,
     METRICS,
+    OWNED_BY_PROJECT,
     PRECISIONS,
     PROFILERS,
     STRATEGIES,
@@ -36,6 +37,7 @@ from mnist_lit.config.values import (
     check_fraction_or_count,
     check_limit,
 )
+from mnist_lit.lit.internals import trainer_arguments
 
 
 class Resume(str, Enum):
@@ -85,9 +87,33 @@ def setting(
     return field(default=default, metadata=metadata)
 
 
-def argument(default: Any, **policies: Any) -> Any:
-    """A Trainer argument: Lightning's, and a job that changes it runs alone unless said otherwise."""
+class _Lightnings:
+    """The default of a declared Trainer argument that is Lightning's own (lightnings_arguments)."""
+
+
+LIGHTNINGS: Any = _Lightnings()
+
+
+def argument(default: Any = LIGHTNINGS, **policies: Any) -> Any:
+    """A Trainer argument: Lightning's, with Lightning's default unless one is given, and a job that
+    changes it runs alone unless said otherwise."""
     return setting(default, **{"stack": Stacked.ALONE, "taken_by": Taker.LIGHTNING, **policies})
+
+
+def lightnings_arguments(cls: type) -> type:
+    """`cls` with every argument of lightning.Trainer but those the project owns: those it declares
+    take Lightning's default where they name none; any other is Lightning's as it is (typed as its
+    default where that is a bool), so that a new Trainer argument is a setting with nothing added."""
+    annotations = cls.__annotations__  # the class's own: it declares fields
+    for name, default in trainer_arguments().items():
+        if name in OWNED_BY_PROJECT:
+            continue
+        if name not in annotations:
+            annotations[name] = bool if isinstance(default, bool) else Any
+            setattr(cls, name, argument(default))
+        elif getattr(cls, name).default is LIGHTNINGS:
+            getattr(cls, name).default = default
+    return cls
 
 
 def policies(name: str, schema: type | None = None, prefix: str = "", inherited: Any = None) -> dict[str, Any]:
@@ -193,53 +219,54 @@ class DataConfig:
 
 
 @dataclass
+@lightnings_arguments
 class TrainerConfig:
-    """Every argument of lightning.Trainer (tests/lit/test_trainer.py checks this against its signature)
-    but those in OWNED_BY_PROJECT, with Lightning's defaults unless a comment says otherwise.
+    """Every argument of lightning.Trainer but those in OWNED_BY_PROJECT, `trainer.<name>=value`.
+    Declared here: those with a rule of the project's (a resume or stacking policy, a check of
+    their values, a type) or the tutorial's default, each said once; Lightning's default unless a
+    comment says otherwise. lightnings_arguments adds the rest as Lightning has them.
 
     What counts batches (limits, fast_dev_run, overfit_batches, a number of sanity steps) counts
     mini-batches, as a Lightning user means them: engine=auto trains such a run in Lightning's
     loop. A job that changes any argument but those a stack shares runs alone."""
 
     _target_: str = "lightning.pytorch.Trainer"
-    accelerator: str = argument("auto", resume=Resume.UNSEEN, stack=Stacked.SHARED)
-    strategy: str = argument("auto", resume=Resume.FROM_HERE_ON)
+    accelerator: str = argument(resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    strategy: str = argument(resume=Resume.FROM_HERE_ON)
     devices: Any = argument(1, resume=Resume.FROM_HERE_ON)  # Lightning's is "auto": one device, unless you ask for DDP
-    num_nodes: int = argument(1, resume=Resume.FROM_HERE_ON)
+    num_nodes: int = argument(resume=Resume.FROM_HERE_ON)
     precision: str = argument("32-true")
-    fast_dev_run: Any = argument(False)
+    fast_dev_run: Any = argument()
     max_epochs: int | None = argument(10, resume=Resume.UNTIL, stack=Stacked.SHARED)  # the tutorial's
-    min_epochs: int | None = argument(None, resume=Resume.UNTIL)
-    max_steps: int = argument(-1, resume=Resume.UNTIL)  # optimizer steps in all; -1: no limit
-    min_steps: int | None = argument(None, resume=Resume.UNTIL)
-    max_time: Any = argument(None, resume=Resume.UNTIL, taken_by=Taker.TIMER)
-    limit_train_batches: Any = argument(None)
-    limit_val_batches: Any = argument(None, resume=Resume.FROM_HERE_ON)
-    limit_test_batches: Any = argument(None, resume=Resume.FROM_HERE_ON)
-    limit_predict_batches: Any = argument(None, resume=Resume.FROM_HERE_ON)
-    overfit_batches: Any = argument(0.0)
-    val_check_interval: Any = argument(None, resume=Resume.FROM_HERE_ON)
-    check_val_every_n_epoch: int | None = argument(1, resume=Resume.FROM_HERE_ON)
-    num_sanity_val_steps: int | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
-    log_every_n_steps: int | None = argument(None, resume=Resume.UNSEEN)
-    enable_checkpointing: bool | None = argument(None, resume=Resume.UNSEEN)
-    enable_progress_bar: bool | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    min_epochs: int | None = argument(resume=Resume.UNTIL)
+    max_steps: int = argument(resume=Resume.UNTIL)  # optimizer steps in all; -1: no limit
+    min_steps: int | None = argument(resume=Resume.UNTIL)
+    max_time: Any = argument(resume=Resume.UNTIL, taken_by=Taker.TIMER)
+    limit_train_batches: Any = argument()
+    limit_val_batches: Any = argument(resume=Resume.FROM_HERE_ON)
+    limit_test_batches: Any = argument(resume=Resume.FROM_HERE_ON)
+    limit_predict_batches: Any = argument(resume=Resume.FROM_HERE_ON)
+    overfit_batches: Any = argument()
+    val_check_interval: Any = argument(resume=Resume.FROM_HERE_ON)
+    check_val_every_n_epoch: int | None = argument(resume=Resume.FROM_HERE_ON)
+    num_sanity_val_steps: int | None = argument(resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    log_every_n_steps: int | None = argument(resume=Resume.UNSEEN)
+    enable_checkpointing: bool | None = argument(resume=Resume.UNSEEN)
+    enable_progress_bar: bool | None = argument(resume=Resume.UNSEEN, stack=Stacked.SHARED)
     # the run prints Keras's summary() instead
     enable_model_summary: bool | None = argument(False, resume=Resume.UNSEEN, stack=Stacked.SHARED)
-    accumulate_grad_batches: int = argument(1)
-    gradient_clip_val: float | None = argument(None)
-    gradient_clip_algorithm: str | None = argument(None)  # norm (when a value is given) or value
-    deterministic: Any = argument(None, resume=Resume.UNSEEN)
-    benchmark: bool | None = argument(None, resume=Resume.UNSEEN, stack=Stacked.SHARED)
-    inference_mode: bool = argument(True, resume=Resume.UNSEEN)
-    use_distributed_sampler: bool = argument(True)
-    profiler: str | None = argument(None, resume=Resume.UNSEEN)
-    detect_anomaly: bool = argument(False, resume=Resume.UNSEEN)
-    barebones: bool = argument(False)
-    sync_batchnorm: bool = argument(False)
-    reload_dataloaders_every_n_epochs: int = argument(0)
-    enable_autolog_hparams: bool = argument(True, resume=Resume.UNSEEN)
-    model_registry: str | None = argument(None, resume=Resume.UNSEEN)
+    accumulate_grad_batches: int = argument()
+    gradient_clip_val: float | None = argument()
+    gradient_clip_algorithm: str | None = argument()  # norm (when a value is given) or value
+    deterministic: Any = argument(resume=Resume.UNSEEN)
+    benchmark: bool | None = argument(resume=Resume.UNSEEN, stack=Stacked.SHARED)
+    inference_mode: bool = argument(resume=Resume.UNSEEN)
+    profiler: str | None = argument(resume=Resume.UNSEEN)
+    detect_anomaly: bool = argument(resume=Resume.UNSEEN)
+    barebones: bool = argument()
+    reload_dataloaders_every_n_epochs: int = argument()
+    enable_autolog_hparams: bool = argument(resume=Resume.UNSEEN)
+    model_registry: str | None = argument(resume=Resume.UNSEEN)
 
     def __post_init__(self) -> None:
         if self.accelerator not in ACCELERATORS:

@@ -1,11 +1,31 @@
 """Where mnist_lit relies on Lightning's internals, for want of a public API: each use is here, with
 the API it misses, and tests/test_internals.py fails naming what moved when a release moves one."""
 
+import ast
+import importlib.util
 import sys
+from functools import cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import lightning as L
+
+
+@cache
+def trainer_arguments() -> dict[str, Any]:
+    """The arguments of lightning.Trainer, each with its default, read from Lightning's source: the
+    command line composes and checks a config before it imports torch, which Lightning imports.
+
+    Missing: a description of the Trainer's arguments that does not import torch."""
+    spec = importlib.util.find_spec("lightning")
+    assert spec is not None and spec.submodule_search_locations, "lightning is not installed"
+    source = Path(spec.submodule_search_locations[0], "pytorch", "trainer", "trainer.py")
+    [trainer] = (node for node in ast.parse(source.read_text()).body if getattr(node, "name", "") == "Trainer")
+    assert isinstance(trainer, ast.ClassDef)
+    [init] = (node for node in trainer.body if isinstance(node, ast.FunctionDef) and node.name == "__init__")
+    keywords = init.args.kwonlyargs
+    return {name.arg: ast.literal_eval(default) for name, default in zip(keywords, init.args.kw_defaults, strict=True)}  # type: ignore[arg-type]
 
 
 def count_optimizer_steps(trainer: "L.Trainer", steps: int) -> None:
