@@ -28,7 +28,7 @@ import time
 PHASES = ["start", "imports", "setup", "epochs", "test and files", "exit"]
 
 # Marks each phase's end on the wall clock (time.time: the parent's and the probe's clocks agree),
-# through the run's own seams: a callback handed to build.run and mnist_lit.train.train's return.
+# through the run's own seams: a callback handed to build.run and mnist_lit.runs.train.train's return.
 PROBE = """
 import time
 started = time.time()
@@ -40,8 +40,8 @@ atexit.register(lambda: print("PHASES " + json.dumps(marks), file=sys.__stderr__
 import lightning as L
 import matplotlib.figure
 import mnist_lit.__main__
-import mnist_lit.train
-from mnist_lit import build
+import mnist_lit.runs.train
+from mnist_lit.runs import build
 marks["imports"] = time.time()
 
 class Marks(L.Callback):
@@ -50,14 +50,14 @@ class Marks(L.Callback):
     def on_train_end(self, trainer, module):
         marks["epochs"] = time.time()
 
-run, train = build.run, mnist_lit.train.train
+run, train = build.run, mnist_lit.runs.train.train
 build.run = lambda cfg, output_dir, callbacks=(): run(cfg, output_dir, [*callbacks, Marks()])
 def timed_train(*args, **kwargs):
     try:
         return train(*args, **kwargs)
     finally:
         marks["test and files"] = time.time()
-mnist_lit.train.train = timed_train
+mnist_lit.runs.train.train = timed_train
 sys.argv = ["mnist_lit", *sys.argv[1:]]
 mnist_lit.__main__.main()
 """

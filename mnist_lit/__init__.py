@@ -12,11 +12,11 @@ def __getattr__(name: str) -> Any:
     # Lazily: importing a part (mnist_lit.nn, mnist_lit.lit) loads only what that part needs, and
     # the command line answers --help and bad overrides without importing torch.
     if name == "fit":
-        from mnist_lit.train import fit
+        from mnist_lit.runs.train import fit
 
         return fit
     if name == "load":
-        from mnist_lit.trained import load
+        from mnist_lit.runs.trained import load
 
         return load
     if name == "Classifier":

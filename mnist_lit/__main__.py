@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> float:
     if hydra_cfg.mode != RunMode.MULTIRUN:
         validate(cfg)
         with heavy_imports():
-            from mnist_lit.train import train
+            from mnist_lit.runs.train import train
 
         return _last(train(cfg, output_dir), cfg.objective)
     argv = sys.argv[:]
@@ -46,7 +46,7 @@ def run(cfg: DictConfig) -> float:
         if cfg.resume and is_sweep(Path(cfg.resume)) and resume_job(output_dir, cfg):
             return last_value(output_dir / "metrics.csv", cfg.objective)
         with heavy_imports():
-            from mnist_lit.train import train
+            from mnist_lit.runs.train import train
 
         _further_ranks_run_this_job(output_dir)
         return _last(train(cfg, output_dir), cfg.objective)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from mnist_lit.common.choices import OWNED_BY_PROJECT
-from mnist_lit.common.errors import STOPS, Terminated, UserError, stop_signal, stopped
+from mnist_lit.common.errors import STOPS, Terminated, UserError, in_package, raised_by, stop_signal, stopped
 from mnist_lit.config import directories
 
 T = TypeVar("T")
@@ -35,7 +35,7 @@ def explain(error: BaseException) -> str | None:
     # Each command line's task function is its module's `run`.
     started = any(f.name == "run" and f.filename.startswith(os.path.dirname(__file__)) for f in frames)
     # An OSError naming a file (not Hydra's MissingConfigException, an OSError too) in Hydra's code.
-    in_hydra = any(_in_package(f.filename, "hydra") for f in frames)
+    in_hydra = any(in_package(f.filename, "hydra") for f in frames)
     if isinstance(error, OSError) and error.filename is not None and not started and in_hydra:
         # Hydra creates the run directory (hydra.run.dir) before the job starts.
         return (
@@ -80,17 +80,6 @@ def explain(error: BaseException) -> str | None:
         override = re.sub(r"^Error merging override ", "", str(error).splitlines()[0])
         return f"{override}: {str(cause.msg).splitlines()[0]}"
     return str(error).splitlines()[0]
-
-
-def raised_by(error: BaseException, *package: str) -> bool:
-    """Whether `error` was raised by the code of `package` (e.g. "lightning", "pytorch"): its
-    traceback's innermost frame lies in that package's directory."""
-    frames = traceback.extract_tb(error.__traceback__)
-    return bool(frames) and _in_package(frames[-1].filename, *package)
-
-
-def _in_package(filename: str, *package: str) -> bool:
-    return os.path.join("", *package, "") in filename
 
 
 # Whether the user asked for full errors (HYDRA_FULL_ERROR=1), as the command line found it.

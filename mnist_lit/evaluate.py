@@ -30,11 +30,11 @@ def run(cfg: DictConfig) -> None:
 
 def evaluate(checkpoint: str, split: str, root: str, output_dir: Path) -> dict[str, Any]:
     with heavy_imports():
-        from mnist_lit import build
         from mnist_lit.common import files
         from mnist_lit.config.saved import config_of
         from mnist_lit.lit import console
         from mnist_lit.reports import mistakes
+        from mnist_lit.runs import build
 
     # As quiet as a run: none of Lightning's notices a user cannot act on, each of its messages once.
     with console.quiet():

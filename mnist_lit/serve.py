@@ -33,8 +33,8 @@ def run(cfg: DictConfig) -> None:
     import uvicorn
 
     with heavy_imports():
-        from mnist_lit.share import cores
-        from mnist_lit.trained import load
+        from mnist_lit.runs.share import cores
+        from mnist_lit.runs.trained import load
         from mnist_lit.web.app import application
         from mnist_lit.web.limits import CONNECTIONS, SHUTDOWN_SECONDS
 

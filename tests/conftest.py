@@ -187,8 +187,8 @@ def last_weights(run: Path) -> dict[str, torch.Tensor]:
 
 def final_test_loss(run: Path, data: str | Path) -> float:
     """The loss of a run's last weights over all the test images, computed here in one piece."""
-    from mnist_lit.build import restore
     from mnist_lit.lit.data import MNISTDataModule
+    from mnist_lit.runs.build import restore
 
     module = restore(run)
     datamodule = MNISTDataModule(str(data))
@@ -213,7 +213,7 @@ def use_cores(cores: list[int]) -> None:
 
 def pytest_configure(config):
     # Under pytest-xdist (-n N) each worker keeps to its own share of the cores, and so does every
-    # process it starts: mnist_lit's threads=auto reads the affinity mask (share.py), as a job of a
+    # process it starts: mnist_lit's threads=auto reads the affinity mask (runs/share.py), as a job of a
     # parallel sweep does. Workers that each asked for every core would slow each other down.
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if worker and count and ALL_CORES:

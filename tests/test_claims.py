@@ -17,7 +17,7 @@ from mnist_lit import fit
 from mnist_lit.lit import data, module, stack
 from mnist_lit.nn import engine
 from mnist_lit.nn.loss import CategoricalCrossentropy
-from mnist_lit.sweeps.stacking import Job, train_stack
+from mnist_lit.runs.stacking import Job, train_stack
 from tests.conftest import REAL_DATA, last_weights
 from tests.sweeps.test_stacked import metrics
 

@@ -25,13 +25,14 @@ from hydra import compose, initialize_config_module
 from matplotlib.figure import Figure
 from torchvision.datasets import MNIST
 
-from mnist_lit import fit, train
+from mnist_lit import fit
 from mnist_lit.common.errors import ConfigError, DataError
 from mnist_lit.common.files import WriteError
 from mnist_lit.config.checks import validate
 from mnist_lit.lit.data import FILES
 from mnist_lit.lit.module import Diverged
 from mnist_lit.lit.saving import newest
+from mnist_lit.runs import train
 from tests.conftest import cli, exit_of, in_process, last_weights, make_mnist
 
 QUIET = ("trainer.enable_progress_bar=false", "data.steps_per_execution=4")

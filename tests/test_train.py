@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from mnist_lit import Classifier, fit
-from mnist_lit.build import restore
 from mnist_lit.common.choices import PRECISIONS
 from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.runs.build import restore
 from tests.conftest import final_test_loss, last_weights
 
 TINY = ("trainer.max_epochs=2", "trainer.enable_progress_bar=false", "data.steps_per_execution=4")

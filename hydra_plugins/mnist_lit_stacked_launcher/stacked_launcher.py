@@ -1,5 +1,5 @@
 """hydra/launcher=stacked: a sweep's jobs of one shape trained side by side as one batched network
-(mnist_lit/sweeps/stacking.py), each still an ordinary job with its own directory and files. Another
+(mnist_lit/runs/stacking.py), each still an ordinary job with its own directory and files. Another
 Hydra app's jobs run one after another, as Hydra's basic launcher runs them.
 
 Hydra finds it by scanning the hydra_plugins namespace, in a regular install and in an editable
@@ -67,11 +67,11 @@ class StackedLauncher(Launcher):
 
         from mnist_lit.common.errors import UserError
         from mnist_lit.config.checks import check_machine, task, validate
-        from mnist_lit.share import cores, gpus
+        from mnist_lit.runs.share import cores, gpus
         from mnist_lit.startup import heavy_imports
 
         with heavy_imports():
-            from mnist_lit.sweeps.stacking import shape, why_alone
+            from mnist_lit.runs.stacking import shape, why_alone
 
         groups: dict[str, list[int]] = {}
         machine = {"gpus": gpus(), "cores": cores()}
@@ -124,7 +124,7 @@ class StackedLauncher(Launcher):
         """Each job's directory as Hydra makes it (.hydra/, its log), then one training for all."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        from mnist_lit.sweeps.stacking import Job, train_stack
+        from mnist_lit.runs.stacking import Job, train_stack
         from mnist_lit.sweeps.summary import record_failure, summarise
 
         jobs: list[Job] = []

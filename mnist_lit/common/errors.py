@@ -1,8 +1,10 @@
 """Errors a user can fix, each told in one line that names the fix (command_line.py prints them so),
 and the stops a user makes: Ctrl-C and SIGTERM."""
 
+import os
 import signal
 import sys
+import traceback
 
 
 class UserError(Exception):
@@ -43,3 +45,14 @@ def stopped(by: signal.Signals, line: str) -> SystemExit:
     SIGTERM)."""
     print(line, file=sys.stderr, flush=True)
     return SystemExit(128 + by)
+
+
+def raised_by(error: BaseException, *package: str) -> bool:
+    """Whether `error` was raised by the code of `package` (e.g. "lightning", "pytorch"): its
+    traceback's innermost frame lies in that package's directory."""
+    frames = traceback.extract_tb(error.__traceback__)
+    return bool(frames) and in_package(frames[-1].filename, *package)
+
+
+def in_package(filename: str, *package: str) -> bool:
+    return os.path.join("", *package, "") in filename

@@ -4,8 +4,8 @@ built (config/values.py), and config/checks.py the whole, so a bad override ends
 names the key and the fix.
 
 A setting's policies are declared beside it, once (`setting`): whether a resume may change it,
-whether a stack of networks honours it, and who takes it. Resume (checkpoint.py), the stacked
-launcher (sweeps/stacking.py) and the builder (build.py) read them from here (`policies`), so adding
+whether a stack of networks honours it, and who takes it. Resume (config/checkpoints.py), the stacked
+launcher (runs/stacking.py) and the builder (build.py) read them from here (`policies`), so adding
 a setting is adding its field."""
 
 import dataclasses
@@ -421,7 +421,7 @@ class Config:
     seed: int = setting(0, stack=Stacked.OWN)
     # A run directory or .ckpt file to continue from; with -m, a sweep directory.
     resume: str | None = setting(None, resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it resumes a run")
-    # torch threads: a number, or auto: this run's share of the cores (see share.py)
+    # torch threads: a number, or auto: this run's share of the cores (see runs/share.py)
     threads: Any = setting("auto", resume=Resume.UNSEEN)
     # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.
     objective: str = setting("val_accuracy", resume=Resume.UNSEEN)

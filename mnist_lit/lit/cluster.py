@@ -50,7 +50,7 @@ class SubmititEnvironment(ClusterEnvironment):
 
     @staticmethod
     def detect() -> bool:
-        return False  # never picked on its own: build.py hands it to the Trainer in a submitit job
+        return False  # never picked on its own: runs/build.py hands it to the Trainer in a submitit job
 
     def world_size(self) -> int:
         return int(self.job.num_tasks)

@@ -2,13 +2,20 @@
 devices, checked before any job is submitted."""
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from mnist_lit.common.errors import ConfigError
-from mnist_lit.share import submitit_tasks
+
+
+def submitit_tasks(launcher: Mapping[str, Any]) -> tuple[int, int] | None:
+    """(tasks per node, nodes) that submitit runs each job as; None for another launcher."""
+    if "submitit" not in str(launcher.get("_target_", "")):
+        return None
+    return launcher.get("tasks_per_node") or 1, launcher.get("nodes") or 1
 
 
 def validate_launcher(cfg: DictConfig, launcher: DictConfig) -> None:

@@ -18,7 +18,7 @@ def resume_job(job_dir: Path, cfg: DictConfig) -> bool:
     """A job of a resumed sweep: True if it is kept, having finished the training the sweep now
     asks for. Otherwise it trains on from its own last checkpoint (cfg.resume) if that holds the
     start of the same training; else again from the start, what it wrote before set aside."""
-    from mnist_lit.checkpoint import differences, read, resumed_as  # torch, once a job runs
+    from mnist_lit.config.checkpoints import differences, read, resumed_as  # torch, once a job runs
 
     num, done, sweep = HydraConfig.get().job.num, finished(job_dir), cfg.resume
     last = job_dir / "checkpoints" / "last.ckpt"

@@ -10,7 +10,7 @@ from mnist_lit.config.schema import Config, Resume, Stacked, Taker, TrainerConfi
 
 
 def test_a_resume_keeps_the_training_and_changes_when_it_stops_what_it_shows_and_the_learning_rate(monkeypatch):
-    from mnist_lit.checkpoint import resumed_as
+    from mnist_lit.config.checkpoints import resumed_as
 
     assert resumed_as("model.hidden") == resumed_as("data.batch_size") == Resume.SAME
     assert resumed_as("trainer.max_epochs") == resumed_as("early_stopping.patience") == Resume.UNTIL
@@ -36,7 +36,7 @@ def test_a_resume_keeps_the_training_and_changes_when_it_stops_what_it_shows_and
 def test_an_argument_lightning_adds_to_its_trainer_is_a_setting_with_nothing_added(monkeypatch):
     """As a Lightning release would add one: Lightning's default, run alone in a stack, kept by a
     resume; and a declared argument that names no default takes Lightning's."""
-    from mnist_lit.checkpoint import resumed_as
+    from mnist_lit.config.checkpoints import resumed_as
     from mnist_lit.lit.internals import trainer_arguments
 
     monkeypatch.setattr(schema, "trainer_arguments", lambda: {**trainer_arguments(), "new_flag": False, "new": 3})

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from mnist_lit import fit
-from mnist_lit.build import restore
 from mnist_lit.lit.data import MNISTDataModule
+from mnist_lit.runs.build import restore
 from tests.conftest import cli, final_test_loss, last_weights, make_mnist
 from tests.sweeps.test_sweep import finish, multirun, read_csv, sweep_dirs
 

@@ -70,7 +70,7 @@ def test_a_run_resumes_on_the_other_engine_and_back(tiny_env):
 
 def test_auto_trains_in_lightnings_loop_what_the_fast_engine_does_not_do(tiny_env, caplog):
     trained = Trained()
-    with caplog.at_level(logging.INFO, logger="mnist_lit.build"):
+    with caplog.at_level(logging.INFO, logger="mnist_lit.runs.build"):
         fit(*TINY, "trainer.gradient_clip_val=0.5", output_dir="clipped", callbacks=[trained])
     assert not trained.fast and trained.steps == [20, 40]
     said = [r.getMessage() for r in caplog.records if "Lightning's loop trains this run" in r.getMessage()]

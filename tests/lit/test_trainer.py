@@ -79,8 +79,8 @@ def test_a_test_limit_that_keeps_no_batch_is_refused_in_one_line_after_a_kept_tr
 def final_loss_of(run, images: int) -> float:
     import os
 
-    from mnist_lit.build import restore
     from mnist_lit.lit.data import MNISTDataModule
+    from mnist_lit.runs.build import restore
 
     module = restore(run)
     datamodule = MNISTDataModule(os.environ["MNIST_LIT_DATA"])

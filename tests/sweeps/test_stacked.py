@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_module
 
 from mnist_lit import fit, load
 from mnist_lit.nn.stacked import StackedNetwork
-from mnist_lit.sweeps.stacking import Job, shape, train_stack, why_alone
+from mnist_lit.runs.stacking import Job, shape, train_stack, why_alone
 from tests.conftest import cli, multirun_in_process
 
 TINY = ["model=mlp", "trainer.max_epochs=2", "data.steps_per_execution=4"]

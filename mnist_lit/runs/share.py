@@ -64,13 +64,6 @@ def devices(devices: Any, accelerator: str, launcher: Mapping[str, Any], job: in
     return devices
 
 
-def submitit_tasks(launcher: Mapping[str, Any]) -> tuple[int, int] | None:
-    """(tasks per node, nodes) that submitit runs each job as; None for another launcher."""
-    if "submitit" not in str(launcher.get("_target_", "")):
-        return None
-    return launcher.get("tasks_per_node") or 1, launcher.get("nodes") or 1
-
-
 @contextmanager
 def cuda_check_without_nvml() -> Iterator[None]:
     """Inside, for a process that trains alone (no DDP ranks to fork): `import lightning` makes torch

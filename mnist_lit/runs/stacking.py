@@ -10,13 +10,13 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build, share
 from mnist_lit.config.checks import plain
 from mnist_lit.config.schema import Config, Stacked, policies
 from mnist_lit.lit import console
 from mnist_lit.lit.stack import Stack
 from mnist_lit.reports import results
 from mnist_lit.reports.pictures import Picture, write_all
+from mnist_lit.runs import build, share
 from mnist_lit.sweeps.summary import record_failure
 
 

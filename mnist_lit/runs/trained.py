@@ -12,12 +12,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mnist_lit import build
 from mnist_lit.lit.data import names
 from mnist_lit.lit.module import Classifier
 from mnist_lit.nn import digits
 from mnist_lit.nn.images import IMAGE_SHAPE, flatten, normalize
 from mnist_lit.reports.mistakes import probabilities
+from mnist_lit.runs import build
 
 Digits = str | Path | Image.Image | np.ndarray | torch.Tensor | Iterable[Any]
 

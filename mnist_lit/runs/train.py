@@ -18,18 +18,17 @@ from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import build, share
-from mnist_lit.checkpoint import read
-from mnist_lit.command_line import raised_by
 from mnist_lit.common import files
-from mnist_lit.common.errors import STOPS, ConfigError, Terminated, stop_signal, stopped
+from mnist_lit.common.errors import STOPS, ConfigError, Terminated, raised_by, stop_signal, stopped
 from mnist_lit.config import directories
+from mnist_lit.config.checkpoints import read
 from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT
 from mnist_lit.lit.saving import newest, verified
 from mnist_lit.reports import mistakes, results
+from mnist_lit.runs import build, share
 
 log = logging.getLogger(__name__)
 

@@ -23,9 +23,8 @@ from lightning.pytorch.callbacks import EarlyStopping, Timer
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_lit import share
-from mnist_lit.checkpoint import check_resume, read, tell_processes
 from mnist_lit.common.errors import ConfigError, first_line
+from mnist_lit.config.checkpoints import check_resume, read, tell_processes
 from mnist_lit.config.checks import lightnings_own, not_fast, plain
 from mnist_lit.config.saved import config_of
 from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
@@ -37,6 +36,8 @@ from mnist_lit.lit.history import History
 from mnist_lit.lit.module import Classifier, arguments_of
 from mnist_lit.lit.saving import AtomicCheckpointIO, MemberCheckpoints, RunCheckpoint, find, run_checkpoints
 from mnist_lit.lit.stack import Member
+from mnist_lit.runs import share
+from mnist_lit.sweeps.launchers import submitit_tasks
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     """A training run of `cfg` into `output_dir`; `callbacks` join the run's own (history, timer,
     checkpoints, early stopping, progress bar). Inside a DDP launch, as each rank is."""
     launcher, job = _sweep_job()
-    submitit_job = [SubmititJob()] if share.submitit_tasks(launcher) is not None else []
+    submitit_job = [SubmititJob()] if submitit_tasks(launcher) is not None else []
     if submitit_job and submitit_job[0].requeued(output_dir):
         log.info("Requeued by submitit: job %s continues from its own last checkpoint", submitit_job[0].job_id)
         cfg = cfg.copy()

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Mutation testing with mutmut: each mutant of the code that pyproject's [tool.mutmut] names
+# (only_mutate) runs the tests that cover it (pytest_add_cli_args_test_selection); a mutant that
+# no test fails "survives". Not part of CI: on 2 cores nn/ takes tens of minutes.
+#
+#   bash tests/mutation.sh            # the score: killed / (killed + survived)
+#   .venv/bin/mutmut results          # the survivors; mutmut show <name> shows one
+#
+# A second run goes on from the first (mutants/ keeps the results; delete it to start again).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python -m pip install -q "mutmut==3.8.*"
+mutmut run --max-children "${MUTATION_CHILDREN:-2}" || true
+mutmut export-cicd-stats
+python - <<'PY'
+import json
+
+stats = json.load(open("mutants/mutmut-cicd-stats.json"))
+killed, survived = stats["killed"], stats["survived"]
+print(f"killed {killed}, survived {survived}, timed out {stats.get('timeout', 0)}, no tests {stats.get('no_tests', 0)}")
+print(f"score {killed / max(killed + survived, 1):.1%}")
+PY
