@@ -165,3 +165,12 @@ def test_the_parts_load_as_the_checks_above_read_them():
     )
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_every_package_installs():
+    """pyproject lists the packages a wheel holds: one left out imports from a checkout alone."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {module for module, path in MODULES.items() if path.name == "__init__.py"}
+    assert found - listed == set(), "add them to pyproject's [tool.setuptools] packages"
