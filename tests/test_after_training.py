@@ -238,3 +238,35 @@ def test_preparing_mnists_own_digits_gives_them_back():
 def test_a_blank_image_has_no_digit():
     with pytest.raises(NoDigit, match="no ink"):
         prepare(Image.new("L", (64, 64), 200))
+
+
+def in_mode(mode: str) -> Image.Image:
+    """The bar below, ink black on white, as an image of `mode`: transparent paper where the mode
+    has alpha, 16-bit, 32-bit and float brightness on their own scales."""
+    grey = np.asarray(bar((120, 90), (30, 20, 45, 70)).convert("L"), dtype=np.float64) / 255
+    if mode in ("RGBA", "LA"):
+        ink = np.zeros((*grey.shape, 4), dtype=np.uint8)
+        ink[..., 3] = ((1 - grey) * 255).astype(np.uint8)  # paper: transparent
+        return Image.fromarray(ink, "RGBA").convert(mode)
+    if mode == "P":
+        image = bar((120, 90), (30, 20, 45, 70)).convert("P")
+        image.info["transparency"] = image.getpixel((0, 0))  # the paper's colour
+        return image
+    scaled = {"I;16": (65535, np.uint16), "I": (65535, np.int32), "F": (1, np.float32), "F255": (255, np.float32)}
+    if mode in scaled:
+        full, dtype = scaled[mode]
+        return Image.fromarray((grey * full).astype(dtype))  # Pillow's mode for the dtype: I;16, I or F
+    return bar((120, 90), (30, 20, 45, 70)).convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "I;16", "I", "F", "F255", "LAB", "CMYK"])
+def test_every_image_mode_prepares_as_its_8_bit_grey(mode):
+    expected = prepare(in_mode("L")).int()
+    assert (prepare(in_mode(mode)).int() - expected).abs().max() <= 1, mode
+
+
+def test_a_photo_sized_image_prepares_as_its_small_copy():
+    """A 4,800-pixel-wide scan is looked at reduced to 1,024 a side: the same digit as drawn small."""
+    small = prepare(bar((120, 90), (30, 20, 45, 70)))
+    large = prepare(bar((4800, 3600), (1200, 800, 1839, 2839)))
+    assert (large.int() - small.int()).abs().float().mean() < 4
