@@ -222,15 +222,16 @@ class MNISTDataModule(L.LightningDataModule):
         sampler = Shard(split, num_replicas=world_size, rank=rank)
         return DataLoader(split, batch_size=self.images_per_step, sampler=sampler, collate_fn=default_convert)
 
-    def evaluated(self, stage: str, world_size: int, limit: int | float | None) -> InMemory:
+    def evaluated(self, stage: str, world_size: int, limit: int | float) -> InMemory:
         """The images that `stage` ("val" or "test") evaluates on `world_size` ranks together, as
-        Lightning's limit_<stage>_batches `limit` cuts each rank's batches: to a count, or a fraction."""
+        the Trainer's limit_<stage>_batches `limit` cuts each rank's batches: to a count, or a
+        fraction (1.0 when none was given)."""
         split = self.val if stage == "val" else self.test
         index: list[int] = []
         for rank in range(world_size):
             share = Shard(split, num_replicas=world_size, rank=rank).indices
             steps = batches(len(share), self.images_per_step)
-            kept = min(steps, limit) if isinstance(limit, int) else steps if limit is None else int(steps * limit)
+            kept = min(steps, limit) if isinstance(limit, int) else int(steps * limit)
             index += share[: kept * self.images_per_step]
         index.sort()
         return split if len(index) == len(split) else InMemory(*(tensor[index] for tensor in split.tensors))

@@ -49,9 +49,10 @@ class FastDataModule(MNISTDataModule):
     """MNISTDataModule's splits, for the fast engine: each training batch is an `ExecutionOrder`, the
     order of `steps_per_execution` shuffled mini-batches, which FastClassifier gathers from the
     split on the device itself, so that Lightning's per-step bookkeeping is paid once for many
-    optimizer steps; evaluation reads as many images at once."""
+    optimizer steps; evaluation reads as many images at once. `steps_per_execution` has no default
+    here: the command line's is data.steps_per_execution's."""
 
-    def __init__(self, *arguments: Any, steps_per_execution: int = 100, **keywords: Any) -> None:
+    def __init__(self, *arguments: Any, steps_per_execution: int, **keywords: Any) -> None:
         super().__init__(*arguments, **keywords)
         self.steps_per_execution = steps_per_execution
 

@@ -197,7 +197,7 @@ def classifier(cfg: DictConfig, engine: str = "lightning") -> Classifier:
     return module
 
 
-def datamodule(cfg: DictConfig, engine: str = "lightning") -> MNISTDataModule:
+def datamodule(cfg: DictConfig, engine: str) -> MNISTDataModule:
     """The config's data for `engine`: Lightning's loop trains on mini-batches."""
     if engine == "fast":
         return fast_datamodule(cfg)
