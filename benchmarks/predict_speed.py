@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from mnist_lit.nn import digits
-from mnist_lit.runs.trained import load
+from mnist_lit.runs.trained_network import load
 
 
 def main() -> None:

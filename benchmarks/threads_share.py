@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mnist_lit.runs.share import cores
+from mnist_lit.runs.machine import cores
 
 JOB = ["model=mlp", "trainer.enable_progress_bar=false"]
 

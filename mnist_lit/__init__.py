@@ -16,7 +16,7 @@ def __getattr__(name: str) -> Any:
 
         return fit
     if name == "load":
-        from mnist_lit.runs.trained import load
+        from mnist_lit.runs.trained_network import load
 
         return load
     if name == "Classifier":

@@ -36,7 +36,7 @@ def run(cfg: DictConfig) -> None:
         require_installed("format=onnx", ONNX_LIBRARIES, "export", " (or format=pt2, which needs torch alone)")
     with heavy_imports():
         from mnist_lit.nn.exported import FromPixels
-        from mnist_lit.runs.trained import load
+        from mnist_lit.runs.trained_network import load
 
     model = FromPixels(load(cfg.checkpoint).classifier.net).eval()
     path = write(model, cfg.format, Path(HydraConfig.get().runtime.output_dir))

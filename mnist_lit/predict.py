@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-    from mnist_lit.runs.trained import TrainedNetwork
+    from mnist_lit.runs.trained_network import TrainedNetwork
 
 log = logging.getLogger(__name__)
 PREVIEWED = 64  # images shown in preview.png
@@ -36,7 +36,7 @@ class Unreadable(UserError):
 def run(cfg: DictConfig) -> None:
     require(cfg, checkpoint="run directory or .ckpt file", images="image file, folder or glob")
     with heavy_imports():
-        from mnist_lit.runs.trained import load
+        from mnist_lit.runs.trained_network import load
 
     model = load(cfg.checkpoint)
     rows = predict(model, image_files(cfg.images), Path(HydraConfig.get().runtime.output_dir))

@@ -33,8 +33,8 @@ def run(cfg: DictConfig) -> None:
     import uvicorn
 
     with heavy_imports():
-        from mnist_lit.runs.share import cores
-        from mnist_lit.runs.trained import load
+        from mnist_lit.runs.machine import cores
+        from mnist_lit.runs.trained_network import load
         from mnist_lit.web.app import application
         from mnist_lit.web.limits import CONNECTIONS, SHUTDOWN_SECONDS
 

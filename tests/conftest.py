@@ -213,7 +213,7 @@ def use_cores(cores: list[int]) -> None:
 
 def pytest_configure(config):
     # Under pytest-xdist (-n N) each worker keeps to its own share of the cores, and so does every
-    # process it starts: mnist_lit's threads=auto reads the affinity mask (runs/share.py), as a job of a
+    # process it starts: mnist_lit's threads=auto reads the affinity mask (runs/machine.py), as a job of a
     # parallel sweep does. Workers that each asked for every core would slow each other down.
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if worker and count and ALL_CORES:

@@ -67,7 +67,7 @@ class StackedLauncher(Launcher):
 
         from mnist_lit.common.errors import UserError
         from mnist_lit.config.checks import check_machine, task, validate
-        from mnist_lit.runs.share import cores, gpus
+        from mnist_lit.runs.machine import cores, gpus
         from mnist_lit.startup import heavy_imports
 
         with heavy_imports():

@@ -421,7 +421,7 @@ class Config:
     seed: int = setting(0, stack=Stacked.OWN)
     # A run directory or .ckpt file to continue from; with -m, a sweep directory.
     resume: str | None = setting(None, resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it resumes a run")
-    # torch threads: a number, or auto: this run's share of the cores (see runs/share.py)
+    # torch threads: a number, or auto: this run's share of the cores (see runs/machine.py)
     threads: Any = setting("auto", resume=Resume.UNSEEN)
     # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.
     objective: str = setting("val_accuracy", resume=Resume.UNSEEN)

@@ -4,10 +4,22 @@ sends the hyper-parameters, the run's whole config, itself."""
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from lightning.pytorch.loggers import Logger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from PIL import Image
+
+
+def set_up_wandb(offline: bool) -> dict[str, Any]:
+    """W&B's own settings, for WandbLogger's `settings`: no banners or notices, and the run's console
+    left to the run. Set up before Lightning's WandbLogger starts W&B, which warns about its
+    arguments otherwise."""
+    import wandb
+
+    settings = wandb.Settings(silent=True, console="off", mode="offline" if offline else "online")
+    wandb.setup(settings)
+    return {"silent": True, "console": "off", "mode": settings.mode}
 
 
 def send_metrics(loggers: Sequence[Logger], metrics: dict[str, float], epoch: int) -> None:

@@ -5,7 +5,6 @@ loggers, and for a training run (`run`) its share of the machine, for train, eva
 
 import logging
 import os
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +12,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
-from hydra.types import RunMode
 from hydra.utils import instantiate
 from lightning.fabric.plugins.environments.slurm import SLURMEnvironment
 from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -26,18 +23,19 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit.common.errors import ConfigError, first_line
 from mnist_lit.config.checkpoints import check_resume, read, tell_processes
 from mnist_lit.config.checks import lightnings_own, not_fast, plain
+from mnist_lit.config.job import command_lines, submitit_job, sweep_job
 from mnist_lit.config.saved import config_of
 from mnist_lit.config.schema import Taker, TrainerConfig, taken_by
 from mnist_lit.lit import console
-from mnist_lit.lit.cluster import SubmititEnvironment, SubmititJob
+from mnist_lit.lit.cluster import SubmititEnvironment
 from mnist_lit.lit.data import MNISTDataModule
 from mnist_lit.lit.fast import FastClassifier, FastDataModule, listeners
 from mnist_lit.lit.history import History
+from mnist_lit.lit.loggers import set_up_wandb
 from mnist_lit.lit.module import Classifier, arguments_of
 from mnist_lit.lit.saving import AtomicCheckpointIO, MemberCheckpoints, RunCheckpoint, find, run_checkpoints
 from mnist_lit.lit.stack import Member
-from mnist_lit.runs import share
-from mnist_lit.sweeps.launchers import submitit_tasks
+from mnist_lit.runs import machine
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +60,13 @@ class Run:
 def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ()) -> Run:
     """A training run of `cfg` into `output_dir`; `callbacks` join the run's own (history, timer,
     checkpoints, early stopping, progress bar). Inside a DDP launch, as each rank is."""
-    launcher, job = _sweep_job()
-    submitit_job = [SubmititJob()] if submitit_tasks(launcher) is not None else []
-    if submitit_job and submitit_job[0].requeued(output_dir):
-        log.info("Requeued by submitit: job %s continues from its own last checkpoint", submitit_job[0].job_id)
-        cfg = cfg.copy()
-        cfg.resume = str(output_dir)
+    launcher, job_number = sweep_job()
+    cfg, submitit = submitit_job(cfg, output_dir, launcher)
     ckpt_path = find(cfg.resume) if cfg.resume else None
     # Lightning's Timer takes a duration's dict form as a plain dict only.
     max_time = cfg.trainer.max_time
     timer = Timer(duration=plain(max_time) if isinstance(max_time, DictConfig) else max_time)
-    history = History(output_dir, *_commands(cfg, output_dir))
+    history = History(output_dir, *command_lines(cfg, output_dir))
     stopping = cfg.early_stopping
     # The best epoch is the one early stopping watches for, if it is on.
     monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
@@ -85,13 +79,13 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         callbacks = [early, *callbacks]
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
     # A submitit job: each task is one rank, which submitit started (lit/cluster.py).
-    tasks = [SubmititEnvironment()] if submitit_job else []
+    tasks = [SubmititEnvironment()] if submitit else []
     built = trainer(
         cfg,
-        devices=share.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job, share.gpus()),
+        devices=machine.devices(cfg.trainer.devices, cfg.trainer.accelerator, launcher, job_number, machine.gpus()),
         default_root_dir=output_dir,
         logger=loggers(cfg, output_dir) or False,
-        callbacks=[history, timer, *checkpoints, *bar, *submitit_job, *callbacks],
+        callbacks=[history, timer, *checkpoints, *bar, *submitit, *callbacks],
         enable_progress_bar=bool(bar),
         plugins=[AtomicCheckpointIO(), *tasks],
     )
@@ -103,7 +97,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     # Lightning starts on a CPU share this one's.
     own_budget = tasks or isinstance(getattr(built.strategy, "cluster_environment", None), SLURMEnvironment)
     cpu_processes = built.num_devices if built.strategy.root_device.type == "cpu" and not own_budget else 1
-    threads, why = share.threads(cfg.threads, launcher, cpu_processes)
+    threads, why = machine.threads(cfg.threads, launcher, cpu_processes)
     # From the devices: world_size is known only once the ranks start, and after ddp_spawn this
     # process knows none.
     ranks = built.num_nodes * built.num_devices
@@ -111,26 +105,6 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         tell_processes(resumed, ranks, cfg.data.batch_size)
     data = datamodule(cfg, trains)
     return Run(module, data, built, history, timer, best, ckpt_path, threads, why, ranks, bool(tasks))
-
-
-def _commands(cfg: DictConfig, output_dir: Path) -> tuple[str, str]:
-    """The command lines that continue this run from its own last checkpoint, and that start it
-    again (from the checkpoint it resumed, if any) while it has none."""
-    if not HydraConfig.initialized():
-        return f'fit(..., "resume={output_dir}")', "fit(...)" if not cfg.resume else f'fit(..., "resume={cfg.resume}")'
-    # Quoted as a shell reads them back: an override may hold spaces, brackets or quotes.
-    again = ["python", "-m", "mnist_lit", *(o for o in HydraConfig.get().overrides.task if not o.startswith("resume="))]
-    return shlex.join([*again, f"resume={output_dir}"]), shlex.join(
-        [*again, f"resume={cfg.resume}"] if cfg.resume else again
-    )
-
-
-def _sweep_job() -> tuple[dict[str, Any], int]:
-    """The launcher config and job number of this Hydra sweep job; empty outside a sweep."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return {}, 0
-    hydra_cfg = HydraConfig.get()
-    return plain(hydra_cfg.launcher), hydra_cfg.job.num
 
 
 def network(cfg: DictConfig) -> torch.nn.Sequential:
@@ -254,13 +228,7 @@ def loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
     if "run_name" in cfg.logger and cfg.logger.run_name is None:
         where["run_name"] = os.path.relpath(run)
     if cfg.logger._target_.endswith("WandbLogger"):
-        import wandb
-
-        # W&B's own settings: no banners or notices, and the run's console left to the run. Set up
-        # before Lightning's WandbLogger starts W&B, whose arguments W&B warns about otherwise.
-        settings = wandb.Settings(silent=True, console="off", mode="offline" if cfg.logger.offline else "online")
-        wandb.setup(settings)
-        where["settings"] = {"silent": True, "console": "off", "mode": settings.mode}
+        where["settings"] = set_up_wandb(cfg.logger.offline)
         if cfg.logger.name is None:
             where["name"] = os.path.relpath(run)
     return [instantiate(cfg.logger, **where, _convert_="all")]

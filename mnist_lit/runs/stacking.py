@@ -16,7 +16,7 @@ from mnist_lit.lit import console
 from mnist_lit.lit.stack import Stack
 from mnist_lit.reports import results
 from mnist_lit.reports.pictures import Picture, write_all
-from mnist_lit.runs import build, share
+from mnist_lit.runs import build, machine
 from mnist_lit.sweeps.summary import record_failure
 
 
@@ -38,7 +38,7 @@ def train_stack(jobs: list[Job]) -> None:
     cfg = jobs[0].cfg
     try:
         # One process: the stack never forks ranks.
-        with console.quiet(), share.cuda_check_without_nvml():
+        with console.quiet(), machine.cuda_check_without_nvml():
             trainer, timer = build.stack_trainer(cfg)
             stack = Stack([job.member for job in jobs], build.optimizer(cfg), build.fast_datamodule(cfg), timer)
             trainer.fit(stack)

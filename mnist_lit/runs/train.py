@@ -28,7 +28,7 @@ from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT
 from mnist_lit.lit.saving import newest, verified
 from mnist_lit.reports import mistakes, results
-from mnist_lit.runs import build, share
+from mnist_lit.runs import build, machine
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,12 @@ def train(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = (
     `callbacks` are added to the run's own (history, timer, checkpoints).
     """
     validate(cfg)
-    check_machine(cfg, share.gpus(), share.cores())
+    check_machine(cfg, machine.gpus(), machine.cores())
     output_dir = Path(output_dir)
     with _ctrl_c_kept(), _ranks_cleaned_up(), console.quiet(), ExitStack() as alone:
         run = build.run(cfg, output_dir, callbacks)
         if run.ranks == 1:
-            alone.enter_context(share.cuda_check_without_nvml())
+            alone.enter_context(machine.cuda_check_without_nvml())
         trainer, module, datamodule, history = run.trainer, run.module, run.datamodule, run.history
         _use_threads(run.threads, run.threads_why, trainer)
         if trainer.is_global_zero:

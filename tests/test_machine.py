@@ -6,7 +6,7 @@ import lightning as L
 import pytest
 
 from mnist_lit import fit
-from mnist_lit.runs.share import devices, threads
+from mnist_lit.runs.machine import devices, threads
 
 
 @pytest.mark.parametrize(
