@@ -205,7 +205,7 @@ class DataConfig:
     _target_: str = "mnist_lit.lit.data.MNISTDataModule"
     root: str = setting(MISSING, resume=Resume.UNSEEN)
     batch_size: int = 32
-    val_size: int = setting(0, stack=Stacked.ALONE, alone="data.val_size holds images out")
+    val_size: int = 0  # a stack holds them out as each run does: one data.seed per stack (runs/stacking.py shape)
     steps_per_execution: int = setting(100, resume=Resume.UNSEEN)
     seed: int = setting(SI("${seed}"), stack=Stacked.OWN)
     dataset: str = "MNIST"  # or FashionMNIST, KMNIST: data=fashion_mnist, data=kmnist

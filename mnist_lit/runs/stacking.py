@@ -85,7 +85,7 @@ def shape(cfg: DictConfig) -> str:
     its own (config/schema.py says which: the seed, and so the initial weights and the shuffle, the
     initialisation, the hidden layers' widths and activation, which nn/stacked.py pads and activates
     per network, the learning rate, which StackedAdam takes per network, and the loss, both of the
-    tutorial's being one computation), and the depth."""
+    tutorial's being one computation), and the depth; and data.seed where data.val_size holds images out."""
     settings = plain(cfg)
     for key, declared in policies("stack").items():
         if declared == Stacked.OWN:
@@ -95,6 +95,9 @@ def shape(cfg: DictConfig) -> str:
                 node = node[group]
             node.pop(name)
     settings["depth"] = len(cfg.model.hidden)
+    if cfg.data.val_size:
+        # data.seed draws the held-out images, and a stack validates all its networks on one set.
+        settings["data"]["seed"] = cfg.data.seed
     return json.dumps(settings, sort_keys=True)
 
 

@@ -180,6 +180,24 @@ def test_all_but_depth_and_the_training_settings_share_a_network():
     assert key("model.hidden=[64]") == key("model.activation=tanh") == key()
     assert key("model.hidden=[64,32]") != key() != key("model=logreg")
     assert key("optimizer.eps=1e-8") != key() != key("data.batch_size=64")
+    # Held-out images are drawn by data.seed: one set a stack.
+    held_out = "data.val_size=100"
+    assert key(held_out, "seed=3") == key(held_out, "seed=3", "optimizer.lr=3e-3") != key(held_out, "seed=4")
+
+
+def test_jobs_that_hold_out_images_validate_on_them_in_a_stack_as_their_runs(tiny_env):
+    made = []
+    for name, lr in (("a", "1e-3"), ("b", "3e-3")):
+        with initialize_config_module("mnist_lit.conf", version_base="1.3"):
+            cfg = compose("config", overrides=[*TINY, "data.val_size=100", f"optimizer.lr={lr}"])
+        (tiny_env / name).mkdir()
+        made.append(Job(cfg, tiny_env / name))
+    train_stack(made)
+    for name, lr in (("a", "1e-3"), ("b", "3e-3")):
+        alone = fit(*TINY, "data.val_size=100", f"optimizer.lr={lr}", output_dir=f"alone-{name}")
+        ours = metrics(tiny_env / name)
+        assert [row["val_loss"] for row in ours] == pytest.approx(alone["val_loss"], rel=1e-4)
+        assert [row["loss"] for row in ours] == pytest.approx(alone["loss"], rel=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -188,7 +206,6 @@ def test_all_but_depth_and_the_training_settings_share_a_network():
         ("trainer.gradient_clip_val=1", "trainer.gradient_clip_val=1.0 is not stackable"),
         ("trainer.devices=2", "trainer.devices=2 is not stackable"),
         ("trainer.precision=bf16-mixed", "trainer.precision=bf16-mixed is not stackable"),
-        ("data.val_size=100", "data.val_size holds images out"),
         ("resume=x", "it resumes a run"),
         ("loss._target_=torch.nn.MultiMarginLoss", "loss torch.nn.MultiMarginLoss is not stackable"),
         ("model.activation=rrelu", "activation rrelu is not stackable"),
