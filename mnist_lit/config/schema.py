@@ -425,6 +425,9 @@ class Config:
     threads: Any = setting("auto", resume=Resume.UNSEEN)
     # The metric whose last epoch's value a run returns: what a sweeper such as Optuna's optimises.
     objective: str = setting("val_accuracy", resume=Resume.UNSEEN)
+    # The Optuna trial this job runs, which hydra/sweeper=optuna sets for each of its jobs: the job
+    # reports `objective` to it at every epoch's end, and stops where the study prunes it.
+    trial: int | None = setting(None, resume=Resume.UNSEEN, stack=Stacked.OWN)
     # A Lightning logger from the logger group (conf/logger), or None: metrics.csv and pictures only.
     logger: Any = setting(None, resume=Resume.UNSEEN, stack=Stacked.ALONE, alone="it sends its metrics to a logger")
     # On a GPU, each execution is recorded once as a CUDA graph and replayed; false: plain eager, for debugging.

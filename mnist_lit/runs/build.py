@@ -71,12 +71,15 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     # The best epoch is the one early stopping watches for, if it is on.
     monitor, mode = (stopping.monitor, stopping.mode) if stopping.patience is not None else ("val_accuracy", "max")
     best, last = run_checkpoints(output_dir, monitor, mode)
-    checkpoints = [best, last] if cfg.trainer.enable_checkpointing is not False else []
+    checkpoints: list[L.Callback] = [best, last] if cfg.trainer.enable_checkpointing is not False else []
     if stopping.patience is not None:
         early = EarlyStopping(
             monitor, min_delta=stopping.min_delta, patience=stopping.patience, mode=mode, verbose=True
         )
         callbacks = [early, *callbacks]
+    if cfg.trial is not None:
+        # After the checkpoint callbacks where there are some (PruningAfterCheckpoints).
+        checkpoints = [*checkpoints, pruning(cfg, bool(checkpoints))]
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
     # A submitit job: each task is one rank, which submitit started (lit/cluster.py).
     tasks = [SubmititEnvironment()] if submitit else []
@@ -105,6 +108,15 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         tell_processes(resumed, ranks, cfg.data.batch_size)
     data = datamodule(cfg, trains)
     return Run(module, data, built, history, timer, best, ckpt_path, threads, why, ranks, bool(tasks))
+
+
+def pruning(cfg: DictConfig, after_checkpoints: bool) -> L.Callback:
+    """The callback that reports the job's objective to its Optuna trial (sweeps/study.py)."""
+    from mnist_lit.lit.pruning import Pruning, PruningAfterCheckpoints
+    from mnist_lit.sweeps.study import job_trial
+
+    trial = job_trial(cfg.trial)
+    return (PruningAfterCheckpoints if after_checkpoints else Pruning)(trial, cfg.objective)
 
 
 def network(cfg: DictConfig) -> torch.nn.Sequential:

@@ -26,6 +26,7 @@ from mnist_lit.config.checks import check_machine, validate
 from mnist_lit.lit import console, loggers
 from mnist_lit.lit.cluster import hand_over_to_submitit
 from mnist_lit.lit.history import LOG_FORMAT
+from mnist_lit.lit.pruning import Pruning
 from mnist_lit.lit.saving import newest, verified
 from mnist_lit.reports import mistakes, results
 from mnist_lit.runs import build, machine
@@ -125,6 +126,10 @@ def _test_and_write(cfg: DictConfig, output_dir: Path, run: build.Run) -> dict[s
         "epochs": len(history.history["loss"]),
         "best_checkpoint": run.best.best_model_path,
     }
+    callbacks: list[L.Callback] = trainer.callbacks  # type: ignore[attr-defined]  # Lightning's CallbackConnector sets it
+    pruned = [c.pruned_at for c in callbacks if isinstance(c, Pruning) and c.pruned_at is not None]
+    if pruned:
+        facts["pruned_at_epoch"] = pruned[0]
     if trainer.is_global_zero:
         if tested:
             if not datamodule.ready:  # a spawned strategy set the data up in its own processes

@@ -52,7 +52,7 @@ def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
     jobs = read_jobs(sweep_dir)
     if not jobs:
         return jobs
-    table = markdown(jobs) + _best(sweep_dir)
+    table = markdown(jobs) + _best(sweep_dir, jobs)
     configurations = seeds.configurations(jobs)
     seeded = any(row["n"] > 1 for row in configurations)
     if seeded:
@@ -76,13 +76,18 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = summarise(sweep_dir)
-        failed = [job["job"] for job in jobs if job["status"] != "ok"]
+        failed = [job["job"] for job in jobs if not ended(job)]
         if failed:
             # Hydra turns exceptions of end-callbacks into warnings; a sweep that lost jobs must
             # still exit non-zero, as a single failed run does.
             sys.exit(
                 f"{len(failed)} of {len(jobs)} jobs failed (job {', '.join(failed)}): see {sweep_dir / 'summary.md'}"
             )
+
+
+def ended(job: dict[str, Any]) -> bool:
+    """Whether a job ended as asked: trained all its epochs, or stopped where Optuna pruned it."""
+    return bool(job["status"] == "ok" or job["status"].startswith("pruned"))
 
 
 def read_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -108,6 +113,7 @@ def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
         OmegaConf.load(job_dir / ".hydra" / "config.yaml") if (job_dir / ".hydra" / "config.yaml").exists() else None
     )
     row["seed"] = config.get("seed") if isinstance(config, DictConfig) else None
+    row["max_epochs"] = OmegaConf.select(config, "trainer.max_epochs") if isinstance(config, DictConfig) else None
     history = read_metrics(job_dir / "metrics.csv")
     row["history"] = history
     if history["val_accuracy"]:
@@ -121,21 +127,39 @@ def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
     elif (job_dir / "results.json").exists():
         results = json.loads((job_dir / "results.json").read_text())
         row.update(status="ok", parameters=results["parameters"], train_seconds=round(results["train_seconds"], 2))
+        if "pruned_at_epoch" in results:
+            row["status"] = f"pruned at epoch {results['pruned_at_epoch']}"
+        row["epochs"] = results.get("epochs")
     else:
         row["status"] = "interrupted"
     return row
 
 
-def _best(sweep_dir: Path) -> str:
-    """What a searching sweeper (Optuna's) found best, as it wrote it in the sweep directory."""
+def _best(sweep_dir: Path, jobs: list[dict[str, Any]]) -> str:
+    """What a searching sweeper (Optuna's) found best, as it wrote it in the sweep directory; how
+    its trials ended, and the epochs they trained against those of a search that prunes none."""
     path = sweep_dir / "optimization_results.yaml"
     if not path.exists():
         return ""
-    found = OmegaConf.load(path)
-    if "best_params" not in found:
-        return f"\n{found.name} found several best trials: see {path.name}\n"
-    params = " ".join(f"{key}={value}" for key, value in found.best_params.items())
-    return f"\nBest, by {found.name}: {params} ({found.best_value:.4g}; {path.name})\n"
+    found: Any = OmegaConf.load(path)
+    if "best_params" in found:
+        params = " ".join(f"{key}={value}" for key, value in found.best_params.items())
+        text = f"\nBest, by {found.name}: {params} ({found.best_value:.4g}; trial {found.best_trial}, {path.name})\n"
+    elif "solutions" in found:
+        text = f"\n{found.name} found several best trials: see {path.name}\n"
+    else:
+        text = f"\n{found.name} found no best trial: no trial completed\n"
+    if "trials" in found:
+        text += "Trials: " + ", ".join(f"{count} {state}" for state, count in found.trials.items())
+        trained = [job for job in jobs if isinstance(job.get("epochs"), int) and job.get("max_epochs")]
+        if trained:
+            epochs, unpruned = sum(job["epochs"] for job in trained), sum(job["max_epochs"] for job in trained)
+            text += f"; {epochs} epochs trained, of the {unpruned} a search without pruning trains"
+        text += "\n"
+    if found.get("importances"):
+        importances = ", ".join(f"{key} {value:.2f}" for key, value in found.importances.items())
+        text += f"Parameter importances (Optuna's fANOVA): {importances}\n"
+    return text
 
 
 def read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_loss")) -> dict[str, list[float]]:
@@ -181,8 +205,11 @@ def plot(jobs: list[dict[str, Any]], configurations: list[dict[str, Any]] | None
         history = job["history"]
         epochs = range(1, len(history["val_accuracy"]) + 1)
         label = job["overrides"] or f"job {job['job']}"
+        ended_as = "" if job["status"] == "ok" else f" ({job['status']})"
         for ax, name in zip(axes, ("val_accuracy", "val_loss"), strict=True):
-            ax.plot(epochs, history[name], "o-", label=label if job["status"] == "ok" else f"{label} (failed)")
+            (line,) = ax.plot(epochs, history[name], "o-", label=label + ended_as)
+            if job["status"].startswith("pruned") and history[name]:
+                ax.plot(epochs[-1], history[name][-1], "X", color=line.get_color(), markersize=12)
     axes[0].legend(fontsize="small")
     return fig
 

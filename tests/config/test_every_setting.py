@@ -167,6 +167,7 @@ VALID: dict[str, Any] = {
     "resume": lambda v: v in (None, ""),  # a path: none of the drawn ones is a run ('': none)
     "threads": lambda v: v == "auto" or (integer(v) and 1 <= v <= 1024),
     "objective": one_of(*METRICS),
+    "trial": lambda v: v is None,  # an Optuna sweep's job's: any other value, outside one, is refused
     "logger": lambda v: v is None,
     "capture": boolean,
     "engine": one_of(*ENGINES),
@@ -281,6 +282,7 @@ VALID_DRAWS: dict[str, Any] = {
     "resume": some(None, "''"),
     "threads": st.one_of(some("auto"), st.integers(1, 4)),
     "objective": some(*METRICS),
+    "trial": some(None),
     "capture": st.booleans(),
     "engine": some(*ENGINES),
 }

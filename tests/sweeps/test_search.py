@@ -2,13 +2,15 @@
 maximising the value each run returns, its last val_accuracy."""
 
 import csv
+import json
 
 import pytest
 from omegaconf import OmegaConf
 
+from mnist_lit.sweeps.summary import read_metrics
 from tests.conftest import cli
 
-pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+pytest.importorskip("optuna")
 
 
 def search(tmp_path, data, *args):
@@ -18,10 +20,11 @@ def search(tmp_path, data, *args):
             "-m",
             "hydra/sweeper=optuna",
             "experiment=search",
-            *args,
             "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false",
             "data.steps_per_execution=2",
+            "data.val_size=100",
+            *args,
         ],
         tmp_path,
         data,
@@ -54,3 +57,40 @@ def test_trials_asked_for_together_are_stacked_one_network_per_depth(tiny_mnist,
     depths = {job["overrides"].split("model.hidden=")[1].split()[0].count(",") + 1 for job in jobs}
     networks = f"{len(depths)} network{'s' if len(depths) > 1 else ''}"
     assert f"Stacked 4 jobs into {networks}" in output
+
+
+@pytest.mark.slow
+def test_a_pruned_trial_stops_keeps_what_it_trained_and_is_no_failure(tiny_mnist, tmp_path):
+    # A learning rate that learns nothing beside one that learns: Optuna's median pruner, which
+    # compares each epoch with the finished trials' from the first on, prunes the first at epoch 1.
+    jobs, sweep, output = search(
+        tmp_path,
+        tiny_mnist,
+        "hydra/sweeper/pruner=median",
+        "hydra.sweeper.pruner.n_startup_trials=1",
+        "hydra/sweeper/sampler=random",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.params={optimizer.lr:'choice(3e-2,1e-7)',model.hidden:'[100]',model.activation:relu}",
+        "trainer.max_epochs=3",
+    )
+    lrs = [float(job["overrides"].split("optimizer.lr=")[1].split()[0]) for job in jobs]
+    first_good = lrs.index(3e-2)
+    pruned = [i for i, lr in enumerate(lrs) if lr == 1e-7 and i > first_good]
+    assert pruned, lrs  # the random sampler's seed (0) asks for 1e-7, 3e-2, 1e-7, 1e-7
+    for i, job in enumerate(jobs):
+        directory = sweep / job["job"]
+        rows = len(read_metrics(directory / "metrics.csv")["val_accuracy"])
+        results = json.loads((directory / "results.json").read_text())
+        if i in pruned:
+            assert job["status"] == "pruned at epoch 1" and rows == 1 and results["pruned_at_epoch"] == 1
+            # What it trained is kept: its epoch's checkpoint, and the test of its weights.
+            assert (directory / "checkpoints" / "last.ckpt").exists() and results["test_accuracy"] < 0.5
+        else:
+            assert job["status"] == "ok" and rows == 3 and "pruned_at_epoch" not in results
+    found = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert found.trials == {"complete": 4 - len(pruned), "pruned": len(pruned)}
+    assert found.best_params == {"optimizer.lr": 3e-2}
+    table = (sweep / "summary.md").read_text()
+    assert f"Trials: {4 - len(pruned)} complete, {len(pruned)} pruned;" in table
+    assert f"{12 - 2 * len(pruned)} epochs trained, of the 12 a search without pruning trains" in table
+    assert "Optuna pruned trial" in output
