@@ -352,7 +352,7 @@ class OptunaSweeper(Sweeper):
 
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for trial in running:
-            study.tell(trial.number, state=TrialState.FAIL)
+            _told(study, trial.number, state=TrialState.FAIL)
             study.enqueue_trial(trial.params, skip_if_exists=False)
         if running:
             log.info(
@@ -386,10 +386,10 @@ class OptunaSweeper(Sweeper):
                 values = []
             if len(values) != len(self.directions) or not all(map(math.isfinite, values)):
                 # mnist_lit's failed job returns NaN: its error.txt says why.
-                study.tell(trial, state=TrialState.FAIL)
+                _told(study, trial, state=TrialState.FAIL)
                 failures += 1
             else:
-                study.tell(trial, values if len(values) > 1 else values[0])
+                _told(study, trial, values=values if len(values) > 1 else values[0])
         return failures
 
     def _write_results(self, study: Any, sweep_dir: Path) -> None:
@@ -411,6 +411,16 @@ class OptunaSweeper(Sweeper):
             results["solutions"] = [{"params": t.params, "values": t.values} for t in study.best_trials]
             log.info("%d Pareto-optimal trials", len(study.best_trials))
         OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
+
+
+def _told(study: Any, trial: Any, **how: Any) -> None:
+    try:
+        study.tell(trial, **how)
+    except RuntimeError as error:
+        # The GridSampler stops the study once it has asked its whole grid, which only Optuna's own
+        # optimize() may do: the sweeper asks no more than the grid anyway.
+        if "Study.stop" not in str(error):
+            raise
 
 
 def _is_grid(sampler: Any) -> bool:

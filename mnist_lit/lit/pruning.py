@@ -11,6 +11,19 @@ from lightning.pytorch.callbacks import Checkpoint
 log = logging.getLogger(__name__)
 
 
+def pruned(trial: Any, value: float, epoch: int) -> bool:
+    """Reports the epoch's objective to an optuna.Trial; whether its study prunes it. A pruned trial is
+    told so, as Optuna's own optimize() tells a trial that raised TrialPruned."""
+    from optuna.trial import TrialState
+
+    trial.report(value, epoch)
+    if not trial.should_prune():
+        return False
+    trial.study.tell(trial, state=TrialState.PRUNED)
+    log.info("Optuna pruned trial %d after epoch %d: its run stops here", trial.number, epoch)
+    return True
+
+
 class Pruning(L.Callback):
     """Reports `objective` to an optuna.Trial each epoch; `pruned_at` is the epoch it stopped at."""
 
@@ -22,19 +35,10 @@ class Pruning(L.Callback):
         if self.objective not in trainer.callback_metrics:
             return  # an epoch without validation
         epoch = trainer.current_epoch + 1
-        pruned = False
-        if trainer.is_global_zero:
-            self.trial.report(trainer.callback_metrics[self.objective].item(), epoch)
-            pruned = self.trial.should_prune()
-        if trainer.strategy.broadcast(pruned):
+        value = trainer.callback_metrics[self.objective].item()
+        if trainer.strategy.broadcast(trainer.is_global_zero and pruned(self.trial, value, epoch)):
             self.pruned_at = epoch
             trainer.should_stop = True
-            if trainer.is_global_zero:
-                from optuna.trial import TrialState
-
-                # As Optuna's own optimize() does with a trial that raised TrialPruned.
-                self.trial.study.tell(self.trial, state=TrialState.PRUNED)
-                log.info("Optuna pruned trial %d after epoch %d: the run stops here", self.trial.number, epoch)
 
 
 class PruningAfterCheckpoints(Pruning, Checkpoint):

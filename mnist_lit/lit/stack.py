@@ -9,6 +9,7 @@ RunCheckpoint keeps them, written by Lightning's save_checkpoint); a network who
 being a finite number fails alone, with the run's message, while the others train on.
 """
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from mnist_lit.lit.fast import FastDataModule, divergence, one_optimizer, per_im
 from mnist_lit.lit.history import History
 from mnist_lit.lit.internals import count_optimizer_steps
 from mnist_lit.lit.module import Diverged, EpochMetrics, fused
+from mnist_lit.lit.pruning import pruned
 from mnist_lit.lit.saving import MemberCheckpoints
 from mnist_lit.nn.engine import Batched
 from mnist_lit.nn.loss import image_losses
 from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
+from mnist_lit.nn.stacked import kept as kept_networks
 
 
 @dataclass
@@ -40,7 +43,11 @@ class Member:
     history: History  # its run's, for its record and its state key; never one of the stack's callbacks
     checkpoints: MemberCheckpoints
     lr: float
+    trial: Any = None  # the optuna.Trial its job runs, which it reports `objective` to each epoch
+    objective: str = "val_accuracy"
     failure: Diverged | None = field(default=None)
+    pruned_at: int | None = None  # the epoch its trial was pruned at, when it left the stack
+    final: dict[str, torch.Tensor] | None = None  # its weights as it left the stack
 
 
 class Stack(L.LightningModule):
@@ -146,6 +153,36 @@ class Stack(L.LightningModule):
                 self.trainer.save_checkpoint(path, weights_only=False)
             if replaced:
                 self.trainer.strategy.remove_checkpoint(replaced)
+            # In the members' order, each decided once its epoch is kept: successive halving and
+            # Hyperband decide by the order in which trials report.
+            epoch = self.current_epoch + 1
+            if member.trial is not None and member.objective in metrics:
+                if pruned(member.trial, metrics[member.objective], epoch):
+                    member.pruned_at = epoch
+        self._leave([k for k, member in enumerate(self.members) if member.pruned_at is not None])
+
+    def _leave(self, gone: list[int]) -> None:
+        """The networks `gone` leave the stack with their weights (Member.final): the others go on
+        as a stack of their own, its tensors, padding, Adam's moments and metrics theirs alone."""
+        if not gone:
+            return
+        for k in gone:
+            self.members[k].final = self.net.state_of(k)
+        kept = [k for k in range(len(self.members)) if k not in gone]
+        if not kept:
+            self.trainer.should_stop = True
+            return
+        modules = [copy.deepcopy(self.members[k].net) for k in kept]
+        lrs = [self.members[k].lr for k in kept]
+        stepper = one_optimizer(self).optimizer
+        assert isinstance(stepper, StackedAdam)
+        self.net, optimizer = kept_networks(self.net, stepper, kept, modules, lrs)
+        self.trainer.strategy.optimizers = [optimizer]
+        self.engine = Batched(self.net, optimizer)
+        self.members = [self.members[k] for k in kept]
+        self.train_metrics = [self.train_metrics[k] for k in kept]
+        self.val_metrics = [self.val_metrics[k] for k in kept]
+        self.metrics = nn.ModuleList([*self.train_metrics, *self.val_metrics])
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """The stack's checkpoint made the one member `saving`'s run would write."""
@@ -173,14 +210,19 @@ class Stack(L.LightningModule):
             **member.checkpoints.states(),
         }
 
-    @torch.no_grad()
-    def tested(self, images: torch.Tensor, labels: torch.Tensor) -> list[tuple[dict[str, float], torch.Tensor]]:
-        """Each network's test metrics, and its class probabilities of the test `images`."""
-        logits = torch.cat([self.net(chunk.expand(len(self.members), -1, -1)) for chunk in images.split(10_000)], 1)
-        outcomes = []
-        for k in range(len(self.members)):
-            metrics = EpochMetrics().to(logits.device)
-            metrics.update(image_losses(logits[k], labels), logits[k].argmax(-1), labels)
-            test = {name: metric.compute().item() for name, metric in metrics.named("test_").items()}
-            outcomes.append((test, logits[k].softmax(-1).float()))
-        return outcomes
+
+@torch.no_grad()
+def tested(
+    nets: list[nn.Sequential], images: torch.Tensor, labels: torch.Tensor
+) -> list[tuple[dict[str, float], torch.Tensor]]:
+    """Each network's test metrics, and its class probabilities of the test `images`, computed as
+    one stack on the images' device."""
+    net = StackedNetwork(nets).to(images.device).eval()
+    logits = torch.cat([net(chunk.expand(len(nets), -1, -1)) for chunk in images.split(10_000)], 1)
+    outcomes = []
+    for k in range(len(nets)):
+        metrics = EpochMetrics().to(logits.device)
+        metrics.update(image_losses(logits[k], labels), logits[k].argmax(-1), labels)
+        test = {name: metric.compute().item() for name, metric in metrics.named("test_").items()}
+        outcomes.append((test, logits[k].softmax(-1).float()))
+    return outcomes

@@ -109,6 +109,34 @@ class StackedNetwork(nn.Module):
         }
 
 
+def kept(
+    net: StackedNetwork, optimizer: "StackedAdam", networks: list[int], modules: list[nn.Sequential], lrs: list[float]
+) -> tuple[StackedNetwork, "StackedAdam"]:
+    """Networks `networks` of `net` as a stack of their own, padded only as wide as they need, and
+    the Adam that goes on stepping them as `optimizer` would: their weights, learning rates `lrs` and
+    moments. `modules`: each kept network's own module (its layers and activation), whose weights
+    become its current ones."""
+    for k, module in zip(networks, modules, strict=True):
+        module.load_state_dict(net.state_of(k))
+    smaller = StackedNetwork(modules).to(net.stacked[0].device)
+    defaults = {key: value for key, value in optimizer.defaults.items() if key != "lr"}
+    stepper = StackedAdam(smaller.parameters(), lrs, **defaults)
+    for j, (old, new) in enumerate(zip(net.stacked, smaller.stacked, strict=True)):
+        if old not in optimizer.state:
+            continue
+        state = {}
+        for name, value in optimizer.state[old].items():
+            if name == "step":  # one count for all the networks of a tensor
+                state[name] = value.clone()
+                continue
+            moved = torch.zeros_like(new)
+            for i, k in enumerate(networks):
+                moved[i][smaller._own(i, j)] = net.own(k, j, value)
+            state[name] = moved
+        stepper.state[new] = state
+    return smaller, stepper
+
+
 class StackedAdam(torch.optim.Adam):
     """torch's Adam (or AdamW, `decoupled_weight_decay`) over a StackedNetwork's tensors, with one
     learning rate per network: `lrs[k]` for slice k of every tensor.

@@ -36,6 +36,7 @@ from mnist_lit.lit.module import Classifier, arguments_of
 from mnist_lit.lit.saving import AtomicCheckpointIO, MemberCheckpoints, RunCheckpoint, find, run_checkpoints
 from mnist_lit.lit.stack import Member
 from mnist_lit.runs import machine
+from mnist_lit.sweeps.study import job_trial
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,6 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
 def pruning(cfg: DictConfig, after_checkpoints: bool) -> L.Callback:
     """The callback that reports the job's objective to its Optuna trial (sweeps/study.py)."""
     from mnist_lit.lit.pruning import Pruning, PruningAfterCheckpoints
-    from mnist_lit.sweeps.study import job_trial
 
     trial = job_trial(cfg.trial)
     return (PruningAfterCheckpoints if after_checkpoints else Pruning)(trial, cfg.objective)
@@ -136,7 +136,10 @@ def member(cfg: DictConfig, output_dir: Path, label: str) -> Member:
     L.seed_everything(cfg.seed, verbose=False)
     history = History(output_dir, label=label)
     checkpoints = MemberCheckpoints(output_dir)
-    return Member(network(cfg), cfg.data.seed, plain(cfg), history, checkpoints, lr=cfg.optimizer.lr)
+    trial = job_trial(cfg.trial) if cfg.trial is not None else None
+    made = Member(network(cfg), cfg.data.seed, plain(cfg), history, checkpoints, lr=cfg.optimizer.lr)
+    made.trial, made.objective = trial, cfg.objective
+    return made
 
 
 def stack_trainer(cfg: DictConfig) -> tuple[L.Trainer, Timer]:

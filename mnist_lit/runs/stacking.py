@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from mnist_lit.config.checks import plain
 from mnist_lit.config.schema import Config, Stacked, policies
 from mnist_lit.lit import console
-from mnist_lit.lit.stack import Stack
+from mnist_lit.lit.stack import Stack, tested
 from mnist_lit.reports import results
 from mnist_lit.reports.pictures import Picture, write_all
 from mnist_lit.runs import build, machine
@@ -53,11 +53,16 @@ def train_stack(jobs: list[Job]) -> None:
     # Drawn together at the end, in as many processes as the run has threads: a job's three
     # pictures take longer than all of its other files.
     pictures: list[Picture] = []
-    for k, (job, (test, probabilities)) in enumerate(zip(jobs, stack.tested(images, labels), strict=True)):
+    for job in jobs:
+        member = job.member
+        # A network that left the stack, pruned, has the weights it left with.
+        final = member.final if member.final is not None else stack.net.state_of(stack.members.index(member))
+        if not job.failed:
+            member.net.load_state_dict(final)
+    for job, (test, probabilities) in zip(jobs, tested([job.member.net for job in jobs], images, labels), strict=True):
         if job.failed:
             continue
         net = job.member.net
-        net.load_state_dict(stack.net.state_of(k))
         pictures.append(job.member.history.picture())
         results.write_summary(job.directory, net)
         results.write(
@@ -76,6 +81,7 @@ def train_stack(jobs: list[Job]) -> None:
             best_checkpoint=job.member.checkpoints.best_path,
             stacked_with=len(jobs),
             stack_train_seconds=seconds,
+            **({"pruned_at_epoch": job.member.pruned_at} if job.member.pruned_at is not None else {}),
         )
     write_all(pictures, torch.get_num_threads())
 

@@ -64,8 +64,12 @@ def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
     write_csv(jobs, sweep_dir / "summary.csv")
     files.text(sweep_dir / "summary.md", table)
     files.figure(sweep_dir / "summary.png", plot(jobs, configurations if seeded else None))
+    searched = [job for job in jobs if job.get("trial") is not None]
+    if searched:
+        files.figure(sweep_dir / "search.png", search_plot(searched))
     log.info("Sweep summary:\n%s", table)
     written = "summary.csv, configurations.csv" if seeded else "summary.csv"
+    written += ", search.png" if searched else ""
     log.info("Wrote %s, summary.md and summary.png to %s", written, sweep_dir)
     if stopped:
         print(f"Sweep stopped: continue with the same command and resume={sweep_dir}", file=sys.stderr, flush=True)
@@ -113,7 +117,9 @@ def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
         OmegaConf.load(job_dir / ".hydra" / "config.yaml") if (job_dir / ".hydra" / "config.yaml").exists() else None
     )
     row["seed"] = config.get("seed") if isinstance(config, DictConfig) else None
-    row["max_epochs"] = OmegaConf.select(config, "trainer.max_epochs") if isinstance(config, DictConfig) else None
+    if isinstance(config, DictConfig):
+        row.update(max_epochs=OmegaConf.select(config, "trainer.max_epochs"), trial=config.get("trial"))
+        row["objective"] = read_metrics(job_dir / "metrics.csv", (config.get("objective", "val_accuracy"),))
     history = read_metrics(job_dir / "metrics.csv")
     row["history"] = history
     if history["val_accuracy"]:
@@ -211,6 +217,38 @@ def plot(jobs: list[dict[str, Any]], configurations: list[dict[str, Any]] | None
             if job["status"].startswith("pruned") and history[name]:
                 ax.plot(epochs[-1], history[name][-1], "X", color=line.get_color(), markersize=12)
     axes[0].legend(fontsize="small")
+    return fig
+
+
+def search_plot(jobs: list[dict[str, Any]]) -> "Figure":
+    """An Optuna search: each trial's objective by epoch, those it pruned cut short where it pruned
+    them (grey, crossed), the best one's line drawn bold."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(8, 4.5), layout="constrained")
+    ax = fig.subplots()
+    (name,) = jobs[0]["objective"]
+    values = {job["trial"]: job["objective"][name] for job in jobs if job["objective"][name]}
+    ended = [job for job in jobs if job["status"] == "ok" and values.get(job["trial"])]
+    best = (max if "accuracy" in name else min)(ended, key=lambda job: values[job["trial"]][-1], default=None)
+    for job in jobs:
+        series = values.get(job["trial"])
+        if not series:
+            continue
+        epochs = range(1, len(series) + 1)
+        if job["status"].startswith("pruned"):
+            ax.plot(epochs, series, "-", color="0.6", lw=1, label="pruned")
+            ax.plot(epochs[-1], series[-1], "X", color="0.4", markersize=9)
+        elif job is best:
+            ax.plot(epochs, series, "o-", color="C3", lw=2.5, zorder=3, label=f"best: trial {job['trial']}")
+        else:
+            ax.plot(epochs, series, "-", color="C0", lw=1, alpha=0.8, label="complete")
+    handles, labels = ax.get_legend_handles_labels()
+    shown = dict(zip(labels, handles, strict=True))  # one entry a kind
+    ax.legend(shown.values(), shown.keys(), fontsize="small")
+    ax.set(xlabel="epoch", ylabel=name, title=f"{len(jobs)} trials: {name} by epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

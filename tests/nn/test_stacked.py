@@ -10,7 +10,7 @@ from torch import nn
 
 from mnist_lit.nn.engine import Batched, Eager
 from mnist_lit.nn.network import DenseNetwork
-from mnist_lit.nn.stacked import StackedAdam, StackedNetwork
+from mnist_lit.nn.stacked import StackedAdam, StackedNetwork, kept
 
 LRS = (1e-3, 3e-3, 3e-2)
 SHAPES = ((len(LRS), 5, 4), (len(LRS), 5))
@@ -72,3 +72,27 @@ def test_networks_of_other_widths_activations_and_learning_rates_train_in_one_st
     # The narrowest network's padding (units 32 to 99) is still zero, in and out, after 10 steps.
     dense, bias, output = stack.stacked[0][2], stack.stacked[1][2], stack.stacked[2][2]
     assert not dense[32:].any() and not bias[32:].any() and not output[:, 32:].any()
+
+
+def test_networks_that_leave_a_stack_leave_the_others_training_as_each_alone(float64):
+    """The widest network leaves after 5 steps: the stack shrinks to the widest that stays, and the
+    two left take their next 5 steps, with their learning rates and Adam's moments, as alone."""
+    torch.manual_seed(0)
+    nets = [DenseNetwork([64], "sigmoid"), DenseNetwork([100], "relu"), DenseNetwork([32], "tanh")]
+    alone = [copy.deepcopy(net) for net in nets]
+    stack = StackedNetwork(nets)
+    images, labels = torch.rand(320, 784), torch.randint(0, 10, (320,))
+    orders = torch.stack([torch.randperm(len(images)) for _ in nets])
+    optimizer = StackedAdam(stack.parameters(), list(LRS), eps=1e-7)
+    Batched(stack, optimizer)(images, labels, orders[:, :160], 32)
+    stays = [0, 2]
+    smaller, stepper = kept(stack, optimizer, stays, [copy.deepcopy(nets[k]) for k in stays], [LRS[k] for k in stays])
+    assert smaller.stacked[0].shape == (2, 64, 784) and smaller.stacked[2].shape == (2, 10, 64)
+    assert len(stepper.state) == len(smaller.stacked)
+    Batched(smaller, stepper)(images, labels, orders[stays, 160:], 32)
+    for i, k in enumerate(stays):
+        net = alone[k]
+        step = Eager(net, nn.CrossEntropyLoss(), torch.optim.Adam(net.parameters(), lr=LRS[k], eps=1e-7, foreach=False))
+        step(images, labels, orders[k], 32)
+        for name, tensor in net.state_dict().items():
+            torch.testing.assert_close(smaller.state_of(i)[name], tensor, rtol=1e-10, atol=1e-12)

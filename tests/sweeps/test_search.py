@@ -7,10 +7,14 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
+from mnist_lit import fit
 from mnist_lit.sweeps.summary import read_metrics
 from tests.conftest import cli
 
 pytest.importorskip("optuna")
+
+
+BASE = ("model=mlp", "trainer.enable_progress_bar=false", "data.steps_per_execution=2", "data.val_size=100")
 
 
 def search(tmp_path, data, *args):
@@ -21,9 +25,7 @@ def search(tmp_path, data, *args):
             "hydra/sweeper=optuna",
             "experiment=search",
             "trainer.max_epochs=1",
-            "trainer.enable_progress_bar=false",
-            "data.steps_per_execution=2",
-            "data.val_size=100",
+            *BASE[1:],
             *args,
         ],
         tmp_path,
@@ -49,14 +51,37 @@ def test_three_trials_search_and_end_with_the_summary_and_optunas_best(tiny_mnis
 
 
 @pytest.mark.slow
-def test_trials_asked_for_together_are_stacked_one_network_per_depth(tiny_mnist, tmp_path):
-    jobs, _, output = search(
-        tmp_path, tiny_mnist, "hydra/launcher=stacked", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=4"
+def test_pruned_trials_leave_a_stack_whose_others_train_on_as_alone(tiny_mnist, tmp_path, monkeypatch):
+    """Four trials asked together train as one network; successive halving prunes some after an
+    epoch, in the order the trials report, and they leave it; every trial's epochs are its run's."""
+    searched = "{optimizer.lr:'choice(3e-2,1e-7)',model.hidden:'choice([16],[64])',model.activation:relu}"
+    jobs, sweep, output = search(
+        tmp_path,
+        tiny_mnist,
+        "hydra/launcher=stacked",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=successive_halving",
+        "hydra.sweeper.pruner.min_resource=1",
+        "hydra.sweeper.pruner.reduction_factor=2",
+        f"hydra.sweeper.params={searched}",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=4",
+        "trainer.max_epochs=3",
     )
-    assert [job["status"] for job in jobs] == ["ok"] * 4
-    depths = {job["overrides"].split("model.hidden=")[1].split()[0].count(",") + 1 for job in jobs}
-    networks = f"{len(depths)} network{'s' if len(depths) > 1 else ''}"
-    assert f"Stacked 4 jobs into {networks}" in output
+    assert "Stacked 4 jobs into 1 network" in output
+    pruned = [job for job in jobs if job["status"].startswith("pruned")]
+    assert pruned and len(pruned) < 4 and all(job["status"] != "failed" for job in jobs)
+    monkeypatch.setenv("MNIST_LIT_DATA", str(tiny_mnist))
+    monkeypatch.chdir(tmp_path)
+    for job in jobs:
+        trained = [o for o in job["overrides"].split() if o.startswith(("optimizer.lr=", "model.hidden="))]
+        alone = fit(*BASE, *trained, "model.activation=relu", "trainer.max_epochs=3", output_dir=f"alone-{job['job']}")
+        ours = read_metrics(sweep / job["job"] / "metrics.csv", ("loss", "val_loss"))
+        epochs = len(ours["loss"])
+        assert epochs == (int(job["status"].rsplit(" ", 1)[1]) if job in pruned else 3)
+        # Batched and single matmuls round differently: equal to float rounding.
+        assert ours["loss"] == pytest.approx(alone["loss"][:epochs], rel=1e-4)
+        assert ours["val_loss"] == pytest.approx(alone["val_loss"][:epochs], rel=1e-4)
 
 
 @pytest.mark.slow
@@ -93,4 +118,4 @@ def test_a_pruned_trial_stops_keeps_what_it_trained_and_is_no_failure(tiny_mnist
     table = (sweep / "summary.md").read_text()
     assert f"Trials: {4 - len(pruned)} complete, {len(pruned)} pruned;" in table
     assert f"{12 - 2 * len(pruned)} epochs trained, of the 12 a search without pruning trains" in table
-    assert "Optuna pruned trial" in output
+    assert "Optuna pruned trial" in output and (sweep / "search.png").exists()
