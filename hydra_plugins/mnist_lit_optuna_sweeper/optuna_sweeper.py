@@ -31,6 +31,9 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 
+JOB = "job"  # a trial's user attribute: the number of the job that runs it
+INTERRUPTED = "interrupted"  # a trial's user attribute: left running by a stopped sweep
+
 
 @dataclass
 class TPESamplerConf:
@@ -298,22 +301,32 @@ class OptunaSweeper(Sweeper):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        # As Hydra's basic sweeper: the sweep's config, which resume=<sweep dir> recognises it by.
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         given = [f"{key!s}={value!s}" for key, value in (self.params or {}).items()]
         distributions, fixed = search_space([*given, *arguments])
         sampler = self.sampler(grid(distributions)) if _is_grid(self.sampler) else self.sampler
+        storage = studies.storage(self.storage, sweep_dir)
         study = optuna.create_study(
             study_name=studies.study_name(self.study_name, sweep_dir),
-            storage=studies.storage(self.storage, sweep_dir),
+            storage=storage,
             sampler=sampler,
             pruner=self.pruner,
             directions=self.directions,
             load_if_exists=True,
         )
-        to_go = self.n_trials - self._continued(study)
+        left = self._left_running(study, storage)
+        trials = study.get_trials(deepcopy=False)
+        if trials:
+            # A seeded sampler would ask again, in order, for what it asked before the stop.
+            study.sampler.reseed_rng()
+        done = sum(t.state.is_finished() and not t.user_attrs.get(INTERRUPTED) for t in trials)
+        to_go = self.n_trials - done
         if _is_grid(self.sampler):
-            to_go = min(to_go, math.prod(len(values) for values in grid(distributions).values()))
+            to_go = min(to_go, math.prod(len(values) for values in grid(distributions).values()) - done)
+        self.job = 1 + max((t.user_attrs.get(JOB, -1) for t in trials), default=-1)
         log.info(
-            "Optuna %s: study %s in %s; %s, %s, %d trials, %d at a time",
+            "Optuna %s: study %s in %s; %s, %s, %d trials to go, %d at a time",
             optuna.__version__,
             study.study_name,
             self.storage or sweep_dir / studies.JOURNAL,
@@ -322,47 +335,59 @@ class OptunaSweeper(Sweeper):
             to_go,
             self.n_jobs,
         )
+        # A trial the stopped sweep left running goes on in its own job directory, from its job's
+        # last checkpoint (resume=<sweep dir>), as a new trial of the same parameters.
+        for params, job in left[: max(to_go, 0)]:
+            study.enqueue_trial(params, skip_if_exists=False)
+            self._launch(study, [study.ask(distributions)], fixed, job)
+            to_go -= 1
         while to_go > 0:
-            trials = [study.ask(distributions) for _ in range(min(self.n_jobs, to_go))]
+            batch = [study.ask(distributions) for _ in range(min(self.n_jobs, to_go))]
             if self.extend is not None:
-                for trial in trials:
+                for trial in batch:
                     self.extend(self.config, trial)
-            overrides = [self._overrides(trial, fixed) for trial in trials]
-            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            failures = self._tell(study, trials, returns)
-            to_go -= len(trials)
-            if failures > self.max_failure_rate * len(trials):
-                # As Hydra's Optuna sweeper: a job's own exception ends the sweep; a failure that
-                # returned a value (mnist_lit's NaN; its error.txt says why) is logged, and the
-                # search goes on, as the sweep's summary will say.
-                log.error(
-                    "%d of %d trials failed, more than hydra.sweeper.max_failure_rate=%s allows",
-                    failures,
-                    len(trials),
-                    self.max_failure_rate,
-                )
-                for ret in returns:
-                    _ = ret.return_value  # raises a job's own exception, where it raised one
+            self._launch(study, batch, fixed, self.job)
+            self.job += len(batch)
+            to_go -= len(batch)
         self._write_results(study, sweep_dir)
 
-    def _continued(self, study: Any) -> int:
-        """The trials a resumed study has finished; those left running, which the stopped sweep's
-        jobs were training, are marked failed and asked again with the same parameters."""
+    def _launch(self, study: Any, trials: list[Any], fixed: dict[str, str], job: int) -> None:
+        """Trials as jobs `job`, `job` + 1, ...; Optuna told how each ended."""
+        for i, trial in enumerate(trials):
+            trial.set_user_attr(JOB, job + i)
+        returns = self.launcher.launch([self._overrides(trial, fixed) for trial in trials], initial_job_idx=job)
+        failures = self._tell(study, trials, returns)
+        if failures > self.max_failure_rate * len(trials):
+            # As Hydra's Optuna sweeper: a job's own exception ends the sweep; a failure that
+            # returned a value (mnist_lit's NaN; its error.txt says why) is logged, and the
+            # search goes on, as the sweep's summary will say.
+            log.error(
+                "%d of %d trials failed, more than hydra.sweeper.max_failure_rate=%s allows",
+                failures,
+                len(trials),
+                self.max_failure_rate,
+            )
+            for ret in returns:
+                _ = ret.return_value  # raises a job's own exception, where it raised one
+
+    def _left_running(self, study: Any, storage: Any) -> list[tuple[dict[str, Any], int]]:
+        """The parameters and job numbers of the trials a stopped sweep left running: each is
+        marked failed, as interrupted, so that it counts neither as done nor as a failure."""
         from optuna.trial import TrialState
+
+        from mnist_lit.sweeps.study import trial_id
 
         running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         for trial in running:
+            storage.set_trial_user_attr(trial_id(storage, study.study_name, trial.number), INTERRUPTED, True)
             _told(study, trial.number, state=TrialState.FAIL)
-            study.enqueue_trial(trial.params, skip_if_exists=False)
         if running:
             log.info(
-                "Resuming the study: trial%s %s, left running, marked failed and asked again with the same "
-                "parameters (new trials; their directories keep what they trained)",
-                "s"[: len(running) != 1],
+                "Resuming the study: the trials left running (%s) go on in their job directories from their last "
+                "checkpoints, each as a new trial of the same parameters",
                 ", ".join(str(t.number) for t in running),
             )
-        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
-        return len(finished) - len(running)
+        return [(trial.params, trial.user_attrs.get(JOB, trial.number)) for trial in running]
 
     def _overrides(self, trial: Any, fixed: dict[str, str]) -> list[str]:
         params = {**trial.params, **fixed}
@@ -398,9 +423,13 @@ class OptunaSweeper(Sweeper):
         from mnist_lit.sweeps.study import importances
 
         results: dict[str, Any] = {"name": "optuna"}
-        states = [trial.state for trial in study.get_trials(deepcopy=False)]
-        results["trials"] = {state.name.lower(): states.count(state) for state in TrialState if state in states}
-        if not any(state == TrialState.COMPLETE for state in states):
+        states = [
+            INTERRUPTED if trial.user_attrs.get(INTERRUPTED) else trial.state.name.lower()
+            for trial in study.get_trials(deepcopy=False)
+        ]
+        kinds = [*(state.name.lower() for state in TrialState), INTERRUPTED]
+        results["trials"] = {kind: states.count(kind) for kind in kinds if kind in states}
+        if "complete" not in states:
             log.warning("No trial completed: %s holds no best trial", sweep_dir / "optimization_results.yaml")
         elif len(self.directions) == 1:
             best = study.best_trial

@@ -25,11 +25,18 @@ def pruned(trial: Any, value: float, epoch: int) -> bool:
 
 
 class Pruning(L.Callback):
-    """Reports `objective` to an optuna.Trial each epoch; `pruned_at` is the epoch it stopped at."""
+    """Reports `objective` to an optuna.Trial each epoch; `pruned_at` is the epoch it stopped at.
+    `history`: the run's, whose epochs before a resume the trial is told as it starts."""
 
-    def __init__(self, trial: Any, objective: str) -> None:
-        self.trial, self.objective = trial, objective
+    def __init__(self, trial: Any, objective: str, history: dict[str, list[float]]) -> None:
+        self.trial, self.objective, self.history = trial, objective, history
         self.pruned_at: int | None = None
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            for epoch, value in enumerate(self.history.get(self.objective, []), start=1):
+                if value == value:  # an epoch without validation recorded NaN: nothing to report
+                    self.trial.report(value, epoch)
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if self.objective not in trainer.callback_metrics:

@@ -80,7 +80,7 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
         callbacks = [early, *callbacks]
     if cfg.trial is not None:
         # After the checkpoint callbacks where there are some (PruningAfterCheckpoints).
-        checkpoints = [*checkpoints, pruning(cfg, bool(checkpoints))]
+        checkpoints = [*checkpoints, pruning(cfg, history, bool(checkpoints))]
     bar = console.progress_bar(cfg.trainer.enable_progress_bar)
     # A submitit job: each task is one rank, which submitit started (lit/cluster.py).
     tasks = [SubmititEnvironment()] if submitit else []
@@ -111,12 +111,12 @@ def run(cfg: DictConfig, output_dir: Path, callbacks: Sequence[L.Callback] = ())
     return Run(module, data, built, history, timer, best, ckpt_path, threads, why, ranks, bool(tasks))
 
 
-def pruning(cfg: DictConfig, after_checkpoints: bool) -> L.Callback:
+def pruning(cfg: DictConfig, history: History, after_checkpoints: bool) -> L.Callback:
     """The callback that reports the job's objective to its Optuna trial (sweeps/study.py)."""
     from mnist_lit.lit.pruning import Pruning, PruningAfterCheckpoints
 
     trial = job_trial(cfg.trial)
-    return (PruningAfterCheckpoints if after_checkpoints else Pruning)(trial, cfg.objective)
+    return (PruningAfterCheckpoints if after_checkpoints else Pruning)(trial, cfg.objective, history.history)
 
 
 def network(cfg: DictConfig) -> torch.nn.Sequential:

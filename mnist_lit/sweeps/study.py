@@ -49,9 +49,13 @@ def job_trial(number: int) -> "optuna.Trial":
     kept = storage(sweeper.storage, sweep_dir)
     name = study_name(sweeper.study_name, sweep_dir)
     study = optuna.load_study(study_name=name, storage=kept, pruner=instantiate(sweeper.pruner))
-    # The storage's own lookups (BaseStorage's public methods): Optuna has no Study.trial(number).
-    trial_id = kept.get_trial_id_from_study_id_trial_number(kept.get_study_id_from_name(name), number)
-    return optuna.Trial(study, trial_id)
+    return optuna.Trial(study, trial_id(kept, name, number))
+
+
+def trial_id(storage: "optuna.storages.BaseStorage", study_name: str, number: int) -> int:
+    """The storage's id of trial `number`, by the storage's own lookups (BaseStorage's public
+    methods): Optuna has no Study.trial(number)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study_name), number)
 
 
 def importances(study: "optuna.Study") -> dict[str, float]:

@@ -3,6 +3,7 @@ maximising the value each run returns, its last val_accuracy."""
 
 import csv
 import json
+import os
 
 import pytest
 from omegaconf import OmegaConf
@@ -119,3 +120,47 @@ def test_a_pruned_trial_stops_keeps_what_it_trained_and_is_no_failure(tiny_mnist
     assert f"Trials: {4 - len(pruned)} complete, {len(pruned)} pruned;" in table
     assert f"{12 - 2 * len(pruned)} epochs trained, of the 12 a search without pruning trains" in table
     assert "Optuna pruned trial" in output and (sweep / "search.png").exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_search_resumes_its_study_and_the_trial_it_left_running(tiny_mnist, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = [
+        "-m",
+        "experiment=search",
+        *BASE,
+        "data.steps_per_execution=1",
+        "hydra.sweeper.n_trials=3",
+        "trainer.max_epochs=8",
+        "hydra.sweep.dir=sweep",
+    ]
+    env = {**os.environ, "MNIST_LIT_DATA": str(tiny_mnist)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_lit", *args], cwd=tmp_path, env=env, text=True, stderr=subprocess.PIPE
+    )
+    last = tmp_path / "sweep" / "1" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not last.exists():
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=300)
+    assert process.returncode == 130
+    stopped = read_metrics(tmp_path / "sweep" / "1" / "metrics.csv")["val_accuracy"]
+    assert 1 <= len(stopped) < 8
+    done = cli([*args, "resume=sweep"], tmp_path, tiny_mnist)
+    assert done.returncode == 0, done.stderr
+    assert "Resuming the study: the trials left running (1) go on in their job directories" in done.stdout
+    sweep = tmp_path / "sweep"
+    with open(sweep / "summary.csv") as f:
+        jobs = list(csv.DictReader(f))
+    # Job 1 went on from its checkpoint, as trial 2; trial 3 is the last one asked for.
+    assert [(job["job"], job["status"]) for job in jobs] == [("0", "ok"), ("1", "ok"), ("2", "ok")]
+    assert [job["overrides"].split("trial=")[1].split()[0] for job in jobs] == ["0", "2", "3"]
+    resumed = read_metrics(sweep / "1" / "metrics.csv")["val_accuracy"]
+    assert len(resumed) == 8 and resumed[: len(stopped)] == stopped
+    found = OmegaConf.load(sweep / "optimization_results.yaml")
+    assert found.trials == {"complete": 3, "interrupted": 1}
