@@ -5,7 +5,7 @@ It keeps the interface of Hydra's Optuna sweeper (hydra-optuna-sweeper, which re
 `params` in Hydra's sweep syntax (interval, int, tag(log, ...), choice, range), direction, n_trials,
 n_jobs, study_name, storage, max_failure_rate, custom_search_space, the samplers and
 optimization_results.yaml. It adds `pruner` (hydra/sweeper/pruner=median, percentile,
-successive_halving or hyperband): each of mnist_lit's jobs reports its objective at every epoch's
+threshold, successive_halving or hyperband): each of mnist_lit's jobs reports its objective at every epoch's
 end to its trial (mnist_lit/lit/pruning.py), and stops where the study prunes it.
 
 Trials are asked `n_jobs` at a time and the launcher runs each batch: the basic launcher one job
@@ -113,6 +113,15 @@ class PercentilePrunerConf:
 
 
 @dataclass
+class ThresholdPrunerConf:
+    _target_: str = "optuna.pruners.ThresholdPruner"
+    lower: float | None = None
+    upper: float | None = None
+    n_warmup_steps: int = 0
+    interval_steps: int = 1
+
+
+@dataclass
 class SuccessiveHalvingPrunerConf:
     _target_: str = "optuna.pruners.SuccessiveHalvingPruner"
     min_resource: Any = "auto"
@@ -161,6 +170,7 @@ for name, node in {
     "none": NopPrunerConf,
     "median": MedianPrunerConf,
     "percentile": PercentilePrunerConf,
+    "threshold": ThresholdPrunerConf,
     "successive_halving": SuccessiveHalvingPrunerConf,
     "hyperband": HyperbandPrunerConf,
 }.items():

@@ -164,3 +164,25 @@ def test_a_stopped_search_resumes_its_study_and_the_trial_it_left_running(tiny_m
     assert len(resumed) == 8 and resumed[: len(stopped)] == stopped
     found = OmegaConf.load(sweep / "optimization_results.yaml")
     assert found.trials == {"complete": 3, "interrupted": 1}
+
+
+@pytest.mark.slow
+def test_trials_in_processes_of_their_own_are_pruned_through_the_sweeps_study(tiny_mnist, tmp_path):
+    # joblib's processes share only the study's journal file; the threshold pruner decides alike
+    # whichever trial reports first.
+    searched = "{optimizer.lr:'choice(3e-2,1e-7)',model.hidden:'[16]',model.activation:relu}"
+    jobs, sweep, _ = search(
+        tmp_path,
+        tiny_mnist,
+        "hydra/launcher=joblib",
+        "hydra/sweeper/sampler=grid",
+        "hydra/sweeper/pruner=threshold",
+        "hydra.sweeper.pruner.lower=0.5",
+        f"hydra.sweeper.params={searched}",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_jobs=2",
+        "trainer.max_epochs=2",
+    )
+    statuses = {job["overrides"].split("optimizer.lr=")[1].split()[0]: job["status"] for job in jobs}
+    assert statuses == {"0.03": "ok", "1e-07": "pruned at epoch 1"}
+    assert OmegaConf.load(sweep / "optimization_results.yaml").trials == {"complete": 1, "pruned": 1}
