@@ -149,3 +149,25 @@ def test_a_compiled_classifier_trains_without_recompiling_and_still_pickles(tiny
     assert "recompile_limit" not in caplog.text
     assert fitted.callback_metrics["val_accuracy"] > 0.5
     assert pickle.loads(pickle.dumps(model)).hparams["hidden"] == [32]
+
+
+def test_optunas_own_pruning_callback_prunes_the_classifier_in_a_users_study(tiny_mnist):
+    optuna = pytest.importorskip("optuna")
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    def objective(trial) -> float:
+        lr = trial.suggest_categorical("lr", [3e-2, 1e-7])
+        model, data = Classifier(hidden=[32], lr=lr), MNISTDataModule(str(tiny_mnist))
+        fitted = trainer(max_epochs=3, callbacks=[PyTorchLightningPruningCallback(trial, monitor="val_accuracy")])
+        fitted.fit(model, data)
+        return fitted.callback_metrics["val_accuracy"].item()
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
+    for lr in (3e-2, 1e-7):
+        study.enqueue_trial({"lr": lr})
+    study.optimize(objective, n_trials=2)
+    complete, pruned = study.trials
+    assert complete.state == optuna.trial.TrialState.COMPLETE and complete.value > 0.5
+    # Stopped at its first epoch, where Optuna's callback reported what the Classifier logged.
+    assert pruned.state == optuna.trial.TrialState.PRUNED and list(pruned.intermediate_values) == [0]
