@@ -13,7 +13,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.errors import ConfigCompositionException, InstantiationException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
@@ -31,6 +31,9 @@ def explain(error: BaseException) -> str | None:
     with `+key=...`, which a typed config then refuses: name the nearest real key instead."""
     if isinstance(error, UserError):
         return str(error)
+    if isinstance(error, InstantiationException) and isinstance(error.__cause__, UserError):
+        # A plugin Hydra builds from the config (a sweeper, a sampler) refused its settings.
+        return str(error.__cause__)
     frames = traceback.extract_tb(error.__traceback__)
     # Each command line's task function is its module's `run`.
     started = any(f.name == "run" and f.filename.startswith(os.path.dirname(__file__)) for f in frames)

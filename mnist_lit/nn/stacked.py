@@ -44,7 +44,7 @@ class StackedNetwork(nn.Module):
         for j, tensor in enumerate(tensors if self.padded else []):
             mask = torch.zeros_like(tensor)
             for k in range(len(nets)):
-                mask[k][self._own(k, j)] = 1
+                mask[k][self.place(k, j)] = 1
             self.register_buffer(f"mask_{j}", mask, persistent=False)
         # For each hidden layer, each activation with the buffer naming the networks that use it.
         activations = [[layer for layer in net.children() if not isinstance(layer, nn.Linear)] for net in nets]
@@ -61,14 +61,14 @@ class StackedNetwork(nn.Module):
         # Modules, so that train() and eval() reach them as they reach each network's own.
         self.activations = nn.ModuleList(module for groups in self.activation_groups for module, _ in groups)
 
-    def _own(self, k: int, j: int) -> tuple[slice, ...]:
+    def place(self, k: int, j: int) -> tuple[slice, ...]:
         """Where network k's own part of stacked tensor j (a weight, then a bias, per layer) lies in slice k."""
         out, into = self.shapes[k][j // 2]
         return (slice(0, out), slice(0, into)) if j % 2 == 0 else (slice(0, out),)
 
     def own(self, k: int, j: int, tensor: torch.Tensor) -> torch.Tensor:
         """Network k's own part of `tensor`, shaped as stacked tensor j (its weights, its Adam moments)."""
-        return tensor[k][self._own(k, j)]
+        return tensor[k][self.place(k, j)]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(K, n, 784) → (K, n, 10) logits, by batched matmuls.
@@ -131,7 +131,7 @@ def kept(
                 continue
             moved = torch.zeros_like(new)
             for i, k in enumerate(networks):
-                moved[i][smaller._own(i, j)] = net.own(k, j, value)
+                moved[i][smaller.place(i, j)] = net.own(k, j, value)
             state[name] = moved
         stepper.state[new] = state
     return smaller, stepper

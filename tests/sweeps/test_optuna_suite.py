@@ -86,6 +86,7 @@ def test_create_params_from_overrides(lines, expected) -> None:
     assert search_space(lines) == expected
 
 
+@pytest.mark.slow
 def test_deletions_pass_through_to_every_job(tmp_path) -> None:
     """The original's `~z` case: a deletion is no parameter, and each job gets it."""
     run("sphere.py", f"hydra.sweep.dir={tmp_path}", "hydra.sweeper.n_trials=2", "~z")
@@ -93,6 +94,7 @@ def test_deletions_pass_through_to_every_job(tmp_path) -> None:
         assert "z" not in OmegaConf.load(tmp_path / job / ".hydra" / "config.yaml")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_commandline", [True, False])
 def test_optuna_example(with_commandline, tmp_path) -> None:
     storage = f"sqlite:///{tmp_path / 'test.db'}"
@@ -121,6 +123,7 @@ def test_optuna_example(with_commandline, tmp_path) -> None:
     assert returns["best_value"] <= 2.27
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_trials", [10, 1])
 def test_example_with_grid_sampler(tmp_path, num_trials) -> None:
     run(
@@ -138,6 +141,7 @@ def test_example_with_grid_sampler(tmp_path, num_trials) -> None:
     assert best["x"] in [-1, 1] and best["y"] in [-1, 0] and best["z"] in ["foo", "bar"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("with_commandline", [True, False])
 def test_optuna_multi_objective_example(with_commandline, tmp_path) -> None:
     args = [
@@ -160,6 +164,7 @@ def test_optuna_multi_objective_example(with_commandline, tmp_path) -> None:
             assert not (all(a <= b for a, b in pairs) and any(a < b for a, b in pairs))
 
 
+@pytest.mark.slow
 def test_optuna_custom_search_space_example(tmp_path) -> None:
     run(
         "custom-search-space-objective.py",
@@ -175,6 +180,7 @@ def test_optuna_custom_search_space_example(tmp_path) -> None:
     assert abs(best["x"] - best["z"]) <= 0.3 and 0 <= best["+w"] <= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("max_failure_rate", [0.5, 1.0])
 def test_failure_rate(max_failure_rate, tmp_path) -> None:
     done = run(
@@ -192,6 +198,7 @@ def test_failure_rate(max_failure_rate, tmp_path) -> None:
     assert ("RuntimeError: cfg.error is True" in done.stderr) == (max_failure_rate < 1.0)
 
 
+@pytest.mark.slow
 def test_example_with_removed_motpe(tmp_path) -> None:
     done = run(
         "multi-objective.py",

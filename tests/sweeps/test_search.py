@@ -1,5 +1,6 @@
-"""experiment=search: Hydra's Optuna sweeper searches the learning rate, widths and activation,
-maximising the value each run returns, its last val_accuracy."""
+"""experiment=search: hydra/sweeper=optuna searches the learning rate, widths and activation,
+maximising the value each run returns, its last val_accuracy; its pruners stop trials early, in
+the jobs of any launcher, a stack's among them; a stopped search resumes."""
 
 import csv
 import json
@@ -10,7 +11,7 @@ from omegaconf import OmegaConf
 
 from mnist_lit import fit
 from mnist_lit.sweeps.summary import read_metrics
-from tests.conftest import cli
+from tests.conftest import cli, in_process
 
 pytest.importorskip("optuna")
 
@@ -36,19 +37,6 @@ def search(tmp_path, data, *args):
     [sweep] = tmp_path.glob("outputs/multirun/*/*")
     with open(sweep / "summary.csv") as f:
         return list(csv.DictReader(f)), sweep, done.stdout + done.stderr
-
-
-@pytest.mark.slow
-def test_three_trials_search_and_end_with_the_summary_and_optunas_best(tiny_mnist, tmp_path):
-    jobs, sweep, _ = search(tmp_path, tiny_mnist, "hydra.sweeper.n_trials=3", "trainer.limit_train_batches=2")
-    assert [job["status"] for job in jobs] == ["ok"] * 3
-    lrs = [float(job["overrides"].split("optimizer.lr=")[1].split()[0]) for job in jobs]
-    assert len(set(lrs)) == 3 and all(1e-4 <= lr <= 1e-1 for lr in lrs)
-    best = OmegaConf.load(sweep / "optimization_results.yaml")
-    # Optuna saw what each run returned: its last val_accuracy, and kept the largest.
-    assert best.best_value == pytest.approx(max(float(job["val_accuracy"]) for job in jobs))
-    assert set(best.best_params) == {"optimizer.lr", "model.hidden", "model.activation"}
-    assert "Best, by optuna: optimizer.lr=" in (sweep / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -124,6 +112,7 @@ def test_a_pruned_trial_stops_keeps_what_it_trained_and_is_no_failure(tiny_mnist
 
 @pytest.mark.slow
 def test_a_stopped_search_resumes_its_study_and_the_trial_it_left_running(tiny_mnist, tmp_path):
+    """Three trials of experiment=search, stopped during the second, then resumed."""
     import signal
     import subprocess
     import sys
@@ -164,6 +153,12 @@ def test_a_stopped_search_resumes_its_study_and_the_trial_it_left_running(tiny_m
     assert len(resumed) == 8 and resumed[: len(stopped)] == stopped
     found = OmegaConf.load(sweep / "optimization_results.yaml")
     assert found.trials == {"complete": 3, "interrupted": 1}
+    # experiment=search's own space, and Optuna's best: the largest last val_accuracy of the three.
+    lrs = [float(job["overrides"].split("optimizer.lr=")[1].split()[0]) for job in jobs]
+    assert len(set(lrs)) == 3 and all(1e-4 <= lr <= 1e-1 for lr in lrs)
+    assert found.best_value == pytest.approx(max(float(job["val_accuracy"]) for job in jobs))
+    assert set(found.best_params) == {"optimizer.lr", "model.hidden", "model.activation"}
+    assert f"Best, by optuna: optimizer.lr={found.best_params['optimizer.lr']}" in (sweep / "summary.md").read_text()
 
 
 @pytest.mark.slow
@@ -186,3 +181,23 @@ def test_trials_in_processes_of_their_own_are_pruned_through_the_sweeps_study(ti
     statuses = {job["overrides"].split("optimizer.lr=")[1].split()[0]: job["status"] for job in jobs}
     assert statuses == {"0.03": "ok", "1e-07": "pruned at epoch 1"}
     assert OmegaConf.load(sweep / "optimization_results.yaml").trials == {"complete": 1, "pruned": 1}
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["trial=3"], "trial=3 is set by hydra/sweeper=optuna for each of its jobs: leave it unset"),
+        (
+            ["-m", "experiment=search", "hydra/sweeper/pruner=median", "hydra.sweeper.direction=[maximize,minimize]"],
+            "hydra.sweeper.pruner prunes a search of one objective; Optuna does not prune several (direction has 2): "
+            "hydra/sweeper/pruner=none",
+        ),
+        (
+            ["-m", "experiment=search", "hydra/sweeper/sampler=motpe"],
+            "hydra/sweeper/sampler=motpe: the 'motpe' sampler was removed in Optuna 4.0; its TPE searches several "
+            "objectives itself: hydra/sweeper/sampler=tpe",
+        ),
+    ],
+)
+def test_what_the_search_does_not_do_is_refused_in_one_line(args, line, tiny_env, monkeypatch):
+    assert in_process("__main__", [*args, *BASE, "trainer.max_epochs=1"], monkeypatch) == line
