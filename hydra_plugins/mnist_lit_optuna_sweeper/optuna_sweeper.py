@@ -32,6 +32,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 log = logging.getLogger(__name__)
 
 JOB = "job"  # a trial's user attribute: the number of the job that runs it
+SWEEP = "sweep"  # a trial's user attribute: the sweep directory of that job
 INTERRUPTED = "interrupted"  # a trial's user attribute: left running by a stopped sweep
 
 
@@ -147,7 +148,7 @@ class OptunaSweeperConf:
     pruner: Any = MISSING  # none: every trial trains all its epochs
     direction: Any = "minimize"  # or maximize; a list of them for several objectives
     storage: str | None = None  # a database URL; by default optuna.journal in the sweep directory
-    study_name: str | None = None  # by default the sweep directory
+    study_name: str | None = None  # by default the journal's one study; in a database, the sweep directory
     n_trials: int = 20
     n_jobs: int = 2  # trials asked and launched together
     max_failure_rate: float = 0.0
@@ -318,15 +319,18 @@ class OptunaSweeper(Sweeper):
         sampler = self.sampler(grid(distributions)) if _is_grid(self.sampler) else self.sampler
         storage = studies.storage(self.storage, sweep_dir)
         study = optuna.create_study(
-            study_name=studies.study_name(self.study_name, sweep_dir),
+            study_name=studies.study_name(self.study_name, self.storage, sweep_dir),
             storage=storage,
             sampler=sampler,
             pruner=self.pruner,
             directions=self.directions,
             load_if_exists=True,
         )
+        # This sweep's trials: a study in a storage of the user's may hold other sweeps' too, each of
+        # which asks for n_trials of its own, as with Hydra's Optuna sweeper.
+        self.sweep_dir = str(sweep_dir.resolve())
         left = self._left_running(study, storage)
-        trials = study.get_trials(deepcopy=False)
+        trials = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SWEEP) == self.sweep_dir]
         if trials:
             # A seeded sampler would ask again, in order, for what it asked before the stop.
             study.sampler.reseed_rng()
@@ -365,6 +369,7 @@ class OptunaSweeper(Sweeper):
         """Trials as jobs `job`, `job` + 1, ...; Optuna told how each ended."""
         for i, trial in enumerate(trials):
             trial.set_user_attr(JOB, job + i)
+            trial.set_user_attr(SWEEP, self.sweep_dir)
         returns = self.launcher.launch([self._overrides(trial, fixed) for trial in trials], initial_job_idx=job)
         failures = self._tell(study, trials, returns)
         if failures > self.max_failure_rate * len(trials):
@@ -387,7 +392,11 @@ class OptunaSweeper(Sweeper):
 
         from mnist_lit.sweeps.study import trial_id
 
-        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = [
+            trial
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if trial.user_attrs.get(SWEEP) == self.sweep_dir
+        ]
         for trial in running:
             storage.set_trial_user_attr(trial_id(storage, study.study_name, trial.number), INTERRUPTED, True)
             _told(study, trial.number, state=TrialState.FAIL)

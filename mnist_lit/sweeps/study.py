@@ -31,9 +31,10 @@ def storage(setting: str | None, sweep_dir: Path) -> "optuna.storages.BaseStorag
     return optuna.storages.get_storage(setting)
 
 
-def study_name(setting: str | None, sweep_dir: Path) -> str:
-    """`hydra.sweeper.study_name`, or the sweep directory: one study a sweep, which its resume continues."""
-    return setting or str(sweep_dir)
+def study_name(setting: str | None, storage: str | None, sweep_dir: Path) -> str:
+    """`hydra.sweeper.study_name`; by default the journal's one study, or in a database of the
+    user's, the sweep directory's: one study a sweep, which its resume continues."""
+    return setting or ("search" if storage is None else str(sweep_dir.resolve()))
 
 
 def job_trial(number: int) -> "optuna.Trial":
@@ -47,7 +48,7 @@ def job_trial(number: int) -> "optuna.Trial":
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the run says when it is pruned
     kept = storage(sweeper.storage, sweep_dir)
-    name = study_name(sweeper.study_name, sweep_dir)
+    name = study_name(sweeper.study_name, sweeper.storage, sweep_dir)
     study = optuna.load_study(study_name=name, storage=kept, pruner=instantiate(sweeper.pruner))
     return optuna.Trial(study, trial_id(kept, name, number))
 
