@@ -316,7 +316,8 @@ class OptunaSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         given = [f"{key!s}={value!s}" for key, value in (self.params or {}).items()]
         distributions, fixed = search_space([*given, *arguments])
-        sampler = self.sampler(grid(distributions)) if _is_grid(self.sampler) else self.sampler
+        points = grid(distributions) if _is_grid(self.sampler) else None
+        sampler = self.sampler if points is None else self.sampler(points)
         storage = studies.storage(self.storage, sweep_dir)
         study = optuna.create_study(
             study_name=studies.study_name(self.study_name, self.storage, sweep_dir),
@@ -336,8 +337,8 @@ class OptunaSweeper(Sweeper):
             study.sampler.reseed_rng()
         done = sum(t.state.is_finished() and not t.user_attrs.get(INTERRUPTED) for t in trials)
         to_go = self.n_trials - done
-        if _is_grid(self.sampler):
-            to_go = min(to_go, math.prod(len(values) for values in grid(distributions).values()) - done)
+        if points is not None:
+            to_go = min(to_go, math.prod(len(values) for values in points.values()) - done)
         self.job = 1 + max((t.user_attrs.get(JOB, -1) for t in trials), default=-1)
         log.info(
             "Optuna %s: study %s in %s; %s, %s, %d trials to go, %d at a time",

@@ -60,10 +60,11 @@ def trial_id(storage: "optuna.storages.BaseStorage", study_name: str, number: in
 
 
 def importances(study: "optuna.Study") -> dict[str, float]:
-    """Optuna's parameter importances (fANOVA), where its trials are enough to tell; else none."""
+    """Optuna's parameter importances (fANOVA), where its trials are enough to tell; else none, as
+    where the installed Optuna's fANOVA needs scikit-learn (Optuna 4.0), which mnist_lit does not."""
     import optuna
 
     try:
         return {name: round(value, 4) for name, value in optuna.importance.get_param_importances(study).items()}
-    except (ValueError, RuntimeError):
+    except (ValueError, RuntimeError, ImportError):
         return {}
