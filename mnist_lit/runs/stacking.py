@@ -53,10 +53,11 @@ def train_stack(jobs: list[Job]) -> None:
     # Drawn together at the end, in as many processes as the run has threads: a job's three
     # pictures take longer than all of its other files.
     pictures: list[Picture] = []
+    staying = {id(member): k for k, member in enumerate(stack.members)}
     for job in jobs:
         member = job.member
         # A network that left the stack, pruned, has the weights it left with.
-        final = member.final if member.final is not None else stack.net.state_of(stack.members.index(member))
+        final = member.final if member.final is not None else stack.net.state_of(staying[id(member)])
         if not job.failed:
             member.net.load_state_dict(final)
     for job, (test, probabilities) in zip(jobs, tested([job.member.net for job in jobs], images, labels), strict=True):
