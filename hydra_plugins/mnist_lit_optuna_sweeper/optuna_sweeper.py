@@ -104,13 +104,10 @@ class MedianPrunerConf:
 
 
 @dataclass
-class PercentilePrunerConf:
+class PercentilePrunerConf(MedianPrunerConf):
+    # The median pruner is Optuna's percentile pruner at 50: the same settings, and the percentile.
     _target_: str = "optuna.pruners.PercentilePruner"
     percentile: float = 25.0
-    n_startup_trials: int = 5
-    n_warmup_steps: int = 0
-    interval_steps: int = 1
-    n_min_trials: int = 1
 
 
 @dataclass

@@ -66,7 +66,7 @@ def summarise(sweep_dir: Path, stopped: bool = False) -> list[dict[str, Any]]:
     files.figure(sweep_dir / "summary.png", plot(jobs, configurations if seeded else None))
     searched = [job for job in jobs if job.get("trial") is not None]
     if searched:
-        files.figure(sweep_dir / "search.png", search_plot(searched))
+        files.figure(sweep_dir / "search.png", search_plot(searched, _found(sweep_dir).get("best_trial")))
     log.info("Sweep summary:\n%s", table)
     written = "summary.csv, configurations.csv" if seeded else "summary.csv"
     written += ", search.png" if searched else ""
@@ -117,10 +117,12 @@ def _read_job(job_dir: Path, overrides: list[str]) -> dict[str, Any]:
         OmegaConf.load(job_dir / ".hydra" / "config.yaml") if (job_dir / ".hydra" / "config.yaml").exists() else None
     )
     row["seed"] = config.get("seed") if isinstance(config, DictConfig) else None
+    row["objective"] = "val_accuracy"
     if isinstance(config, DictConfig):
         row.update(max_epochs=OmegaConf.select(config, "trainer.max_epochs"), trial=config.get("trial"))
-        row["objective"] = read_metrics(job_dir / "metrics.csv", (config.get("objective", "val_accuracy"),))
-    history = read_metrics(job_dir / "metrics.csv")
+        row["objective"] = config.get("objective", row["objective"])
+    names = tuple(dict.fromkeys(("val_accuracy", "val_loss", row["objective"])))
+    history = read_metrics(job_dir / "metrics.csv", names)
     row["history"] = history
     if history["val_accuracy"]:
         row.update(
@@ -145,9 +147,9 @@ def _best(sweep_dir: Path, jobs: list[dict[str, Any]]) -> str:
     """What a searching sweeper (Optuna's) found best, as it wrote it in the sweep directory; how
     its trials ended, and the epochs they trained against those of a search that prunes none."""
     path = sweep_dir / "optimization_results.yaml"
-    if not path.exists():
+    found = _found(sweep_dir)
+    if not found:
         return ""
-    found: Any = OmegaConf.load(path)
     if "best_params" in found:
         params = " ".join(f"{key}={value}" for key, value in found.best_params.items())
         text = f"\nBest, by {found.name}: {params} ({found.best_value:.4g}; trial {found.best_trial}, {path.name})\n"
@@ -166,6 +168,12 @@ def _best(sweep_dir: Path, jobs: list[dict[str, Any]]) -> str:
         importances = ", ".join(f"{key} {value:.2f}" for key, value in found.importances.items())
         text += f"Parameter importances (Optuna's fANOVA): {importances}\n"
     return text
+
+
+def _found(sweep_dir: Path) -> Any:
+    """optimization_results.yaml, as a searching sweeper wrote it; empty where there is none."""
+    path = sweep_dir / "optimization_results.yaml"
+    return OmegaConf.load(path) if path.exists() else OmegaConf.create()
 
 
 def read_metrics(path: Path, names: tuple[str, ...] = ("val_accuracy", "val_loss")) -> dict[str, list[float]]:
@@ -220,18 +228,16 @@ def plot(jobs: list[dict[str, Any]], configurations: list[dict[str, Any]] | None
     return fig
 
 
-def search_plot(jobs: list[dict[str, Any]]) -> "Figure":
+def search_plot(jobs: list[dict[str, Any]], best: int | None) -> "Figure":
     """An Optuna search: each trial's objective by epoch, those it pruned cut short where it pruned
-    them (grey, crossed), the best one's line drawn bold."""
+    them (grey, crossed), the `best` trial's (as Optuna found it) drawn bold."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.subplots()
-    (name,) = jobs[0]["objective"]
-    values = {job["trial"]: job["objective"][name] for job in jobs if job["objective"][name]}
-    ended = [job for job in jobs if job["status"] == "ok" and values.get(job["trial"])]
-    best = (max if "accuracy" in name else min)(ended, key=lambda job: values[job["trial"]][-1], default=None)
+    name = jobs[0]["objective"]
+    values = {job["trial"]: job["history"][name] for job in jobs if job["history"][name]}
     for job in jobs:
         series = values.get(job["trial"])
         if not series:
@@ -240,7 +246,7 @@ def search_plot(jobs: list[dict[str, Any]]) -> "Figure":
         if job["status"].startswith("pruned"):
             ax.plot(epochs, series, "-", color="0.6", lw=1, label="pruned")
             ax.plot(epochs[-1], series[-1], "X", color="0.4", markersize=9)
-        elif job is best:
+        elif job["trial"] == best:
             ax.plot(epochs, series, "o-", color="C3", lw=2.5, zorder=3, label=f"best: trial {job['trial']}")
         else:
             ax.plot(epochs, series, "-", color="C0", lw=1, alpha=0.8, label="complete")
