@@ -161,6 +161,26 @@ def test_adams_state_is_as_nn_adam_writes_and_reads_it():
     assert given <= functional.keys(), f"torch.optim.adam.adam takes no {given - functional.keys()}"
 
 
+@pytest.mark.parametrize("optimizer", [torch.optim.Adam, torch.optim.AdamW])
+def test_the_fused_kernel_steps_as_torchs_fused_adam_steps(optimizer):
+    weight = torch.nn.Parameter(torch.linspace(-1, 1, 6))
+    mine = torch.nn.Parameter(weight.detach().clone())
+    theirs = optimizer([weight], lr=0.1, eps=1e-7, weight_decay=0.01, fused=True)
+    made = optimizer([mine], lr=0.1, eps=1e-7, weight_decay=0.01, fused=True)
+    for grad in (torch.ones(6), torch.arange(6.0)):
+        weight.grad, mine.grad = grad, grad.clone()
+        theirs.step()
+        group = made.param_groups[0]
+        exp_avgs, exp_avg_sqs, steps = adam_module.moments(made, group, [mine])
+        steps[0].add_(1)
+        try:
+            adam_module.fused_kernel([mine], [mine.grad], exp_avgs, exp_avg_sqs, steps, 0.1, group)
+        except (AttributeError, TypeError) as error:
+            pytest.fail(f"torch moved its fused Adam kernel, torch._fused_adam_ (nn/adam.py fused_kernel): {error}")
+    torch.testing.assert_close(mine, weight, rtol=0, atol=0)
+    torch.testing.assert_close(made.state[mine]["exp_avg_sq"], theirs.state[weight]["exp_avg_sq"], rtol=0, atol=0)
+
+
 def test_pythons_exit_handlers_run_as_end_without_teardown_runs_them():
     code = "import atexit, os; atexit.register(print, 'ran'); atexit._run_exitfuncs(); os._exit(0)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -169,8 +189,11 @@ def test_pythons_exit_handlers_run_as_end_without_teardown_runs_them():
 
 DOORS = {
     ("mnist_lit/command_line.py", "atexit._run_exitfuncs"),
+    ("mnist_lit/nn/adam.py", "torch._fused_adam_"),
+    ("mnist_lit/nn/adam.py", "torch._fused_adamw_"),
     ("mnist_lit/lit/internals.py", "trainer._detect_anomaly"),
 }
+HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 
 def test_no_other_private_name_of_a_library_is_used():
@@ -180,7 +203,11 @@ def test_no_other_private_name_of_a_library_is_used():
     for path in [*ROOT.joinpath("mnist_lit").rglob("*.py"), *ROOT.joinpath("hydra_plugins").rglob("*.py")]:
         where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Attribute) and re.fullmatch(r"_[a-z]\w*[a-z0-9]", node.attr):
+            if (
+                isinstance(node, ast.Attribute)
+                and re.fullmatch(r"_[a-z]\w*", node.attr)
+                and node.attr not in HYDRA_KEYS
+            ):
                 if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls", "os")):
                     found.add((where, ast.unparse(node)))
             elif isinstance(node, ast.ImportFrom) and not (node.module or "").startswith("mnist_lit"):

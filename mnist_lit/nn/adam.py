@@ -4,8 +4,9 @@ dynamo's guards): for a small network that wrapping costs more than the fused up
 numbers are Adam.step's.
 
 Missing: a public description of Adam's state, which this writes (step, exp_avg, exp_avg_sq) and
-whose settings it reads, as torch's Adam keeps them (tests/test_internals.py fails naming what
-moved). StackedAdam (nn/stacked.py) steps its networks through the same two functions."""
+whose settings it reads, as torch's Adam keeps them, and a public fused kernel for many small
+calls (`fused_kernel`) (tests/test_internals.py fails naming what moved). StackedAdam
+(nn/stacked.py) steps its networks through these functions."""
 
 from collections.abc import Callable
 from typing import Any
@@ -75,3 +76,36 @@ def functional_step(optimizer: torch.optim.Optimizer) -> Callable[[], None]:
             adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=group["lr"], **settings(group))
 
     return step
+
+
+def fused_kernel(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+    lr: float,
+    group: dict[str, Any],
+) -> None:
+    """The fused Adam kernel that the functional Adam's fused path calls, on tensors of one device
+    and dtype whose step counts it has already counted: without that path's checks and grouping by
+    device, which cost more than the kernel where StackedAdam calls it once per learning rate."""
+    kernel = torch._fused_adamw_ if group["decoupled_weight_decay"] else torch._fused_adam_
+    beta1, beta2 = group["betas"]
+    kernel(
+        params,
+        grads,
+        exp_avgs,
+        exp_avg_sqs,
+        [],
+        steps,
+        amsgrad=False,
+        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=group["weight_decay"],
+        eps=group["eps"],
+        maximize=group["maximize"],
+        grad_scale=None,
+        found_inf=None,
+    )

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.optim.adam import adam
 
-from mnist_lit.nn.adam import moments, settings
+from mnist_lit.nn.adam import fused_kernel, moments, settings
 
 
 class StackedNetwork(nn.Module):
@@ -15,9 +15,10 @@ class StackedNetwork(nn.Module):
     tensor, its K biases one (K, out), in the order each network lists its own parameters.
 
     Networks of different widths are padded to the widest with units whose weights in and out are
-    zero and stay zero (`mask_gradients`, before each optimizer step, zeroes their gradients, so
-    Adam's moments stay zero too): each network computes what it computes alone, whatever its
-    activation makes of a zero (sigmoid's 0.5 meets outgoing weights of zero). Each network's hidden
+    zero and stay zero: each network computes what it computes alone, whatever its activation makes
+    of a zero (sigmoid's 0.5 meets outgoing weights of zero). Where every activation makes zero of
+    zero (relu, tanh, gelu, ...), the padding's gradients are zero, so its Adam moments and steps are
+    too; otherwise `mask_gradients`, before each optimizer step, zeroes them. Each network's hidden
     layers go through its own activation."""
 
     def __init__(self, nets: list[nn.Sequential]) -> None:
@@ -38,10 +39,18 @@ class StackedNetwork(nn.Module):
                 bias[k, :out] = layers[i].bias.detach()
             tensors += [weight, bias]
         self.stacked = nn.ParameterList(nn.Parameter(tensor) for tensor in tensors)
+        # A padded unit passes on its activation of zero, to outgoing weights whose gradient that
+        # value scales: where it is zero, the padding's gradients are zero with no mask to apply.
+        zero = torch.zeros(1, dtype=dtype)
+        self.masked = any(shapes != self.shapes[0] for shapes in self.shapes) and any(
+            bool(layer(zero).ne(0).any())
+            for net in nets
+            for layer in net.children()
+            if not isinstance(layer, nn.Linear)
+        )
         # Buffers, not persistent ones, so that they move with the stack and stay out of its
         # checkpoints, which are each network's own (Stack.on_save_checkpoint).
-        self.padded = any(shapes != self.shapes[0] for shapes in self.shapes)
-        for j, tensor in enumerate(tensors if self.padded else []):
+        for j, tensor in enumerate(tensors if self.masked else []):
             mask = torch.zeros_like(tensor)
             for k in range(len(nets)):
                 mask[k][self.place(k, j)] = 1
@@ -95,7 +104,7 @@ class StackedNetwork(nn.Module):
 
     def mask_gradients(self) -> None:
         """Keep the padding's weights at zero: no gradient, so no Adam moment, no step."""
-        if self.padded:
+        if self.masked:
             for j, parameter in enumerate(self.stacked):
                 if parameter.grad is not None:
                     parameter.grad.mul_(getattr(self, f"mask_{j}"))
@@ -141,9 +150,10 @@ class StackedAdam(torch.optim.Adam):
     """torch's Adam (or AdamW, `decoupled_weight_decay`) over a StackedNetwork's tensors, with one
     learning rate per network: `lrs[k]` for slice k of every tensor.
 
-    Each step calls torch's functional Adam (fused where the optimizer is) once per learning rate,
-    over the slices of the networks that take it (the whole tensors when all take one): each network
-    is stepped as torch's Adam steps it alone (nn/adam.py), without the Python of Adam.step.
+    Each step calls torch's fused Adam kernel (where the optimizer is fused; the functional Adam
+    otherwise) once per learning rate, over the slices of the networks that take it (the whole
+    tensors when all take one): each network is stepped as torch's Adam steps it alone (nn/adam.py),
+    without the Python of Adam.step.
 
     Its state and param_groups are Adam's own (param_groups' lr is the first network's), so that a
     slice of its state_dict is what a network's own run would save (nn/adam.py reads and writes it)."""
@@ -161,19 +171,31 @@ class StackedAdam(torch.optim.Adam):
             params = [p for p in group["params"] if p.grad is not None]
             grads = [grad for p in params if (grad := p.grad) is not None]
             exp_avgs, exp_avg_sqs, steps = moments(self, group, params)
+            tensors = (params, grads, exp_avgs, exp_avg_sqs)
             if len(self.networks) == 1:
                 (lr,) = self.networks
                 adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, lr=lr, **settings(group))
-                continue
-            for lr, networks in self.networks.items():
-                # Adam counts each tensor's steps as it steps it: copies here, counted once below.
-                counts = [step.clone() for step in steps for _ in networks]
-                mine = [_slices(tensors, networks) for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
-                adam(mine[0], mine[1], mine[2], mine[3], [], counts, lr=lr, **settings(group))
-            for step in steps:
-                step.add_(1)
+            elif group["fused"] and not group["capturable"]:
+                # The kernel reads each tensor's count: counted here, once for all its networks.
+                for step in steps:
+                    step.add_(1)
+                for lr, networks in self.networks.items():
+                    counts = [step for step in steps for _ in networks]
+                    fused_kernel(*_slices(tensors, networks), counts, lr, group)
+            else:
+                for lr, networks in self.networks.items():
+                    # Adam counts each tensor's steps as it steps it: copies here, counted once below.
+                    counts = [step.clone() for step in steps for _ in networks]
+                    adam(*_slices(tensors, networks), [], counts, lr=lr, **settings(group))
+                for step in steps:
+                    step.add_(1)
 
 
-def _slices(tensors: list[torch.Tensor], networks: list[int]) -> list[torch.Tensor]:
-    """The networks' slices of stacked tensors, tensor by tensor."""
-    return [tensor[k] for tensor in tensors for k in networks]
+Tensors = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+
+
+def _slices(tensors: Tensors, networks: list[int]) -> Tensors:
+    """The networks' slices of stacked tensors: of the parameters, gradients and moments, each
+    tensor's networks in turn."""
+    params, grads, exp_avgs, exp_avg_sqs = ([tensor[k] for tensor in listed for k in networks] for listed in tensors)
+    return params, grads, exp_avgs, exp_avg_sqs
