@@ -55,20 +55,21 @@ class StackedNetwork(nn.Module):
             for k in range(len(nets)):
                 mask[k][self.place(k, j)] = 1
             self.register_buffer(f"mask_{j}", mask, persistent=False)
-        # For each hidden layer, each activation with the buffer naming the networks that use it.
+        # For each hidden layer, the runs of neighbouring networks that share an activation: each run
+        # activated as one slice of the stack, the runs joined by one cat (gathering and scattering
+        # each activation's networks by index costs more, backward most of all).
         activations = [[layer for layer in net.children() if not isinstance(layer, nn.Linear)] for net in nets]
-        self.activation_groups: list[list[tuple[nn.Module, str]]] = []
-        for i, column in enumerate(zip(*activations, strict=True)):
-            users: dict[type, tuple[nn.Module, list[int]]] = {}
+        self.runs: list[list[tuple[nn.Module, int, int]]] = []
+        for column in zip(*activations, strict=True):
+            runs: list[tuple[nn.Module, int, int]] = []
             for k, activation in enumerate(column):
-                users.setdefault(type(activation), (activation, []))[1].append(k)
-            groups = []
-            for g, (module, ks) in enumerate(users.values()):
-                self.register_buffer(f"users_{i}_{g}", torch.tensor(ks), persistent=False)
-                groups.append((module, f"users_{i}_{g}"))
-            self.activation_groups.append(groups)
+                if runs and type(runs[-1][0]) is type(activation):
+                    runs[-1] = (runs[-1][0], runs[-1][1], k + 1)
+                else:
+                    runs.append((activation, k, k + 1))
+            self.runs.append(runs)
         # Modules, so that train() and eval() reach them as they reach each network's own.
-        self.activations = nn.ModuleList(module for groups in self.activation_groups for module, _ in groups)
+        self.activations = nn.ModuleList(module for runs in self.runs for module, _, _ in runs)
 
     def place(self, k: int, j: int) -> tuple[slice, ...]:
         """Where network k's own part of stacked tensor j (a weight, then a bias, per layer) lies in slice k."""
@@ -89,18 +90,14 @@ class StackedNetwork(nn.Module):
         for i in range(len(self.dense)):
             weight, bias = self.stacked[2 * i], self.stacked[2 * i + 1]
             x = torch.baddbmm(bias.unsqueeze(2), weight, x)
-            if i < len(self.activation_groups):
-                x = self._activate(x, self.activation_groups[i])
+            if i < len(self.runs):
+                x = self._activate(x, self.runs[i])
         return x.transpose(1, 2)
 
-    def _activate(self, x: torch.Tensor, groups: list[tuple[nn.Module, str]]) -> torch.Tensor:
-        if len(groups) == 1:
-            return groups[0][0](x)  # type: ignore[no-any-return]  # an activation module returns a tensor
-        activated = torch.empty_like(x)
-        for module, users in groups:
-            ks = getattr(self, users)
-            activated[ks] = module(x[ks])
-        return activated
+    def _activate(self, x: torch.Tensor, runs: list[tuple[nn.Module, int, int]]) -> torch.Tensor:
+        if len(runs) == 1:
+            return runs[0][0](x)  # type: ignore[no-any-return]  # an activation module returns a tensor
+        return torch.cat([module(x[start:stop]) for module, start, stop in runs])
 
     def mask_gradients(self) -> None:
         """Keep the padding's weights at zero: no gradient, so no Adam moment, no step."""
