@@ -3,7 +3,9 @@
 Each poisoned checkpoint below would create a file in `marker` if anything it names were called
 (through Hydra's instantiate or an OmegaConf resolver); each entry point refuses it in one line."""
 
+import io
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -190,17 +192,32 @@ def test_a_checkpoint_whose_tensors_changed_is_refused_in_one_line_by_every_read
         assert said in str(refused.value) and "\n" not in str(refused.value), name
     with pytest.raises(Damaged, match="is damaged"):  # Lightning's own load, ckpt_path=
         AtomicCheckpointIO().load_checkpoint(damaged)
+    with pytest.raises(Damaged, match=re.escape(said)):
+        Classifier.load_from_checkpoint(damaged)
 
 
-def test_lightnings_own_checkpoint_load_reads_data_only(tiny_run, tmp_path):
-    import argparse
+class _MakesADirectory:
+    """Unpickled, it calls os.mkdir: a checkpoint that carries code, not data."""
 
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return os.mkdir, (str(self.path),)
+
+
+def test_a_checkpoint_that_carries_code_is_refused_before_its_code_runs(tiny_run, tmp_path):
     from mnist_lit.lit.saving import AtomicCheckpointIO
 
+    ran = tmp_path / "ran"
     path = tmp_path / "code.ckpt"
-    torch.save({"state_dict": {}, "code": argparse.Namespace(x=1)}, path)  # unpickling it imports a class
+    checkpoint = torch.load(tiny_run / "checkpoints" / "last.ckpt", weights_only=True)
+    torch.save({**checkpoint, "code": _MakesADirectory(ran)}, path)
     with pytest.raises(Exception, match="Weights only load failed"):
-        AtomicCheckpointIO().load_checkpoint(path, weights_only=False)
+        AtomicCheckpointIO().load_checkpoint(path, weights_only=False)  # Lightning's own load, ckpt_path=
+    with pytest.raises(Exception, match="Weights only load failed"):
+        Classifier.load_from_checkpoint(path)
+    assert not ran.exists()
     assert "state_dict" in AtomicCheckpointIO().load_checkpoint(tiny_run / "checkpoints" / "last.ckpt")
 
 
@@ -212,5 +229,10 @@ def test_load_from_checkpoint_honours_or_refuses_lightnings_arguments(tiny_run):
         Classifier.load_from_checkpoint(tiny_run, weights_only=False)
     with pytest.raises(ConfigError, match=r"^checkpoint=.*: loss='os.system' is unknown; choose one of: categorical"):
         Classifier.load_from_checkpoint(tiny_run, loss="os.system")
-    with pytest.raises(ConfigError, match=r"^nonsense: not an argument of Classifier; its arguments: hidden, "):
-        Classifier.load_from_checkpoint(tiny_run, nonsense=1)
+    with pytest.raises(ConfigError, match=r"^nonsense, other: not an argument of Classifier; its arguments: hidden, "):
+        Classifier.load_from_checkpoint(tiny_run, nonsense=1, other=2)
+    with pytest.raises(ConfigError, match=r"^checkpoint=absent.ckpt: no such checkpoint; give a run directory"):
+        Classifier.load_from_checkpoint("absent.ckpt")
+    # Lightning's load_from_checkpoint also reads an open file.
+    opened = io.BytesIO((tiny_run / "checkpoints" / "last.ckpt").read_bytes())
+    assert Classifier.load_from_checkpoint(opened).hparams["hidden"] == [100]

@@ -157,9 +157,8 @@ def test_optunas_own_pruning_callback_prunes_the_classifier_in_a_users_study(tin
 
     def objective(trial) -> float:
         # Each trial from the same weights, whatever ran before it in this process.
-        torch.manual_seed(0)
         lr = trial.suggest_categorical("lr", [3e-2, 1e-7])
-        model, data = Classifier(hidden=[32], lr=lr), MNISTDataModule(str(tiny_mnist))
+        model, data = seeded(hidden=[32], lr=lr), MNISTDataModule(str(tiny_mnist))
         fitted = trainer(max_epochs=3, callbacks=[PyTorchLightningPruningCallback(trial, monitor="val_accuracy")])
         fitted.fit(model, data)
         return fitted.callback_metrics["val_accuracy"].item()
