@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Mutation testing with mutmut: each mutant of the code that pyproject's [tool.mutmut] names
 # (only_mutate) runs the tests that cover it (pytest_add_cli_args_test_selection); a mutant that
-# no test fails "survives". Not part of CI: on 2 cores nn/ takes tens of minutes.
+# no test fails "survives". Not part of CI: on 2 cores nn/ takes tens of minutes, and so does the
+# Lightning layer's part (lit/module.py, history.py, pruning.py).
 #
-#   bash tests/mutation.sh            # the score: killed / (killed + survived)
+#   bash tests/mutation.sh                     # the score: killed / (killed + survived)
+#   bash tests/mutation.sh "mnist_lit.lit.*"   # the Lightning layer's mutants alone
 #   .venv/bin/mutmut results          # the survivors; mutmut show <name> shows one
 #
 # A second run goes on from the first (mutants/ keeps the results; delete it to start again).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "mutmut==3.8.*"
-mutmut run --max-children "${MUTATION_CHILDREN:-2}" || true
+mutmut run --max-children "${MUTATION_CHILDREN:-2}" "$@" || true
 mutmut export-cicd-stats
 python - <<'PY'
 import json

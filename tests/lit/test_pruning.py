@@ -2,6 +2,7 @@
 where the study prunes it, telling the study so; a resumed run first tells the trial the epochs it
 trained before the resume."""
 
+import logging
 import math
 from types import SimpleNamespace
 
@@ -14,11 +15,12 @@ from mnist_lit.lit.pruning import Pruning
 optuna = pytest.importorskip("optuna")
 
 
-def test_a_run_reports_each_epoch_and_stops_where_its_study_prunes_it(tiny_mnist):
+def test_a_run_reports_each_epoch_and_stops_where_its_study_prunes_it(tiny_mnist, caplog):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    caplog.set_level(logging.INFO, logger="mnist_lit.lit.pruning")
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
     stopped = {}
-    for lr in (3e-2, 1e-7):
+    for lr in (1e-7, 3e-2):
         L.seed_everything(0)
         trial = study.ask()
         pruning = Pruning(trial, "val_accuracy", {})
@@ -28,12 +30,13 @@ def test_a_run_reports_each_epoch_and_stops_where_its_study_prunes_it(tiny_mnist
         stopped[lr] = (pruning.pruned_at, trainer.current_epoch)
         if pruning.pruned_at is None:
             study.tell(trial, trainer.callback_metrics["val_accuracy"].item())
-    learned, stuck = study.trials
+    stuck, learned = study.trials
     assert learned.state == optuna.trial.TrialState.COMPLETE and learned.value > 0.5
     assert list(learned.intermediate_values) == [1, 2, 3] and stopped[3e-2] == (None, 3)
     # Told pruned by the run itself, after the epoch whose val_accuracy fell under the threshold.
     assert stuck.state == optuna.trial.TrialState.PRUNED and stopped[1e-7] == (1, 1)
     assert list(stuck.intermediate_values) == [1] and stuck.intermediate_values[1] < 0.5
+    assert "Optuna pruned trial 0 after epoch 1: its run stops here" in caplog.messages
 
 
 def test_a_resumed_run_first_tells_its_trial_the_epochs_it_had_trained():
