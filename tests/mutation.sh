@@ -5,10 +5,11 @@
 # Lightning layer's part (lit/module.py, history.py, pruning.py).
 #
 #   bash tests/mutation.sh                     # the score: killed / (killed + survived)
-#   bash tests/mutation.sh "mnist_lit.lit.*"   # the Lightning layer's mutants alone
+#   bash tests/mutation.sh "mnist_lit.lit.*"   # the Lightning layer's mutants alone, all run again
 #   .venv/bin/mutmut results          # the survivors; mutmut show <name> shows one
 #
-# A second run goes on from the first (mutants/ keeps the results; delete it to start again).
+# A run without names goes on from the last (mutants/ keeps the results; delete it to start again);
+# one with names runs those mutants again. A changed test selection (pyproject) runs all again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install -q "mutmut==3.8.*"
