@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import sys
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,6 +87,21 @@ def a_stroke() -> bytes:
     digit = Image.new("L", (64, 64), "white")
     digit.paste(0, (28, 8, 36, 56))
     return png(digit)
+
+
+def bomb() -> bytes:
+    """A PNG of a few hundred bytes whose header claims 100,000 × 100,000 pixels."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(10_000)))
+        + chunk(b"IEND", b"")
+    )
 
 
 def free_port() -> int:

@@ -9,17 +9,16 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 import mnist_lit
 from mnist_lit import Classifier
 from mnist_lit.common.files import WriteError
 from mnist_lit.lit.data import MNISTDataModule
-from mnist_lit.nn.digits import NoDigit, prepare
 from mnist_lit.reports import mistakes
 from mnist_lit.reports.history import plot
 from mnist_lit.reports.pictures import Picture, write_all
-from tests.conftest import cli, in_process, needs_real_mnist, real_test_set
+from tests.conftest import cli, in_process
 from tests.lit.test_console import NOISE
 
 PREDICT = (sys.executable, "-m", "mnist_lit.predict")
@@ -200,73 +199,3 @@ def test_predict_bad_input_is_one_line(tiny_run, tiny_env, monkeypatch, args, me
     (tiny_env / "empty").mkdir()
     line = in_process("predict", [a.replace("RUN", str(tiny_run)) for a in args], monkeypatch)
     assert line is not None and "\n" not in line and line.startswith(message), line
-
-
-def bar(size, box, ink="black", paper="white"):
-    image = Image.new("RGB", size, paper)
-    ImageDraw.Draw(image).rectangle(box, fill=ink)
-    return image
-
-
-def test_dark_ink_on_paper_and_bright_ink_on_black_prepare_alike():
-    dark_on_light = prepare(bar((120, 90), (30, 20, 45, 70)))
-    bright_on_dark = prepare(bar((120, 90), (30, 20, 45, 70), ink="white", paper="black"))
-    assert torch.equal(dark_on_light, bright_on_dark)
-    assert dark_on_light.dtype == torch.uint8 and dark_on_light.shape == (28, 28) and dark_on_light.max() == 255
-    assert dark_on_light[0].sum() == 0  # the paper is black
-
-
-def test_preparing_keeps_the_aspect_ratio_and_centres_the_mass():
-    digit = prepare(bar((300, 200), (10, 10, 59, 209 // 2)))  # 50 wide, 96 high, far off centre
-    rows, cols = (digit > 64).nonzero(as_tuple=True)
-    height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
-    assert height == 20 and abs(width - 20 * 50 / 96) <= 1
-    mass = digit.float()
-    centre = [(mass.sum(1 - axis) * torch.arange(28)).sum() / mass.sum() for axis in (0, 1)]
-    assert all(abs(c - 14) <= 0.5 for c in centre)  # where MNIST's centres of mass lie
-
-
-@needs_real_mnist
-def test_preparing_mnists_own_digits_gives_them_back():
-    """MNIST's test digits are already prepared as MNIST was made: preparing them again changes
-    them by less than one grey level a pixel on average (redrawn, they are read as MNIST's own)."""
-    images = real_test_set()[0][:1000]
-    prepared = torch.stack([prepare(Image.fromarray(image.numpy())) for image in images])
-    assert (prepared.float() - images.float()).abs().mean() < 1.0
-
-
-def test_a_blank_image_has_no_digit():
-    with pytest.raises(NoDigit, match="no ink"):
-        prepare(Image.new("L", (64, 64), 200))
-
-
-def in_mode(mode: str) -> Image.Image:
-    """The bar below, ink black on white, as an image of `mode`: transparent paper where the mode
-    has alpha, 16-bit, 32-bit and float brightness on their own scales."""
-    grey = np.asarray(bar((120, 90), (30, 20, 45, 70)).convert("L"), dtype=np.float64) / 255
-    if mode in ("RGBA", "LA"):
-        ink = np.zeros((*grey.shape, 4), dtype=np.uint8)
-        ink[..., 3] = ((1 - grey) * 255).astype(np.uint8)  # paper: transparent
-        return Image.fromarray(ink, "RGBA").convert(mode)
-    if mode == "P":
-        image = bar((120, 90), (30, 20, 45, 70)).convert("P")
-        image.info["transparency"] = image.getpixel((0, 0))  # the paper's colour
-        return image
-    scaled = {"I;16": (65535, np.uint16), "I": (65535, np.int32), "F": (1, np.float32), "F255": (255, np.float32)}
-    if mode in scaled:
-        full, dtype = scaled[mode]
-        return Image.fromarray((grey * full).astype(dtype))  # Pillow's mode for the dtype: I;16, I or F
-    return bar((120, 90), (30, 20, 45, 70)).convert(mode)
-
-
-@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "P", "I;16", "I", "F", "F255", "LAB", "CMYK"])
-def test_every_image_mode_prepares_as_its_8_bit_grey(mode):
-    expected = prepare(in_mode("L")).int()
-    assert (prepare(in_mode(mode)).int() - expected).abs().max() <= 1, mode
-
-
-def test_a_photo_sized_image_prepares_as_its_small_copy():
-    """A 4,800-pixel-wide scan is looked at reduced to 1,024 a side: the same digit as drawn small."""
-    small = prepare(bar((120, 90), (30, 20, 45, 70)))
-    large = prepare(bar((4800, 3600), (1200, 800, 1839, 2839)))
-    assert (large.int() - small.int()).abs().float().mean() < 4

@@ -6,12 +6,10 @@ import json
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 import urllib.request
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from PIL import Image
 
 from mnist_lit import fit, load
 from mnist_lit.nn import digits
-from tests.conftest import REAL_DATA, a_stroke, cli, free_port, needs_real_mnist, png, real_test_set
+from tests.conftest import REAL_DATA, a_stroke, bomb, cli, free_port, needs_real_mnist, png, real_test_set
 
 pytest.importorskip("starlette")
 from starlette.testclient import TestClient  # noqa: E402
@@ -45,21 +43,6 @@ def redrawn(image: torch.Tensor, format: str = "PNG") -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(255 - image.numpy()).resize((280, 280), Image.Resampling.BICUBIC).save(buffer, format)
     return buffer.getvalue()
-
-
-def bomb() -> bytes:
-    """A PNG of a few hundred bytes whose header claims 100,000 × 100,000 pixels."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    header = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", header)
-        + chunk(b"IDAT", zlib.compress(bytes(10_000)))
-        + chunk(b"IEND", b"")
-    )
 
 
 def test_the_page_has_a_drawing_pad_and_fetches_nothing_from_elsewhere(client):
