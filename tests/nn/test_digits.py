@@ -60,6 +60,15 @@ def test_ink_of_any_strength_on_paper_of_any_shade_prepares_as_black_ink_on_whit
     assert (prepare(bar((120, 90), (30, 20, 45, 70), ink=ink, paper=paper)).int() - expected).abs().max() <= 1
 
 
+# Brightness from 0 to 1 on each deeper scale, and the dtype that Pillow reads as its mode: I;16, I or F.
+SCALED = {"I;16": (65535, np.uint16), "I": (65535, np.int32), "F": (1, np.float32), "F255": (255, np.float32)}
+
+
+def deeper(grey: np.ndarray, mode: str) -> Image.Image:
+    full, dtype = SCALED[mode]
+    return Image.fromarray((grey * full).astype(dtype))
+
+
 def in_mode(mode: str) -> Image.Image:
     """The bar below, ink black on white, as an image of `mode`: transparent paper where the mode
     has alpha, 16-bit, 32-bit and float brightness on their own scales."""
@@ -73,10 +82,8 @@ def in_mode(mode: str) -> Image.Image:
         image = bar((120, 90), (30, 20, 45, 70)).convert("P")
         image.info["transparency"] = image.getpixel((0, 0))  # the paper's colour
         return image
-    scaled = {"I;16": (65535, np.uint16), "I": (65535, np.int32), "F": (1, np.float32), "F255": (255, np.float32)}
-    if mode in scaled:
-        full, dtype = scaled[mode]
-        return Image.fromarray((grey * full).astype(dtype))  # Pillow's mode for the dtype: I;16, I or F
+    if mode in SCALED:
+        return deeper(grey, mode)
     return bar((120, 90), (30, 20, 45, 70)).convert(mode)
 
 
@@ -113,3 +120,14 @@ def test_a_large_jpeg_is_read_at_the_smallest_scale_that_keeps_1024_pixels_a_sid
     assert image.size == (1024, 1024)
     small = prepare(photo.resize((1024, 1024), Image.Resampling.BOX)).int()
     assert (prepare(image).int() - small).abs().float().mean() < 1
+
+
+@pytest.mark.parametrize("mode", SCALED)
+def test_deeper_images_keep_their_mid_tones(mode):
+    """A box of mid grey beside the bar: 16-bit, 32-bit and float brightness scaled to 8 bits,
+    not clipped to them (Pillow's own conversion to L would make the box paper)."""
+    toned = bar((120, 90), (30, 20, 45, 70))
+    ImageDraw.Draw(toned).rectangle((60, 20, 75, 70), fill=(128, 128, 128))
+    toned = toned.convert("L")
+    expected = prepare(toned).int()
+    assert (prepare(deeper(np.asarray(toned, dtype=np.float64) / 255, mode)).int() - expected).abs().max() <= 1

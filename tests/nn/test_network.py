@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from mnist_lit.common.choices import ACTIVATIONS
+from mnist_lit.nn.exported import FromPixels
 from mnist_lit.nn.network import DenseNetwork
 from mnist_lit.nn.summary import count, summary
 
@@ -54,3 +55,14 @@ def test_the_activation_table_is_torchs_elementwise_activations():
     not_elementwise = {"Threshold", "GLU", "MultiheadAttention", "Softmin", "Softmax", "Softmax2d", "LogSoftmax"}
     torchs = {name.lower(): name for name in nn.modules.activation.__all__ if name not in not_elementwise}
     assert ACTIVATIONS == torchs
+
+
+def test_the_exported_network_takes_mnists_uint8_images_and_gives_each_ones_class_probabilities():
+    """What other programs run (mnist-lit-export): the tutorial's own arithmetic, x / 255 as a
+    784-vector, in front of the network, and a softmax over the ten classes of each image behind."""
+    torch.manual_seed(0)
+    net = DenseNetwork([16])
+    images = torch.randint(0, 256, (5, 28, 28), dtype=torch.uint8)
+    probabilities = FromPixels(net)(images)
+    by_hand = torch.exp(net(images.reshape(5, 784) / 255.0))
+    torch.testing.assert_close(probabilities, by_hand / by_hand.sum(1, keepdim=True))
