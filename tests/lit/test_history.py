@@ -4,6 +4,7 @@ did and says how to go on. In this process, with Lightning's own handling of the
 (tests/test_faults.py sends real signals to a child process, which mutation testing cannot see)."""
 
 import csv
+import re
 import signal
 
 import lightning as L
@@ -101,7 +102,11 @@ def test_a_stopped_run_draws_its_epochs_and_says_how_to_go_on(
     history, what = fit_until(Stop(exception, epoch), tmp_path, tiny_mnist)
     assert type(what) is raised
     assert history.stopped_by == (signal.SIGINT if raised is SystemExit else signal.SIGTERM)
-    assert capsys.readouterr().err.splitlines()[-1] == f"Stopped during epoch {epoch} of 2: {told}"
+    printed = capsys.readouterr()
+    assert printed.err.splitlines()[-1] == f"Stopped during epoch {epoch} of 2: {told}"
+    # Each epoch done printed its line, with the seconds it took (a fraction of one here).
+    seconds = [float(time) for time in re.findall(r"^Epoch \d/2 - (\d+\.\d)s - ", printed.out, re.MULTILINE)]
+    assert len(seconds) == epoch - 1 and all(second < 60 for second in seconds)
     assert len(history.history["loss"]) == epoch - 1 and (tmp_path / "history.png").stat().st_size > 0
 
 
