@@ -79,8 +79,9 @@ def in_mode(mode: str) -> Image.Image:
         rgba = Image.fromarray(ink, "RGBA")
         return rgba.convert("LA").convert("La") if mode == "La" else rgba.convert(mode)
     if mode == "P":
-        image = bar((120, 90), (30, 20, 45, 70)).convert("P")
-        image.info["transparency"] = image.getpixel((0, 0))  # the paper's colour
+        # Dark green paper, transparent: read as what it is, it would be no paper for black ink.
+        image = bar((120, 90), (30, 20, 45, 70), paper=(0, 100, 0)).convert("P", palette=Image.Palette.ADAPTIVE)
+        image.info["transparency"] = image.getpixel((0, 0))
         return image
     if mode in SCALED:
         return deeper(grey, mode)
