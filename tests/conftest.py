@@ -104,6 +104,24 @@ def bomb() -> bytes:
     )
 
 
+def quiet_trainer(**settings):
+    """A Lightning Trainer that writes and prints nothing of its own unless `settings` ask."""
+    import lightning as L
+
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    return L.Trainer(**{**quiet, "enable_model_summary": False, **settings})
+
+
+def seeded(**arguments):
+    """A Classifier from the same weights, whatever ran before it in this process."""
+    import lightning as L
+
+    from mnist_lit import Classifier
+
+    L.seed_everything(0)
+    return Classifier(**arguments)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

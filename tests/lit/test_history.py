@@ -12,8 +12,9 @@ import pytest
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from mnist_lit import Classifier, MNISTDataModule
+from mnist_lit import MNISTDataModule
 from mnist_lit.lit.history import EpochRecord, History
+from tests.conftest import quiet_trainer, seeded
 
 RESUME, RESTART = "python -m mnist_lit resume=run", "python -m mnist_lit model=mlp"
 
@@ -69,17 +70,10 @@ def fit_until(stop: Stop, directory, data) -> tuple[History, BaseException]:
     """A 2-epoch fit that `stop` ends, as Lightning ends it: the History and what the fit raised."""
     history = History(directory, resume=RESUME, restart=RESTART)
     checkpoints = ModelCheckpoint(directory / "checkpoints", save_last=True)
-    trainer = L.Trainer(
-        max_epochs=2,
-        callbacks=[history, checkpoints, stop],
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=2, callbacks=[history, checkpoints, stop], enable_checkpointing=True)
     sigint = signal.getsignal(signal.SIGINT)
-    L.seed_everything(0)
     try:
-        trainer.fit(Classifier(hidden=[32]), MNISTDataModule(str(data)))
+        trainer.fit(seeded(hidden=[32]), MNISTDataModule(str(data)))
     except BaseException as raised:  # noqa: BLE001 - what Lightning let out is the result
         return history, raised
     finally:

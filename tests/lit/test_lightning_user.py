@@ -6,7 +6,6 @@ import math
 import pickle
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import StochasticWeightAveraging
@@ -16,6 +15,7 @@ from lightning.pytorch.tuner import Tuner
 
 from mnist_lit import Classifier, MNISTDataModule
 from mnist_lit.common.choices import METRICS
+from tests.conftest import quiet_trainer, seeded
 
 
 def test_the_lightning_users_script_in_the_docs_runs(tiny_mnist, monkeypatch, tmp_path, capsys):
@@ -28,16 +28,6 @@ def test_the_lightning_users_script_in_the_docs_runs(tiny_mnist, monkeypatch, tm
     printed = capsys.readouterr().out
     assert "'val_accuracy'" in printed and "'test_accuracy'" in printed
     assert "val_accuracy" in (tmp_path / "logs" / "lightning_logs" / "version_0" / "metrics.csv").read_text()
-
-
-def trainer(**settings) -> L.Trainer:
-    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
-    return L.Trainer(**{**quiet, "enable_model_summary": False, **settings})
-
-
-def seeded(**arguments) -> Classifier:
-    L.seed_everything(0)
-    return Classifier(**arguments)
 
 
 def by_hand(model: Classifier, data: MNISTDataModule, accumulate: int = 1, clip=None) -> Classifier:
@@ -70,7 +60,7 @@ def by_hand(model: Classifier, data: MNISTDataModule, accumulate: int = 1, clip=
 )
 def test_accumulation_and_clipping_are_lightnings_and_train_as_a_torch_loop(settings, tiny_mnist):
     model = seeded(hidden=[32])
-    fitted = trainer(max_epochs=1, limit_val_batches=0, **settings)
+    fitted = quiet_trainer(max_epochs=1, limit_val_batches=0, **settings)
     fitted.fit(model, MNISTDataModule(str(tiny_mnist)))
     clip = (
         (settings["gradient_clip_algorithm"], settings["gradient_clip_val"])
@@ -89,7 +79,7 @@ def test_accumulation_and_clipping_are_lightnings_and_train_as_a_torch_loop(sett
 
 def test_any_logger_gets_the_epoch_metrics_and_validate_and_test_return_them(tiny_mnist, tmp_path):
     logger = CSVLogger(tmp_path, name="csv", version=0)
-    fitted = trainer(max_epochs=2, logger=logger, precision="bf16-mixed")
+    fitted = quiet_trainer(max_epochs=2, logger=logger, precision="bf16-mixed")
     model, data = Classifier(), MNISTDataModule(str(tiny_mnist))
     fitted.fit(model, data)
     rows = (tmp_path / "csv" / "version_0" / "metrics.csv").read_text().splitlines()
@@ -98,8 +88,8 @@ def test_any_logger_gets_the_epoch_metrics_and_validate_and_test_return_them(tin
     epochs = [dict(zip(header, row.split(","), strict=True)) for row in rows[1:]]
     assert sorted({row["epoch"] for row in epochs if row["val_accuracy"]}) == ["0", "1"]
     assert 0.5 < float(epochs[-1]["val_accuracy"] or epochs[-2]["val_accuracy"]) <= 1
-    [validated] = trainer().validate(model, data)
-    [tested] = trainer().test(model, data)
+    [validated] = quiet_trainer().validate(model, data)
+    [tested] = quiet_trainer().test(model, data)
     assert validated.keys() == {"val_loss", "val_accuracy"} and tested.keys() == {"test_loss", "test_accuracy"}
     # The tiny test split is the validation split: the same numbers, under each stage's names.
     assert validated["val_accuracy"] == pytest.approx(tested["test_accuracy"]) and 0.5 < tested["test_accuracy"]
@@ -107,14 +97,14 @@ def test_any_logger_gets_the_epoch_metrics_and_validate_and_test_return_them(tin
 
 def test_stochastic_weight_averaging_sets_the_learning_rate(tiny_mnist):
     averaging = StochasticWeightAveraging(swa_lrs=0.01, swa_epoch_start=1, annealing_epochs=1)
-    fitted = trainer(max_epochs=2, callbacks=[averaging], limit_val_batches=0)
+    fitted = quiet_trainer(max_epochs=2, callbacks=[averaging], limit_val_batches=0)
     fitted.fit(Classifier(), MNISTDataModule(str(tiny_mnist)))
     assert fitted.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.01)
 
 
 def test_the_tuner_finds_a_learning_rate_and_a_batch_size(tiny_mnist):
     model, data = Classifier(hidden=[32]), MNISTDataModule(str(tiny_mnist))
-    tuner = Tuner(trainer(max_epochs=1))
+    tuner = Tuner(quiet_trainer(max_epochs=1))
     found = tuner.lr_find(model, datamodule=data, num_training=40, update_attr=True)
     assert all(math.isfinite(loss) for loss in found.results["loss"])
     assert math.isfinite(found.suggestion()) and model.lr == found.suggestion()
@@ -141,7 +131,7 @@ def test_lightning_cli_trains_the_tutorials_network_and_takes_a_scheduler(tiny_m
 def test_a_compiled_classifier_trains_without_recompiling_and_still_pickles(tiny_mnist, caplog):
     torch._dynamo.reset()
     model = Classifier(hidden=[32])
-    fitted = trainer(max_epochs=2)
+    fitted = quiet_trainer(max_epochs=2)
     fitted.fit(
         torch.compile(model, backend="eager"), MNISTDataModule(str(tiny_mnist), batch_size=48)
     )  # a short last batch
@@ -159,7 +149,7 @@ def test_optunas_own_pruning_callback_prunes_the_classifier_in_a_users_study(tin
         # Each trial from the same weights, whatever ran before it in this process.
         lr = trial.suggest_categorical("lr", [3e-2, 1e-7])
         model, data = seeded(hidden=[32], lr=lr), MNISTDataModule(str(tiny_mnist))
-        fitted = trainer(max_epochs=3, callbacks=[PyTorchLightningPruningCallback(trial, monitor="val_accuracy")])
+        fitted = quiet_trainer(max_epochs=3, callbacks=[PyTorchLightningPruningCallback(trial, monitor="val_accuracy")])
         fitted.fit(model, data)
         return fitted.callback_metrics["val_accuracy"].item()
 

@@ -6,11 +6,11 @@ import logging
 import math
 from types import SimpleNamespace
 
-import lightning as L
 import pytest
 
-from mnist_lit import Classifier, MNISTDataModule
+from mnist_lit import MNISTDataModule
 from mnist_lit.lit.pruning import Pruning
+from tests.conftest import quiet_trainer, seeded
 
 optuna = pytest.importorskip("optuna")
 
@@ -21,12 +21,10 @@ def test_a_run_reports_each_epoch_and_stops_where_its_study_prunes_it(tiny_mnist
     study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=0.5))
     stopped = {}
     for lr in (1e-7, 3e-2):
-        L.seed_everything(0)
         trial = study.ask()
         pruning = Pruning(trial, "val_accuracy", {})
-        quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
-        trainer = L.Trainer(max_epochs=3, callbacks=[pruning], enable_model_summary=False, **quiet)
-        trainer.fit(Classifier(hidden=[32], lr=lr), MNISTDataModule(str(tiny_mnist)))
+        trainer = quiet_trainer(max_epochs=3, callbacks=[pruning])
+        trainer.fit(seeded(hidden=[32], lr=lr), MNISTDataModule(str(tiny_mnist)))
         stopped[lr] = (pruning.pruned_at, trainer.current_epoch)
         if pruning.pruned_at is None:
             study.tell(trial, trainer.callback_metrics["val_accuracy"].item())
